@@ -1,0 +1,1 @@
+//! The mqtt lesson: filled in by its own issue.

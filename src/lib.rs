@@ -1,0 +1,120 @@
+//! The few conventions that every binary in this workspace shares.
+//!
+//! Nothing here is about a protocol: each protocol's lesson lives in its own
+//! crate (`tcp/`, `udp/`, `websocket/`, `mqtt/`). What lives here is what a
+//! person sees the same way from all nine programs:
+//!
+//! - diagnostics go to stderr through [`tracing`], and `RUST_LOG` controls them
+//!   ([`init_logging`]);
+//! - a server announces itself with `listening on <ip:port>` as its first line
+//!   on stdout, so scripts and tests can start it on port 0 and read where it is
+//!   ([`print_listening`]);
+//! - Ctrl-C or SIGTERM asks a program to stop cleanly ([`shutdown_signal`]);
+//! - a failure prints one `error: ...` line on stderr and exits non-zero
+//!   ([`exit`], and [`bind_error`] for the most common failure of all).
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+
+use tracing_subscriber::EnvFilter;
+
+/// Sends diagnostics to stderr, leaving stdout for the data a program was asked
+/// to show.
+///
+/// `default_filter` applies when `RUST_LOG` is unset; binaries pass `"info"`,
+/// so a learner sees connects and disconnects without setting anything. Try
+/// `RUST_LOG=debug` to see more.
+pub fn init_logging(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colours only for a terminal, not for a file or a test's pipe.
+        .with_ansi(std::io::stderr().is_terminal())
+        // Seconds since the program started: enough to see what came when.
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_target(false)
+        .init();
+}
+
+/// Prints the first stdout line of every server: `listening on <ip:port>`.
+///
+/// `addr` must be the address the socket really bound (from `local_addr()`), so
+/// that `--port 0`, which asks the operating system for any free port, tells
+/// the user which port it got. `println!` flushes at the newline, so a script
+/// reading our stdout through a pipe sees the line at once.
+pub fn print_listening(addr: SocketAddr) {
+    println!("listening on {addr}");
+}
+
+/// Explains why a server could not bind its address, with the fix where one
+/// is obvious: `cannot listen on 127.0.0.1:9999: Address already in use (os
+/// error 98); is another server on that port? pass --port`.
+pub fn bind_error(addr: SocketAddr, error: std::io::Error) -> anyhow::Error {
+    let hint = match error.kind() {
+        std::io::ErrorKind::AddrInUse => "; is another server on that port? pass --port",
+        std::io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges: pass --port",
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; that address is not on this machine: check --host"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("cannot listen on {addr}: {error}{hint}")
+}
+
+/// Resolves when the user asks the program to stop: Ctrl-C (SIGINT) in the
+/// terminal, or SIGTERM from `kill` or a service manager.
+///
+/// Servers race this against their accept loop with `tokio::select!`, so they
+/// can stop accepting, let open connections finish, and exit 0.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        // If the handler cannot be installed, never resolve: the default
+        // action (terminate the process) still applies.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// The last thing every `main` does: turns the program's result into an exit
+/// status, printing `error: <what failed>: <cause>` for a failure.
+///
+/// `{:#}` prints an [`anyhow::Error`] with its whole chain of causes on one
+/// line, e.g. `error: cannot bind 127.0.0.1:9999: Address already in use (os
+/// error 98); is another server running? pass --port`.
+///
+/// We end the process here rather than returning from `main`: a program that
+/// reads stdin has a read parked on a blocking thread, and tokio's runtime
+/// would wait for that read (for the user to press Enter) before letting the
+/// process go.
+pub fn exit(result: anyhow::Result<()>) -> ! {
+    let code = match result {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            1
+        }
+    };
+    // `std::process::exit` skips destructors, so flush stdout ourselves.
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
+}

@@ -1,0 +1,100 @@
+//! # tcp_client: a full-duplex TCP client, like a small `nc`
+//!
+//! Once connected, a TCP connection carries bytes both ways at the same time.
+//! This client sends what you type (or pipe in) while printing whatever the
+//! server sends, as it arrives, so it works for an echo server, where each
+//! line has one answer, and for a chat, where lines arrive at any moment.
+//! When your input ends it closes only its sending direction and keeps
+//! reading until the server closes, so no answer is lost.
+//!
+//! ## Try it
+//!
+//! Terminal 1: `cargo run -p tcp --bin tcp_server`
+//!
+//! Terminal 2, one line and its answer:
+//!
+//! ```text
+//! cargo run -p tcp --bin tcp_client -- -m hello
+//! ```
+//!
+//! or type lines yourself (Ctrl-D ends input), or pipe them in:
+//! `printf 'a\nb\n' | cargo run -p tcp --bin tcp_client` prints `a` and `b`.
+//! `-m ping --count 5 --interval-ms 200` sends five lines, 200 ms apart.
+//! Only what the server sends goes to stdout; status goes to stderr.
+//!
+//! Stop the server and run the client again to see what "nobody listening"
+//! looks like: the server's kernel answers our SYN with a reset, and we print
+//! `error: cannot connect to 127.0.0.1:9999: Connection refused ...`.
+//!
+//! ## Read next
+//!
+//! `tcp/src/client.rs`: the two directions of one connection, and half-close.
+
+use std::time::Duration;
+
+use clap::Parser;
+use tcp::client;
+use tracing::info;
+
+/// A TCP client: sends lines from stdin (or one line with -m) and prints
+/// everything the server sends, until the server closes the connection.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Server to connect to (a name or an IP address)
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Server port
+    #[arg(long, default_value_t = 9999)]
+    port: u16,
+    /// Send this one line instead of reading stdin, print the answer, exit
+    #[arg(short, long)]
+    message: Option<String>,
+    /// With -m: send the line this many times
+    #[arg(long, default_value_t = 1, requires = "message")]
+    count: u64,
+    /// With -m and --count: wait this long between lines
+    #[arg(long, default_value_t = 1000, requires = "message")]
+    interval_ms: u64,
+    /// Give up connecting after this many seconds
+    #[arg(long, default_value_t = 5)]
+    connect_timeout_secs: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    networking_protocols::init_logging("info");
+    networking_protocols::exit(talk(args).await)
+}
+
+async fn talk(args: Args) -> anyhow::Result<()> {
+    let wait = Duration::from_secs(args.connect_timeout_secs);
+    let stream = client::connect(&args.host, args.port, wait).await?;
+    info!(
+        "connected to {} from {}",
+        stream.peer_addr()?,
+        stream.local_addr()?
+    );
+
+    let stdout = tokio::io::stdout();
+    // Both inputs are streams of byte chunks: a repeated line for -m, or
+    // whatever arrives on stdin (a terminal hands over one line at a time).
+    let session = async {
+        match &args.message {
+            Some(message) => {
+                let interval = Duration::from_millis(args.interval_ms);
+                let lines = client::repeat_line(message, args.count, interval);
+                client::run(stream, lines, stdout).await
+            }
+            None => {
+                let stdin = tokio_util::io::ReaderStream::new(tokio::io::stdin());
+                client::run(stream, stdin, stdout).await
+            }
+        }
+    };
+    tokio::select! {
+        result = session => result,
+        () = networking_protocols::shutdown_signal() => Ok(()),
+    }
+}

@@ -1,0 +1,96 @@
+//! # tcp_server: a line echo (or chat) server, and a first lesson in TCP
+//!
+//! TCP gives two programs a reliable, ordered stream of bytes in each
+//! direction. Reliable and ordered: the kernel numbers every byte, resends what
+//! is lost and reorders what arrives out of order. A stream of *bytes*: TCP
+//! keeps no message boundaries, so a protocol on top must mark them itself.
+//! This server's protocol is the simplest one there is: every line that ends in
+//! a newline is answered with the same line, byte for byte (the Echo protocol
+//! of RFC 862, framed by lines). With `--chat`, every line goes to every other
+//! client instead, tagged with the sender's address.
+//!
+//! ## Try it
+//!
+//! Terminal 1 starts the server; it prints `listening on 127.0.0.1:9999`:
+//!
+//! ```text
+//! cargo run -p tcp --bin tcp_server
+//! ```
+//!
+//! Terminal 2 connects; type lines and each comes back (Ctrl-D to finish):
+//!
+//! ```text
+//! cargo run -p tcp --bin tcp_client
+//! ```
+//!
+//! A chat: start the server with `--chat --port 7000`, then run
+//! `cargo run -p tcp --bin tcp_client -- --port 7000` in two more terminals.
+//! What one types, the other sees as `[127.0.0.1:50312] hello`. Terminal 1
+//! logs each connect and disconnect, with how long it lasted and how many lines
+//! it sent; Ctrl-C there stops the server cleanly.
+//!
+//! ## Read next
+//!
+//! `tcp/src/server.rs` (one task per connection, framing, limits, shutdown),
+//! `tcp/src/lib.rs` (how lines are found in a byte stream), then
+//! `tcp/src/bin/tcp_client.rs`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::Parser;
+use tcp::server::{self, Config, Mode};
+use tokio::net::TcpListener;
+
+/// A TCP line server: echoes every line back to its sender, or with --chat
+/// relays it to every other client.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on; 0.0.0.0 accepts connections from other machines too
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port to listen on; 0 picks a free one (printed on the first line)
+    #[arg(long, default_value_t = 9999)]
+    port: u16,
+    /// Relay each line to every other client, tagged with the sender's address
+    #[arg(long)]
+    chat: bool,
+    /// Longest line accepted, in bytes; a longer one gets an error and the connection closes
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_line_bytes: usize,
+    /// Most clients served at once; one more gets "server busy" and is closed
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Disconnect a client that sends nothing (or reads nothing) for this many seconds
+    #[arg(long, default_value_t = 300)]
+    idle_timeout_secs: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    networking_protocols::init_logging("info");
+    networking_protocols::exit(serve(args).await)
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    // Binding claims the address; the kernel accepts connections on it from
+    // now on, even before our first `accept`, and queues them for us.
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|error| networking_protocols::bind_error(addr, error))?;
+    networking_protocols::print_listening(listener.local_addr()?);
+
+    let config = Config {
+        mode: if args.chat { Mode::Chat } else { Mode::Echo },
+        max_line_bytes: args.max_line_bytes,
+        max_connections: args.max_connections,
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        ..Config::default()
+    };
+    // The server runs until Ctrl-C or SIGTERM, then shuts down gracefully.
+    server::run(listener, config, networking_protocols::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! The TCP client: connect, then move bytes both ways at once.
+//!
+//! A TCP connection is two independent byte streams, one in each direction.
+//! [`run`] treats it that way: one half sends our input while the other half
+//! prints whatever the server sends, whenever it sends it. That is what makes
+//! the client work for chat, where lines arrive while you type, and not only
+//! for echo, where every line has exactly one answer.
+
+use std::io;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Opens a TCP connection: the kernel sends SYN, the server's kernel answers
+/// SYN-ACK, we send ACK (the three-way handshake), and only then does
+/// `connect` return. A refused connection (nobody listening on that port)
+/// fails at once; a host that never answers fails after `wait`.
+pub async fn connect(host: &str, port: u16, wait: Duration) -> anyhow::Result<TcpStream> {
+    let attempt = tokio::time::timeout(wait, TcpStream::connect((host, port))).await;
+    let stream = match attempt {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionRefused => {
+            bail!("cannot connect to {host}:{port}: {error}; is tcp_server running on that port?")
+        }
+        Ok(Err(error)) => bail!("cannot connect to {host}:{port}: {error}"),
+        Err(_) => bail!("cannot connect to {host}:{port}: no answer within {wait:?}"),
+    };
+    // Small writes go out at once instead of waiting to be merged with the
+    // next one (Nagle's algorithm): an interactive client wants low latency.
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Sends every chunk of `input` to the server while copying everything the
+/// server sends to `output`, until the server closes the connection.
+///
+/// When `input` ends we close only our sending half (a TCP "half-close": our
+/// kernel sends FIN), then keep reading: answers to our last lines may still be
+/// on their way, and the server closes its half when it has sent them. So
+/// `printf 'a\nb\n' | tcp_client` prints both answers before it exits.
+///
+/// Errors: the connection was reset, or the server closed it before our input
+/// ended (everything it sent is printed first).
+pub async fn run<I, O>(stream: TcpStream, input: I, mut output: O) -> anyhow::Result<()>
+where
+    I: Stream<Item = io::Result<Bytes>>,
+    O: AsyncWrite + Unpin,
+{
+    let server = stream.peer_addr()?;
+    let (mut from_server, mut to_server) = stream.into_split();
+
+    let send = async move {
+        futures_util::pin_mut!(input);
+        while let Some(chunk) = input.next().await {
+            let chunk = chunk.context("cannot read input")?;
+            to_server
+                .write_all(&chunk)
+                .await
+                .with_context(|| format!("cannot send to {server}"))?;
+        }
+        to_server
+            .shutdown()
+            .await
+            .with_context(|| format!("cannot close the connection to {server}"))
+    };
+    // `copy` writes each chunk as it arrives and flushes whenever the socket
+    // has nothing more for the moment, so lines appear as the server sends them.
+    let receive = tokio::io::copy(&mut from_server, &mut output);
+    tokio::pin!(send, receive);
+
+    let mut sending = true;
+    let mut send_error = None;
+    loop {
+        tokio::select! {
+            sent = &mut send, if sending => {
+                sending = false;
+                // A failed send usually means the server went away; let the
+                // receiving half finish first so its last words are printed.
+                send_error = sent.err();
+            }
+            received = &mut receive => {
+                received.with_context(|| format!("connection to {server} failed"))?;
+                if let Some(error) = send_error {
+                    return Err(error);
+                }
+                if sending {
+                    bail!("{server} closed the connection before our input ended");
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The input for `-m`: `message` as one line, `count` times, `interval` apart.
+pub fn repeat_line(
+    message: &str,
+    count: u64,
+    interval: Duration,
+) -> impl Stream<Item = io::Result<Bytes>> + use<> {
+    let line = Bytes::from(format!("{message}\n"));
+    futures_util::stream::iter(0..count).then(move |i| {
+        let line = line.clone();
+        async move {
+            if i > 0 {
+                tokio::time::sleep(interval).await;
+            }
+            Ok(line)
+        }
+    })
+}

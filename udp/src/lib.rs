@@ -1,0 +1,1 @@
+//! The udp lesson: filled in by its own issue.

@@ -1,0 +1,1 @@
+//! The websocket lesson: filled in by its own issue.
