@@ -1,0 +1,172 @@
+//! What the integration tests share: running the real binaries as a user
+//! would, with a timeout on every wait.
+//!
+//! Servers start with `--port 0` and we read the port they got from their
+//! first stdout line, `listening on <ip:port>`: no fixed ports, no sleeping
+//! until a server is probably ready.
+
+#![allow(dead_code)] // Each test file uses its own share of these helpers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// How long any single network or process wait may take before the test
+/// fails. Generous, so a loaded CI machine does not fail a correct program.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `future`, failing the test with `what` if it takes longer than [`WAIT`].
+pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(WAIT, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+/// The path of one of the workspace's binaries, built on first use.
+///
+/// Integration tests of the root package cannot see other packages' binaries
+/// through `CARGO_BIN_EXE_*`, so we ask cargo to build them all once (a no-op
+/// when they are fresh) and find them beside the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir").to_path_buf();
+        let mut build = std::process::Command::new(env!("CARGO"));
+        build.args(["build", "--quiet", "--workspace", "--bins"]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("run cargo build");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+        dir
+    });
+    dir.join(name)
+}
+
+/// A running binary with its stdout lines and a copy of its stderr.
+pub struct Process {
+    pub child: Child,
+    pub stdout: Lines<BufReader<ChildStdout>>,
+    stderr: Arc<Mutex<String>>,
+    stderr_copier: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A server started with `--port 0`, and the address it reported.
+pub struct Server {
+    pub process: Process,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    /// Starts `bin` with `args`; stdin is a pipe the test may write to.
+    pub fn spawn(bin: &str, args: &[&str]) -> Process {
+        let mut child = Command::new(binary(bin))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let copy = stderr.clone();
+        let stderr_copier = tokio::spawn(async move {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
+                copy.lock().expect("stderr lock").push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        Process { child, stdout, stderr, stderr_copier: Some(stderr_copier) }
+    }
+
+    /// The next line the program prints on stdout (`None` at its end).
+    pub async fn line(&mut self) -> Option<String> {
+        within("a line on stdout", self.stdout.next_line()).await.expect("read stdout")
+    }
+
+    /// Everything the program has printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// Writes `bytes` to the program's stdin.
+    pub async fn write_stdin(&mut self, bytes: &[u8]) {
+        let stdin = self.child.stdin.as_mut().expect("stdin still open");
+        within("writing stdin", stdin.write_all(bytes)).await.expect("write stdin");
+    }
+
+    /// Closes the program's stdin (end of input, like Ctrl-D).
+    pub fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
+    /// Sends a Unix signal by name (`INT` for Ctrl-C, `TERM`).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("process still running").to_string();
+        let status = std::process::Command::new("kill").args([&format!("-{name}"), &pid]).status();
+        assert!(status.expect("run kill").success(), "kill -{name} {pid} failed");
+    }
+
+    /// Waits for the program to exit.
+    pub async fn exit(&mut self) -> ExitStatus {
+        within("the process to exit", self.child.wait()).await.expect("wait")
+    }
+
+    /// Waits for the program to exit and returns its status with all of its
+    /// remaining stdout.
+    pub async fn finish(mut self) -> (ExitStatus, String, String) {
+        self.close_stdin();
+        let mut out = String::new();
+        while let Some(line) = self.line().await {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let status = self.exit().await;
+        // The copier ends when the pipe closes, after the last bytes.
+        if let Some(copier) = self.stderr_copier.take() {
+            within("the end of stderr", copier).await.expect("stderr copier");
+        }
+        (status, out, self.stderr())
+    }
+}
+
+impl Server {
+    /// Starts server `bin` on a free port (`--port 0` is added) and waits for
+    /// its `listening on <addr>` line.
+    pub async fn start(bin: &str, args: &[&str]) -> Server {
+        let mut all = vec!["--port", "0"];
+        all.extend_from_slice(args);
+        let mut process = Process::spawn(bin, &all);
+        let first = process.line().await.unwrap_or_else(|| {
+            panic!("{bin} exited before listening; stderr:\n{}", process.stderr())
+        });
+        let addr = first
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{bin}'s first line was {first:?}"));
+        Server { process, addr }
+    }
+
+    /// The port as a command-line argument.
+    pub fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+}
+
+/// Runs a client binary to completion with `stdin` as its input, and returns
+/// its exit status, stdout and stderr.
+pub async fn run(bin: &str, args: &[&str], stdin: &[u8]) -> (ExitStatus, String, String) {
+    let mut process = Process::spawn(bin, args);
+    process.write_stdin(stdin).await;
+    process.finish().await
+}
