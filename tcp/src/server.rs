@@ -201,7 +201,9 @@ impl Connection {
         let (peer, lines, duration) = (self.peer, self.count, started.elapsed());
         let notice = match &end {
             End::ClientClosed => return info!(%peer, lines, ?duration, "disconnected"),
-            End::Failed(error) => return info!(%peer, lines, ?duration, %error, "connection failed"),
+            End::Failed(error) => {
+                return info!(%peer, lines, ?duration, %error, "connection failed");
+            }
             // Echo answers stay byte-exact, so an echo client is not told that
             // the server is leaving (it sees the connection close); a chat
             // client is.
@@ -300,7 +302,10 @@ impl Connection {
                 }
             }
         };
-        let _ = chat.send(say(format!("[server] {peer} left\n")));
+        // At shutdown everyone leaves at once; announcing each would be noise.
+        if !matches!(end, End::Shutdown) {
+            let _ = chat.send(say(format!("[server] {peer} left\n")));
+        }
         end
     }
 

@@ -6,6 +6,7 @@
 //! until a server is probably ready.
 
 #![allow(dead_code)] // Each test file uses its own share of these helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,13 +39,20 @@ pub fn binary(name: &str) -> PathBuf {
     let dir = BUILT.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> -> target/<profile>
-        let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir").to_path_buf();
+        let dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target dir")
+            .to_path_buf();
         let mut build = std::process::Command::new(env!("CARGO"));
         build.args(["build", "--quiet", "--workspace", "--bins"]);
         if dir.ends_with("release") {
             build.arg("--release");
         }
-        let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("run cargo build");
+        let status = build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
         assert!(status.success(), "cargo build --workspace --bins failed");
         dir
     });
@@ -83,15 +91,24 @@ impl Process {
         let stderr_copier = tokio::spawn(async move {
             let mut chunk = [0u8; 4096];
             while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
-                copy.lock().expect("stderr lock").push_str(&String::from_utf8_lossy(&chunk[..n]));
+                copy.lock()
+                    .expect("stderr lock")
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
             }
         });
-        Process { child, stdout, stderr, stderr_copier: Some(stderr_copier) }
+        Process {
+            child,
+            stdout,
+            stderr,
+            stderr_copier: Some(stderr_copier),
+        }
     }
 
     /// The next line the program prints on stdout (`None` at its end).
     pub async fn line(&mut self) -> Option<String> {
-        within("a line on stdout", self.stdout.next_line()).await.expect("read stdout")
+        within("a line on stdout", self.stdout.next_line())
+            .await
+            .expect("read stdout")
     }
 
     /// Everything the program has printed on stderr so far.
@@ -102,7 +119,9 @@ impl Process {
     /// Writes `bytes` to the program's stdin.
     pub async fn write_stdin(&mut self, bytes: &[u8]) {
         let stdin = self.child.stdin.as_mut().expect("stdin still open");
-        within("writing stdin", stdin.write_all(bytes)).await.expect("write stdin");
+        within("writing stdin", stdin.write_all(bytes))
+            .await
+            .expect("write stdin");
     }
 
     /// Closes the program's stdin (end of input, like Ctrl-D).
@@ -113,13 +132,20 @@ impl Process {
     /// Sends a Unix signal by name (`INT` for Ctrl-C, `TERM`).
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().expect("process still running").to_string();
-        let status = std::process::Command::new("kill").args([&format!("-{name}"), &pid]).status();
-        assert!(status.expect("run kill").success(), "kill -{name} {pid} failed");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+        assert!(
+            status.expect("run kill").success(),
+            "kill -{name} {pid} failed"
+        );
     }
 
     /// Waits for the program to exit.
     pub async fn exit(&mut self) -> ExitStatus {
-        within("the process to exit", self.child.wait()).await.expect("wait")
+        within("the process to exit", self.child.wait())
+            .await
+            .expect("wait")
     }
 
     /// Waits for the program to exit and returns its status with all of its
@@ -134,7 +160,9 @@ impl Process {
         let status = self.exit().await;
         // The copier ends when the pipe closes, after the last bytes.
         if let Some(copier) = self.stderr_copier.take() {
-            within("the end of stderr", copier).await.expect("stderr copier");
+            within("the end of stderr", copier)
+                .await
+                .expect("stderr copier");
         }
         (status, out, self.stderr())
     }
@@ -148,7 +176,10 @@ impl Server {
         all.extend_from_slice(args);
         let mut process = Process::spawn(bin, &all);
         let first = process.line().await.unwrap_or_else(|| {
-            panic!("{bin} exited before listening; stderr:\n{}", process.stderr())
+            panic!(
+                "{bin} exited before listening; stderr:\n{}",
+                process.stderr()
+            )
         });
         let addr = first
             .strip_prefix("listening on ")

@@ -1,0 +1,196 @@
+//! `tcp_server` and `tcp_client` as a user runs them: real processes, real
+//! ports (picked with `--port 0`), piped stdin, stdout, stderr and exit codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
+
+mod common;
+
+use common::{Process, Server, run, within};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// `tcp_client -m` sends one line and prints exactly the echoed answer.
+#[tokio::test]
+async fn client_message_gets_its_echo() {
+    let server = Server::start("tcp_server", &[]).await;
+    let (status, out, err) = run(
+        "tcp_client",
+        &["--port", &server.port(), "-m", "hello"],
+        b"",
+    )
+    .await;
+    assert!(status.success(), "stderr: {err}");
+    assert_eq!(out, "hello\n");
+}
+
+/// `--count` repeats the line, each answer on its own line.
+#[tokio::test]
+async fn client_count_repeats() {
+    let server = Server::start("tcp_server", &[]).await;
+    let args = [
+        "--port",
+        &server.port(),
+        "-m",
+        "tick",
+        "--count",
+        "3",
+        "--interval-ms",
+        "10",
+    ];
+    let (status, out, err) = run("tcp_client", &args, b"").await;
+    assert!(status.success(), "stderr: {err}");
+    assert_eq!(out, "tick\ntick\ntick\n");
+}
+
+/// Piped stdin: every line is sent, and every answer is printed before the
+/// client exits at EOF (`printf 'a\nb\n' | tcp_client`).
+#[tokio::test]
+async fn client_pipes_stdin_and_prints_every_answer() {
+    let server = Server::start("tcp_server", &[]).await;
+    let (status, out, err) = run("tcp_client", &["--port", &server.port()], b"a\nb\n").await;
+    assert!(status.success(), "stderr: {err}");
+    assert_eq!(out, "a\nb\n");
+}
+
+/// Nobody listening: one `error:` line naming the address, exit code 1.
+#[tokio::test]
+async fn client_without_server_fails_clearly() {
+    let port = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        free.local_addr().expect("addr").port()
+    };
+    let (status, out, err) =
+        run("tcp_client", &["--port", &port.to_string(), "-m", "x"], b"").await;
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(out, "");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {err}");
+    assert!(
+        lines[0].starts_with(&format!("error: cannot connect to 127.0.0.1:{port}: ")),
+        "{err}"
+    );
+}
+
+/// A port already in use: the second server explains and exits 1.
+#[tokio::test]
+async fn server_on_a_busy_port_fails_clearly() {
+    let first = Server::start("tcp_server", &[]).await;
+    let mut second = Process::spawn("tcp_server", &["--port", &first.port()]);
+    assert_eq!(second.exit().await.code(), Some(1));
+    let (_, out, err) = second.finish().await;
+    assert_eq!(out, "");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "error: cannot listen on {}: Address already in use (os error 98); \
+             is another server on that port? pass --port",
+            first.addr
+        )
+    );
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM each stop the server with exit code 0, after
+/// it has closed its open connections; connects and disconnects are logged.
+#[tokio::test]
+async fn server_stops_cleanly_on_ctrl_c_and_sigterm() {
+    for signal in ["INT", "TERM"] {
+        let server = Server::start("tcp_server", &[]).await;
+        let socket = within("connect", TcpStream::connect(server.addr))
+            .await
+            .expect("connect");
+        let mut conn = BufReader::new(socket);
+        conn.get_mut().write_all(b"hi\n").await.expect("write");
+        let mut answer = String::new();
+        within("echo", conn.read_line(&mut answer))
+            .await
+            .expect("read");
+        assert_eq!(answer, "hi\n");
+        let process = server.process;
+        process.signal(signal);
+        // The server closes our connection (EOF) as part of shutting down.
+        answer.clear();
+        within("close", conn.read_line(&mut answer))
+            .await
+            .expect("read");
+        assert_eq!(answer, "");
+        drop(conn);
+        let (status, _, err) = process.finish().await;
+        assert_eq!(status.code(), Some(0), "SIG{signal}; stderr: {err}");
+        assert!(err.contains(" connected peer=127.0.0.1:"), "{err}");
+        assert!(err.contains(" disconnected peer=127.0.0.1:"), "{err}");
+    }
+}
+
+/// `--chat` through the real binaries: what one client sends, the other
+/// prints, tagged with the sender's address.
+#[tokio::test]
+async fn chat_between_two_real_clients() {
+    let server = Server::start("tcp_server", &["--chat"]).await;
+    let port = server.port();
+    let mut alice = Process::spawn("tcp_client", &["--port", &port]);
+    let mut bob = Process::spawn("tcp_client", &["--port", &port]);
+    // Each hears the other join; the first to join hears it on its stdout.
+    let joined = within("a join", async {
+        tokio::select! {
+            line = alice.line() => ("alice", line),
+            line = bob.line() => ("bob", line),
+        }
+    })
+    .await;
+    let (listener, speaker) = match joined {
+        ("alice", Some(line)) if line.ends_with(" joined") => (alice, bob),
+        ("bob", Some(line)) if line.ends_with(" joined") => (bob, alice),
+        other => panic!("expected a join notice, got {other:?}"),
+    };
+    let (mut listener, mut speaker) = (listener, speaker);
+    speaker
+        .write_stdin(b"hello from the other terminal\n")
+        .await;
+    let heard = listener.line().await.expect("a chat line");
+    assert!(heard.starts_with("[127.0.0.1:"), "{heard}");
+    assert!(
+        heard.ends_with("] hello from the other terminal"),
+        "{heard}"
+    );
+    speaker.close_stdin();
+    let (status, out, err) = speaker.finish().await;
+    assert!(status.success(), "stderr: {err}");
+    assert!(
+        !out.contains("hello from the other terminal"),
+        "the sender hears no echo: {out}"
+    );
+    listener.close_stdin();
+    assert!(listener.finish().await.0.success());
+}
+
+/// `--help` documents every flag with its default.
+#[tokio::test]
+async fn help_shows_flags_and_defaults() {
+    let (status, out, _) = run("tcp_server", &["--help"], b"").await;
+    assert!(status.success());
+    for needle in [
+        "--host",
+        "[default: 127.0.0.1]",
+        "[default: 9999]",
+        "--chat",
+        "--max-line-bytes",
+        "[default: 65536]",
+        "--max-connections",
+        "[default: 1024]",
+        "--idle-timeout-secs",
+        "[default: 300]",
+    ] {
+        assert!(
+            out.contains(needle),
+            "tcp_server --help lacks {needle}:\n{out}"
+        );
+    }
+    let (status, out, _) = run("tcp_client", &["--help"], b"").await;
+    assert!(status.success());
+    for needle in ["--host", "--port", "--message", "--count", "--interval-ms"] {
+        assert!(
+            out.contains(needle),
+            "tcp_client --help lacks {needle}:\n{out}"
+        );
+    }
+}
