@@ -1,0 +1,99 @@
+//! # websocket_server: an echo (or chat) server that a browser can talk to
+//!
+//! WebSocket gives a browser and a server one long-lived connection on which
+//! both send *messages* whenever they like. It starts as an HTTP request that
+//! asks to "upgrade"; once the server agrees (`101 Switching Protocols`) the
+//! same TCP connection carries framed messages, text or binary, in both
+//! directions at once, plus small control frames: ping and pong to check the
+//! peer is alive, and close, with a code that says why the connection ends.
+//!
+//! This server sends every message back to its sender, unchanged (text as
+//! text, bytes as bytes). With `--chat`, every message goes to every other
+//! client instead. Open `http://127.0.0.1:8765/` in a browser for a page that
+//! talks to it.
+//!
+//! ## Try it
+//!
+//! Terminal 1 starts the server; it prints `listening on 127.0.0.1:8765`:
+//!
+//! ```text
+//! cargo run -p websocket --bin websocket_server
+//! ```
+//!
+//! Terminal 2 connects; type lines and each comes back (Ctrl-D to finish):
+//!
+//! ```text
+//! cargo run -p websocket --bin websocket_client
+//! ```
+//!
+//! A chat: start the server with `--chat --port 9000`, then open
+//! `http://127.0.0.1:9000/` in two browser tabs, or run
+//! `cargo run -p websocket --bin websocket_client -- --url ws://127.0.0.1:9000`
+//! in two terminals. What one types, the others see as
+//! `[127.0.0.1:50312] hello`. Terminal 1 logs each connect and disconnect with
+//! its close code; Ctrl-C there sends every client Close 1001 and exits.
+//!
+//! ## Read next
+//!
+//! `websocket/src/http.rs` (the upgrade), `websocket/src/session.rs` (one
+//! connection: echo, chat, pings, closing), `websocket/src/close.rs` (close
+//! codes), then `websocket/src/bin/websocket_client.rs`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use websocket::server::{self, Config, Mode};
+
+/// A WebSocket server: echoes every message back to its sender, or with
+/// --chat relays it to every other client; serves a browser page at /.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on; 0.0.0.0 accepts connections from other machines too
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port to listen on; 0 picks a free one (printed on the first line)
+    #[arg(long, default_value_t = websocket::DEFAULT_PORT)]
+    port: u16,
+    /// Relay each message to every other client instead of echoing it
+    #[arg(long)]
+    chat: bool,
+    /// Largest message accepted, in bytes; a larger one gets Close 1009
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_message_bytes: usize,
+    /// Most connections at once; one more gets HTTP 503 instead of an upgrade
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Ping every client this often; one silent for two intervals is dropped
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    ping_interval_secs: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    networking_protocols::init_logging("info");
+    networking_protocols::exit(serve(args).await)
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|error| networking_protocols::bind_error(addr, error))?;
+    networking_protocols::print_listening(listener.local_addr()?);
+
+    let config = Config {
+        mode: if args.chat { Mode::Chat } else { Mode::Echo },
+        max_message_bytes: args.max_message_bytes,
+        max_connections: args.max_connections,
+        ping_interval: Duration::from_secs(args.ping_interval_secs),
+        ..Config::default()
+    };
+    // The server runs until Ctrl-C or SIGTERM, then closes every connection
+    // with 1001 ("going away") and exits.
+    server::run(listener, config, networking_protocols::shutdown_signal()).await?;
+    Ok(())
+}

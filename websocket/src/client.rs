@@ -1,0 +1,270 @@
+//! The WebSocket client: connect to a `ws://` URL, then send and receive at
+//! the same time.
+//!
+//! A WebSocket connection is full duplex: either side may send a message at
+//! any moment. [`run`] splits the connection into a sending half (a `Sink`)
+//! and a receiving half (a `Stream`) and drives both at once, so messages
+//! print as they arrive while you type. That is what makes the client work for
+//! chat, where messages come at any time, and not only for echo.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::{SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::UrlError;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::session::CLOSE_TIMEOUT;
+use crate::{CloseCode, CloseFrame};
+
+/// A client's connection, as [`connect`] returns it.
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How a session ended, when it ended with a closing handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// We sent Close (our input ended) and the server answered with this.
+    WeClosed(Option<CloseFrame>),
+    /// The server sent Close first, with this code and reason (or none).
+    ServerClosed(Option<CloseFrame>),
+}
+
+/// Connects to a WebSocket server: a TCP connection, then the HTTP upgrade
+/// request. Every error names the URL: a bad URL, nobody listening, or a
+/// server that answers with plain HTTP instead of `101 Switching Protocols`.
+pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Socket> {
+    let request = url
+        .into_client_request()
+        .map_err(|error| anyhow!("bad URL {url:?}: {error}; expected ws://HOST:PORT/PATH"))?;
+    // `true`: send each message at once rather than merge small writes
+    // (Nagle's algorithm): an interactive client wants low latency.
+    let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+    match timeout(wait, connecting).await {
+        Ok(Ok((socket, _response))) => Ok(socket),
+        Ok(Err(error)) => Err(explain(url, error)),
+        Err(_) => bail!("cannot connect to {url}: no answer within {wait:?}"),
+    }
+}
+
+fn explain(url: &str, error: WsError) -> anyhow::Error {
+    match error {
+        WsError::Url(UrlError::TlsFeatureNotEnabled) => {
+            anyhow!("bad URL {url:?}: wss:// needs TLS, which these lessons leave out; use ws://")
+        }
+        WsError::Url(error) => anyhow!("bad URL {url:?}: {error}; expected ws://HOST:PORT/PATH"),
+        WsError::Io(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
+            anyhow!("cannot connect to {url}: {error}; is websocket_server running?")
+        }
+        // The server answered the upgrade request with a plain HTTP response.
+        WsError::Http(response) => {
+            let status = response.status();
+            let reason = status.canonical_reason().unwrap_or("");
+            anyhow!(
+                "{url} did not upgrade to WebSocket: the server answered HTTP {} {reason}",
+                status.as_u16()
+            )
+        }
+        error => anyhow!("cannot connect to {url}: {error}"),
+    }
+}
+
+/// Sends every message of `input` while writing every message from the server
+/// to `output`, one per line (text as it is, binary as hex), until the
+/// closing handshake is done.
+///
+/// When `input` ends we wait until each message we sent has had one back (or
+/// nothing has arrived for `answer_wait`), then send Close 1000 and wait for
+/// the server's Close. When `stop` resolves (Ctrl-C) we send Close 1001 at
+/// once. Errors: the connection broke, or ended without a Close frame.
+pub async fn run<S, I, O>(
+    socket: WebSocketStream<S>,
+    input: I,
+    mut output: O,
+    answer_wait: Duration,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<Ending>
+where
+    S: tokio::io::AsyncRead + AsyncWrite + Unpin,
+    I: Stream<Item = io::Result<Message>>,
+    O: AsyncWrite + Unpin,
+{
+    // `split` gives two handles on one connection; each can be used by its
+    // own future, so sending never waits for receiving or the other way round.
+    let (mut to_server, mut from_server) = socket.split();
+    // The receiving half counts what arrived; the sending half watches the
+    // count to know when the answers to its messages are in.
+    let (count, mut counted) = watch::channel(0u64);
+
+    let send = async move {
+        futures_util::pin_mut!(input, stop);
+        let mut sent = 0;
+        let mut code = CloseCode::Normal;
+        let mut input_error = None;
+        loop {
+            let next = tokio::select! {
+                next = input.next() => next,
+                () = &mut stop => { code = CloseCode::Away; break; }
+            };
+            match next {
+                Some(Ok(message)) => {
+                    to_server.send(message).await.context("cannot send")?;
+                    sent += 1;
+                }
+                Some(Err(error)) => {
+                    input_error = Some(error);
+                    break;
+                }
+                None => break,
+            }
+        }
+        if code == CloseCode::Normal {
+            tokio::select! {
+                () = answers(&mut counted, sent, answer_wait) => {}
+                () = &mut stop => code = CloseCode::Away,
+            }
+        }
+        // A WebSocket Close is a message too: it goes through the same sink.
+        let close = crate::close::frame(code, "");
+        to_server
+            .send(Message::Close(Some(close)))
+            .await
+            .context("cannot send Close")?;
+        match input_error {
+            Some(error) => Err(anyhow::Error::new(error).context("cannot read input")),
+            None => Ok(()),
+        }
+    };
+
+    let receive = async move {
+        let mut received = 0;
+        let mut close = None;
+        while let Some(message) = from_server.next().await {
+            match message.context("connection failed")? {
+                Message::Text(text) => print(&mut output, text.as_bytes()).await?,
+                Message::Binary(bytes) => print(&mut output, hex(&bytes).as_bytes()).await?,
+                // tungstenite answers pings by itself, while we read.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                Message::Close(frame) => {
+                    close = Some(frame);
+                    continue;
+                }
+            }
+            received += 1;
+            count.send_replace(received);
+        }
+        // The stream ends after the closing handshake, or when TCP drops.
+        close.ok_or_else(|| anyhow!("the connection closed without a Close frame (1006, abnormal)"))
+    };
+
+    tokio::pin!(send, receive);
+    let mut we_closed = false;
+    let mut send_error = None;
+    loop {
+        tokio::select! {
+            sent = &mut send, if !we_closed && send_error.is_none() => match sent {
+                Ok(()) => we_closed = true,
+                // Usually the server went away: let the receiving half finish
+                // first, so its last messages and its Close are reported.
+                Err(error) => send_error = Some(error),
+            },
+            received = &mut receive => {
+                let frame = received?;
+                if let Some(error) = send_error.filter(|_| we_closed || frame.is_none()) {
+                    return Err(error);
+                }
+                return Ok(if we_closed { Ending::WeClosed(frame) } else { Ending::ServerClosed(frame) });
+            }
+            () = tokio::time::sleep(CLOSE_TIMEOUT), if we_closed => {
+                bail!("no Close answer from the server within {CLOSE_TIMEOUT:?}");
+            }
+        }
+    }
+}
+
+/// Waits until `sent` messages have come back, or nothing has arrived for
+/// `quiet` (a chat server answers no one in particular).
+async fn answers(received: &mut watch::Receiver<u64>, sent: u64, quiet: Duration) {
+    while *received.borrow_and_update() < sent {
+        match timeout(quiet, received.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return,
+        }
+    }
+}
+
+/// Writes one message as one line and flushes, so it shows at once.
+async fn print<O: AsyncWrite + Unpin>(output: &mut O, line: &[u8]) -> anyhow::Result<()> {
+    output
+        .write_all(line)
+        .await
+        .context("cannot write output")?;
+    output
+        .write_all(b"\n")
+        .await
+        .context("cannot write output")?;
+    output.flush().await.context("cannot write output")
+}
+
+/// Bytes as lowercase hex, two digits per byte: `[0, 255]` is `00ff`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Each line of `reader` (without its `\n` or `\r\n`) as one message: text,
+/// or with `binary` the line's bytes as they are.
+pub fn lines<R>(reader: R, binary: bool) -> impl Stream<Item = io::Result<Message>>
+where
+    R: AsyncRead + Unpin,
+{
+    let lines = BufReader::new(reader).split(b'\n');
+    futures_util::stream::unfold((lines, 1u64), move |(mut lines, number)| async move {
+        let mut line = match lines.next_segment().await {
+            Ok(Some(line)) => line,
+            Ok(None) => return None,
+            Err(error) => return Some((Err(error), (lines, number))),
+        };
+        if line.ends_with(b"\r") {
+            line.pop();
+        }
+        let message = if binary {
+            Ok(Message::binary(line))
+        } else {
+            String::from_utf8(line).map(Message::text).map_err(|_| {
+                let why = format!("line {number} is not UTF-8 text; pass --binary to send bytes");
+                io::Error::new(io::ErrorKind::InvalidData, why)
+            })
+        };
+        Some((message, (lines, number + 1)))
+    })
+}
+
+/// The input for `-m`: `text` as one message, `count` times, `interval` apart.
+pub fn repeat(
+    text: &str,
+    binary: bool,
+    count: u64,
+    interval: Duration,
+) -> impl Stream<Item = io::Result<Message>> + use<> {
+    let message = if binary {
+        Message::binary(text.as_bytes().to_vec())
+    } else {
+        Message::text(text)
+    };
+    futures_util::stream::iter(0..count).then(move |i| {
+        let message = message.clone();
+        async move {
+            if i > 0 {
+                tokio::time::sleep(interval).await;
+            }
+            Ok(message)
+        }
+    })
+}

@@ -1,0 +1,182 @@
+//! The first bytes of every connection: an HTTP request, upgraded or answered.
+//!
+//! A WebSocket connection begins as HTTP/1.1 on a plain TCP connection:
+//!
+//! ```text
+//! GET / HTTP/1.1                          HTTP/1.1 101 Switching Protocols
+//! Host: 127.0.0.1:8765                    Connection: Upgrade
+//! Connection: Upgrade               -->   Upgrade: websocket
+//! Upgrade: websocket                <--   Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=
+//! Sec-WebSocket-Version: 13
+//! Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
+//! ```
+//!
+//! The accept value is a hash of the client's random key, which proves the
+//! server really speaks WebSocket (a cache or an old server would not know
+//! how to compute it). After the blank line that ends the 101 answer, the same
+//! TCP connection carries WebSocket frames.
+//!
+//! A browser asking for the page sends the same `GET /` without the `Upgrade`
+//! header, so we read the request head ourselves and decide: upgrade it, serve
+//! the page, or answer 404 and close. tungstenite parses the head and writes
+//! the 101 answer; the few plain answers are written here by hand, which is
+//! all the HTTP this lesson needs (it is not a web server).
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, create_response, write_response};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+/// The browser page served at `/`: one self-contained HTML file.
+pub const PAGE: &str = include_str!("page.html");
+
+/// A request head larger than this is refused (431): without a limit, a
+/// client could make us buffer without end.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// A client gets this long to send its request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After a plain HTTP answer, how long we keep reading (and discarding)
+/// before we close; see [`close_gently`].
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What became of a new connection.
+#[derive(Debug)]
+pub enum Accepted {
+    /// The client asked for WebSocket and got it.
+    Upgraded(Box<WebSocketStream<TcpStream>>),
+    /// We answered with plain HTTP (the page, a 404, ...) and closed.
+    Answered { status: &'static str, path: String },
+}
+
+/// Reads the request on a new connection and upgrades it to WebSocket, or
+/// answers it with plain HTTP and closes. `busy` refuses the request with
+/// `503 Service Unavailable` (the connection limit is reached).
+pub async fn accept(
+    mut stream: TcpStream,
+    config: WebSocketConfig,
+    busy: bool,
+) -> io::Result<Accepted> {
+    let head = timeout(HEAD_TIMEOUT, read_head(&mut stream))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request within 10 s"))??;
+    let (request, leftover) = match head {
+        Head::Complete(request, leftover) => (request, leftover),
+        Head::Invalid(why) => return answer(stream, "400 Bad Request", "", &why).await,
+        Head::TooLarge => {
+            return answer(stream, "431 Request Header Fields Too Large", "", "").await;
+        }
+    };
+    let path = request.uri().path().to_string();
+    if busy {
+        let why = "server busy: too many connections; try again later";
+        return answer(stream, "503 Service Unavailable", &path, why).await;
+    }
+    if path != "/" {
+        return answer(stream, "404 Not Found", &path, "not found: try /").await;
+    }
+    // No `Upgrade` header: a browser (or curl) asking for the page.
+    if !request.headers().contains_key("upgrade") {
+        return answer(stream, "200 OK", &path, PAGE).await;
+    }
+    // tungstenite checks the upgrade headers and computes the accept key.
+    let response = match create_response(&request) {
+        Ok(response) => response,
+        Err(error) => return answer(stream, "400 Bad Request", &path, &error.to_string()).await,
+    };
+    let mut head = Vec::new();
+    write_response(&mut head, &response).map_err(io::Error::other)?;
+    stream.write_all(&head).await?;
+    // A client may send its first frames right behind the request, in the
+    // same read: `leftover` hands those bytes to tungstenite.
+    let ws = WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config));
+    Ok(Accepted::Upgraded(Box::new(ws.await)))
+}
+
+/// A request head, or why there is none.
+enum Head {
+    /// The parsed request and any bytes that came after its blank line.
+    Complete(Box<Request>, Vec<u8>),
+    Invalid(String),
+    TooLarge,
+}
+
+/// Reads until the blank line that ends the request head. The head arrives
+/// as TCP bytes like anything else: it may come in several reads.
+async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        // `try_parse` returns `None` until the head is complete. It refuses
+        // anything but `GET` over HTTP/1.1 or later, which is all we serve.
+        match Request::try_parse(&head) {
+            Ok(Some((length, request))) => {
+                let leftover = head.split_off(length);
+                return Ok(Head::Complete(Box::new(request), leftover));
+            }
+            Ok(None) => {}
+            Err(error) => return Ok(Head::Invalid(error.to_string())),
+        }
+        if head.len() >= MAX_HEAD_BYTES {
+            return Ok(Head::TooLarge);
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            let why = "closed before sending a complete request";
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, why));
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Sends a complete HTTP answer and closes the connection.
+async fn answer(
+    mut stream: TcpStream,
+    status: &'static str,
+    path: &str,
+    body: &str,
+) -> io::Result<Accepted> {
+    let content_type = if body.starts_with("<!DOCTYPE html>") {
+        "text/html; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    // `Content-Length` tells the client where the body ends, and
+    // `Connection: close` that we close after it.
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    close_gently(stream).await;
+    Ok(Accepted::Answered {
+        status,
+        path: path.to_string(),
+    })
+}
+
+/// Closes without losing what we sent.
+///
+/// Closing a socket while the client's bytes still sit unread in our receive
+/// buffer makes the kernel send a reset (RST) instead of a normal close (FIN),
+/// and a reset can destroy our answer before the client reads it. So we close
+/// our sending side, then read and discard until the client closes too, for
+/// at most [`LINGER`].
+pub async fn close_gently(mut stream: TcpStream) {
+    let _ = timeout(LINGER, async {
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
+    })
+    .await;
+}

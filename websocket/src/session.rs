@@ -1,0 +1,329 @@
+//! One upgraded connection: messages in, answers out, pings, and the close.
+//!
+//! After the upgrade, both sides may send at any moment. A session waits for
+//! whichever comes first: a message from its client, a message from another
+//! client (chat), the keep-alive timer, or the server shutting down. Every
+//! way it can end is an [`End`], and each end closes the connection in the
+//! way RFC 6455 asks for (see [`Session::finish`]).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::server::Mode;
+use crate::{CloseCode, CloseFrame, Message, close};
+
+/// How long we wait for the peer's answer to our Close frame.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How many messages we take from the socket in a row before we look at the
+/// timer, the shutdown signal and the chat again.
+const BATCH: usize = 64;
+
+/// A chat message on its way to every connection, with who sent it (so the
+/// sender's own session can skip it).
+#[derive(Debug, Clone)]
+pub struct ChatMessage {
+    pub from: SocketAddr,
+    pub message: Message,
+}
+
+/// What a session needs from the server.
+#[derive(Debug)]
+pub struct Shared {
+    pub mode: Mode,
+    pub ping_interval: Duration,
+    /// Cancelled when the server shuts down.
+    pub stop: CancellationToken,
+    /// Every chat message goes through this channel.
+    pub chat: broadcast::Sender<ChatMessage>,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum End {
+    /// The peer sent Close; tungstenite has answered it.
+    PeerClosed(Option<CloseFrame>),
+    /// The server is shutting down: we send 1001.
+    Shutdown,
+    /// The peer broke a rule: we send this Close (1002, 1007, 1009).
+    Violation(CloseFrame),
+    /// The peer answered nothing (or read nothing) for two ping intervals.
+    Dead,
+    /// The TCP connection broke.
+    Failed(WsError),
+}
+
+/// Serves one upgraded connection until it ends, then closes it.
+pub async fn serve(ws: WebSocketStream<TcpStream>, peer: SocketAddr, shared: &Shared) {
+    let started = Instant::now();
+    info!(%peer, "connected");
+    let mut session = Session {
+        ws,
+        peer,
+        shared,
+        last_heard: Instant::now(),
+        messages: 0,
+        closing: None,
+    };
+    let end = session.run().await;
+    let (messages, duration) = (session.messages, started.elapsed());
+    let code = session.finish(end).await;
+    info!(%peer, messages, ?duration, close = %code, "disconnected");
+}
+
+struct Session<'a> {
+    ws: WebSocketStream<TcpStream>,
+    peer: SocketAddr,
+    shared: &'a Shared,
+    /// When the peer last sent anything: a message, a ping, a pong.
+    last_heard: Instant,
+    /// Messages received, for the disconnect log.
+    messages: u64,
+    /// The peer's Close frame, once it arrives (it may carry no code).
+    closing: Option<Option<CloseFrame>>,
+}
+
+impl Session<'_> {
+    async fn run(&mut self) -> End {
+        let period = self.shared.ping_interval;
+        let mut pings = interval_at(Instant::now() + period, period);
+        pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut chat = match self.shared.mode {
+            Mode::Chat => Some(self.shared.chat.subscribe()),
+            Mode::Echo => None,
+        };
+        if chat.is_some() {
+            self.say(format!("[server] {} joined", self.peer));
+        }
+        let mut batch = 0;
+        let end = loop {
+            // Answers are batched: while more messages are already waiting we
+            // only queue answers (`feed`), and we write them all (`flush`)
+            // when the input runs dry. `now_or_never` asks "is another
+            // message ready right now?" without waiting.
+            let ready = match self.ws.next().now_or_never() {
+                Some(next) if batch < BATCH && !self.shared.stop.is_cancelled() => Some(next),
+                _ => None,
+            };
+            batch += 1;
+            let next = match ready {
+                Some(next) => next,
+                None => {
+                    batch = 0;
+                    if let Err(end) = self.flush().await {
+                        break end;
+                    }
+                    // `select!` waits for whichever comes first.
+                    // https://docs.rs/tokio/latest/tokio/macro.select.html
+                    tokio::select! {
+                        next = self.ws.next() => next,
+                        _ = pings.tick() => match self.keep_alive().await {
+                            Ok(()) => continue,
+                            Err(end) => break end,
+                        },
+                        heard = hear(&mut chat) => match self.relay(heard).await {
+                            Ok(()) => continue,
+                            Err(end) => break end,
+                        },
+                        () = self.shared.stop.cancelled() => break End::Shutdown,
+                    }
+                }
+            };
+            match next {
+                Some(Ok(message)) => {
+                    self.last_heard = Instant::now();
+                    if let Err(end) = self.on_message(message).await {
+                        break end;
+                    }
+                }
+                // The stream ends after tungstenite has sent its answer to
+                // the peer's Close frame.
+                None => break End::PeerClosed(self.closing.take().flatten()),
+                Some(Err(error)) => break ending(error),
+            }
+        };
+        if chat.is_some() {
+            self.say(format!("[server] {} left", self.peer));
+        }
+        end
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<(), End> {
+        match (message, self.shared.mode) {
+            // After a Close, the peer's data is not answered: we may not send.
+            (Message::Text(_) | Message::Binary(_), _) if self.closing.is_some() => Ok(()),
+            // Echo: the same message goes back, text as text, bytes as bytes.
+            (message @ (Message::Text(_) | Message::Binary(_)), Mode::Echo) => {
+                self.messages += 1;
+                self.send(message).await
+            }
+            // Chat: text is tagged with the sender; bytes travel as they are.
+            (Message::Text(text), Mode::Chat) => {
+                self.messages += 1;
+                self.say(format!("[{}] {}", self.peer, text.as_str()));
+                Ok(())
+            }
+            (message @ Message::Binary(_), Mode::Chat) => {
+                self.messages += 1;
+                let _ = self.shared.chat.send(ChatMessage {
+                    from: self.peer,
+                    message,
+                });
+                Ok(())
+            }
+            // tungstenite has already queued the Pong (and for a Close, our
+            // answering Close); it goes out with our next read or flush. The
+            // trap: it answers pings only while someone reads.
+            (Message::Ping(_) | Message::Pong(_) | Message::Frame(_), _) => Ok(()),
+            (Message::Close(frame), _) => {
+                self.closing = Some(frame);
+                Ok(())
+            }
+        }
+    }
+
+    /// Puts a text message in the chat, for everyone but us.
+    fn say(&self, text: String) {
+        // `send` fails only when nobody listens, which is fine for a chat.
+        let _ = self.shared.chat.send(ChatMessage {
+            from: self.peer,
+            message: Message::text(text),
+        });
+    }
+
+    /// Passes on what another client said.
+    async fn relay(&mut self, heard: Result<ChatMessage, RecvError>) -> Result<(), End> {
+        match heard {
+            _ if self.closing.is_some() => Ok(()),
+            Ok(chat) if chat.from == self.peer => Ok(()),
+            Ok(chat) => self.send(chat.message).await,
+            // This client reads slower than the others talk: the channel
+            // dropped the oldest messages for it. Say so instead of hiding it.
+            Err(RecvError::Lagged(n)) => {
+                let notice = format!("[server] you are reading too slowly: {n} message(s) skipped");
+                self.send(Message::text(notice)).await
+            }
+            Err(RecvError::Closed) => Err(End::Shutdown),
+        }
+    }
+
+    /// Pings the peer, or gives up on it. A live peer answers a Ping with a
+    /// Pong; one that sent nothing at all for two intervals is gone (its
+    /// machine crashed, its network dropped) even if TCP has not noticed.
+    async fn keep_alive(&mut self) -> Result<(), End> {
+        if self.closing.is_some() {
+            return Ok(());
+        }
+        if self.last_heard.elapsed() >= 2 * self.shared.ping_interval {
+            return Err(End::Dead);
+        }
+        self.send(Message::Ping(Bytes::new())).await
+    }
+
+    /// Queues a message. If the peer stops reading, its TCP window fills,
+    /// our writes wait, and after two ping intervals we give up on it.
+    async fn send(&mut self, message: Message) -> Result<(), End> {
+        let stall = 2 * self.shared.ping_interval;
+        tokio::select! {
+            sent = timeout(stall, self.ws.feed(message)) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(ending(error)),
+                Err(_) => Err(End::Dead),
+            },
+            () = self.shared.stop.cancelled() => Err(End::Shutdown),
+        }
+    }
+
+    /// Writes every queued message.
+    async fn flush(&mut self) -> Result<(), End> {
+        let stall = 2 * self.shared.ping_interval;
+        tokio::select! {
+            sent = timeout(stall, self.ws.flush()) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(ending(error)),
+                Err(_) => Err(End::Dead),
+            },
+            () = self.shared.stop.cancelled() => Err(End::Shutdown),
+        }
+    }
+
+    /// Closes the connection the way its end calls for, and returns the close
+    /// code for the log.
+    async fn finish(mut self, end: End) -> String {
+        match end {
+            End::PeerClosed(frame) => match frame {
+                Some(frame) => format!(
+                    "{} by client {:?}",
+                    close::describe(frame.code),
+                    frame.reason.as_str()
+                ),
+                None => "by client, without a code".to_string(),
+            },
+            // Our Close first, then we wait for the peer's: the closing
+            // handshake. When it completes, tungstenite ends the stream and we
+            // drop the TCP connection (the server closes TCP first, so the
+            // TIME_WAIT state stays on our side, RFC 6455 section 7.1.1).
+            End::Shutdown => {
+                let frame = close::frame(CloseCode::Away, "server shutting down");
+                let _ = timeout(CLOSE_TIMEOUT, async {
+                    self.ws.send(Message::Close(Some(frame))).await?;
+                    while self.ws.next().await.transpose()?.is_some() {}
+                    Ok::<(), WsError>(())
+                })
+                .await;
+                close::describe(CloseCode::Away)
+            }
+            // After a violation we cannot trust the rest of the stream (we may
+            // be in the middle of a huge frame), so we send our Close and then
+            // discard the raw bytes until the peer closes TCP.
+            End::Violation(frame) => {
+                let code = format!(
+                    "{} {:?}",
+                    close::describe(frame.code),
+                    frame.reason.as_str()
+                );
+                warn!(peer = %self.peer, "closing: {code}");
+                let _ = timeout(CLOSE_TIMEOUT, self.ws.send(Message::Close(Some(frame)))).await;
+                crate::http::close_gently(self.ws.into_inner()).await;
+                code
+            }
+            End::Dead => {
+                warn!(peer = %self.peer, "no answer for two ping intervals; dropping the connection");
+                "none: peer unresponsive".to_string()
+            }
+            End::Failed(error) => format!("none: {error}"),
+        }
+    }
+}
+
+/// Turns a read or write error into how the session ends.
+fn ending(error: WsError) -> End {
+    use tokio_tungstenite::tungstenite::error::ProtocolError::SendAfterClosing;
+    if matches!(error, WsError::Protocol(SendAfterClosing)) {
+        return End::Failed(error);
+    }
+    match close::for_error(&error) {
+        Some(frame) => End::Violation(frame),
+        None => End::Failed(error),
+    }
+}
+
+/// The next chat message, or never (in echo mode).
+async fn hear(
+    chat: &mut Option<broadcast::Receiver<ChatMessage>>,
+) -> Result<ChatMessage, RecvError> {
+    match chat {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
