@@ -1,1 +1,58 @@
-//! The udp lesson: filled in by its own issue.
+//! UDP, taught by a datagram sender and a receiver.
+//!
+//! UDP hands the network one datagram at a time: a message with a sender and a
+//! destination address, delivered whole or not at all. There is no connection,
+//! no ordering, no delivery guarantee and no flow control. The binaries in
+//! `src/bin/` let you watch each of those facts; this library is the machinery
+//! they share with the tests:
+//!
+//! - [`sequence`] numbers datagrams and counts what was lost, duplicated and
+//!   reordered on the way;
+//! - [`receiver::run`] prints (and optionally echoes) every datagram that
+//!   arrives on a socket, until told to stop;
+//! - [`sender`] sends datagrams and measures the round trip of their echoes.
+
+pub mod receiver;
+pub mod sender;
+pub mod sequence;
+
+use std::fmt::Write;
+
+/// The largest UDP payload IPv4 can carry: 65535 bytes of IP packet, minus 20
+/// bytes of IP header and 8 bytes of UDP header.
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// Shows a payload safely on one line: text as text, anything else escaped.
+///
+/// A datagram can hold any bytes at all, and printing them raw could end our
+/// line early (a `\n` inside) or send control codes to your terminal. So valid
+/// UTF-8 is shown as text with control characters and `\` escaped (`\n`,
+/// `\u{1b}`, `\\`), and bytes that are not UTF-8 as `\xff`.
+pub fn show_text(payload: &[u8]) -> String {
+    let mut shown = String::with_capacity(payload.len());
+    // `utf8_chunks` splits the bytes into runs of valid UTF-8, each followed
+    // by the (possibly empty) run of bytes that are not.
+    for chunk in payload.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() || c == '\\' {
+                shown.extend(c.escape_default());
+            } else {
+                shown.push(c);
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(shown, "\\x{byte:02x}");
+        }
+    }
+    shown
+}
+
+/// Shows a payload as hexadecimal bytes separated by spaces: `68 69 00 ff`.
+pub fn show_hex(payload: &[u8]) -> String {
+    let mut shown = String::with_capacity(payload.len() * 3);
+    for (i, byte) in payload.iter().enumerate() {
+        let separator = if i == 0 { "" } else { " " };
+        let _ = write!(shown, "{separator}{byte:02x}");
+    }
+    shown
+}

@@ -1,0 +1,125 @@
+//! # udp_receiver: see every datagram that arrives, and where it came from
+//!
+//! UDP has no connection: a socket bound to a port receives every datagram
+//! sent there, from anyone, each one whole and labelled with its sender's
+//! address. Nothing guarantees that a datagram arrives, arrives once, or
+//! arrives in order, and a sender that is faster than us simply loses
+//! datagrams: there is no flow control. This receiver prints one line per
+//! datagram and, when the sender numbers them (`udp_sender --count`), counts
+//! what was lost, duplicated or reordered on the way.
+//!
+//! ## Try it
+//!
+//! Terminal 1 prints `listening on 127.0.0.1:12345`:
+//!
+//! ```text
+//! cargo run -p udp --bin udp_receiver
+//! ```
+//!
+//! Terminal 2: `cargo run -p udp --bin udp_sender -- -m hello`. Terminal 1
+//! shows `[127.0.0.1:50312] 5 bytes: hello`: the sender's address and port
+//! (a new port each run) and the payload.
+//!
+//! With flags, echo every datagram and stop after 100 of them, printing a
+//! summary such as `received=100 unique=100 lost=0 duplicated=0 reordered=0`:
+//!
+//! ```text
+//! cargo run -p udp --bin udp_receiver -- --echo --count 100
+//! cargo run -p udp --bin udp_sender -- --count 100 --interval-ms 5 --wait-reply-ms 500
+//! ```
+//!
+//! Two receivers at once, sharing a port through a multicast group: run
+//! `udp_receiver --multicast 239.1.2.3` in two terminals, then
+//! `udp_sender --host 239.1.2.3 -m hi`; both print it. Broadcasts reach a
+//! receiver bound to 0.0.0.0 (`--host 0.0.0.0`), never one bound to 127.0.0.1.
+//!
+//! ## Read next
+//!
+//! `udp/src/receiver.rs` (one loop, truncation, multicast), then
+//! `udp/src/sequence.rs` and `udp/src/bin/udp_sender.rs`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use anyhow::anyhow;
+use clap::Parser;
+use tokio::net::UdpSocket;
+use udp::receiver::{self, Config};
+
+/// A UDP receiver: prints every datagram with its sender's address, and can
+/// echo them, join a multicast group and count lost, duplicated and reordered
+/// datagrams.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to bind; 0.0.0.0 also receives from other machines, and broadcasts
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port to bind; 0 picks a free one (printed on the first line)
+    #[arg(long, default_value_t = 12345)]
+    port: u16,
+    /// Send every datagram back to its sender, unchanged
+    #[arg(long)]
+    echo: bool,
+    /// Exit after this many datagrams
+    #[arg(long)]
+    count: Option<u64>,
+    /// Largest datagram accepted, in bytes; a larger one is reported as truncated
+    #[arg(long, default_value_t = 65_507, value_parser = clap::value_parser!(u64).range(0..=65_507))]
+    max_size: u64,
+    /// Show payloads as hexadecimal bytes instead of text
+    #[arg(long)]
+    hex: bool,
+    /// Join this IPv4 multicast group (binds the group address, port shared)
+    #[arg(long)]
+    multicast: Option<Ipv4Addr>,
+    /// With --multicast: the interface to join on (0.0.0.0: the system's choice)
+    #[arg(long, default_value = "0.0.0.0", requires = "multicast")]
+    interface: Ipv4Addr,
+}
+
+// One socket, one loop: there is nothing here for a second thread to do. The
+// default, multi-threaded runtime would still run one: its worker thread waits
+// for the socket to become readable and must then wake our main task on
+// another thread, two context switches for every burst of datagrams. That is
+// why a blocking loop in Python beats a bare `#[tokio::main]` UDP echo. On the
+// current-thread runtime the thread that waits for the socket is the one that
+// answers, as in the blocking loop, and we keep async for Ctrl-C.
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = Args::parse();
+    networking_protocols::init_logging("info");
+    networking_protocols::exit(receive(args).await)
+}
+
+async fn receive(args: Args) -> anyhow::Result<()> {
+    let socket = match args.multicast {
+        Some(group) => {
+            let addr = SocketAddr::new(group.into(), args.port);
+            receiver::multicast_socket(group, args.port, args.interface).map_err(|error| {
+                let interface = args.interface;
+                anyhow!("cannot join {addr} on interface {interface}: {error}")
+            })?
+        }
+        None => {
+            let addr = SocketAddr::new(args.host, args.port);
+            UdpSocket::bind(addr)
+                .await
+                .map_err(|error| networking_protocols::bind_error(addr, error))?
+        }
+    };
+    networking_protocols::print_listening(socket.local_addr()?);
+
+    let config = Config {
+        echo: args.echo,
+        count: args.count,
+        max_size: args.max_size as usize,
+        hex: args.hex,
+    };
+    let stdout = std::io::stdout().lock();
+    let shutdown = networking_protocols::shutdown_signal();
+    let summary = receiver::run(&socket, &config, stdout, shutdown).await?;
+    // The last line: how many datagrams came, and what happened to the
+    // numbered ones on the way.
+    println!("{summary}");
+    Ok(())
+}

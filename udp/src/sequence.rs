@@ -1,0 +1,138 @@
+//! Sequence numbers: how a receiver finds out what UDP did to the datagrams.
+//!
+//! UDP itself numbers nothing. To see loss, duplication and reordering, the
+//! sender writes a number into each payload and the receiver compares. The
+//! format is plain text, so you can read it in the receiver's output:
+//!
+//! ```text
+//! seq 42 ..........................
+//! ```
+//!
+//! `seq `, the number in decimal, then (if the sender asked for a size) a space
+//! and dots up to that size. Any other payload is not sequenced: it is shown
+//! and echoed like every datagram, but not counted here. That includes
+//! loadgen's payloads (`m00000042xxx`), which carry their own numbers.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+
+const PREFIX: &[u8] = b"seq ";
+
+/// The payload of sequenced datagram `number`, padded with dots to `size`
+/// bytes (never shorter than the number itself).
+pub fn payload(number: u64, size: usize) -> Vec<u8> {
+    let mut payload = format!("seq {number}").into_bytes();
+    if payload.len() < size {
+        payload.push(b' ');
+        payload.resize(size, b'.');
+    }
+    payload
+}
+
+/// The sequence number in `payload`, if it is one that [`payload`] made.
+pub fn parse(payload: &[u8]) -> Option<u64> {
+    let rest = payload.strip_prefix(PREFIX)?;
+    let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    let digits = &rest[..end];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// What one sender's numbered datagrams looked like on arrival.
+#[derive(Debug, Default)]
+struct Stream {
+    seen: HashSet<u64>,
+    highest: Option<u64>,
+    duplicated: u64,
+    reordered: u64,
+}
+
+/// Counts every datagram, and checks the numbered ones sender by sender (two
+/// senders both counting from 0 are two streams, not a stream of duplicates).
+///
+/// Each numbered datagram is exactly one of: new and in order; new but late
+/// (*reordered*: a higher number arrived before it); or a number already seen
+/// (*duplicated*). *Lost* counts the numbers never seen, from 0 up to the
+/// highest seen; a loss after the highest number is invisible to the receiver,
+/// which is why the sender's own count (`udp_sender --wait-reply-ms`) matters.
+#[derive(Debug, Default)]
+pub struct Tally {
+    received: u64,
+    streams: HashMap<SocketAddr, Stream>,
+}
+
+/// The totals over all senders, printed as the receiver's last line:
+/// `received=940 unique=900 lost=100 duplicated=40 reordered=50`, or only
+/// `received=N` when no datagram carried a sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    pub received: u64,
+    pub sequenced: bool,
+    pub unique: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+}
+
+impl Tally {
+    /// Counts one datagram from `from`.
+    ///
+    /// Memory grows with the number of distinct numbers seen (a few bytes
+    /// each), so it is bounded by the traffic that really arrived, not by how
+    /// large a number a sender writes.
+    pub fn count(&mut self, from: SocketAddr, payload: &[u8]) {
+        self.received += 1;
+        let Some(number) = parse(payload) else {
+            return;
+        };
+        let stream = self.streams.entry(from).or_default();
+        if !stream.seen.insert(number) {
+            stream.duplicated += 1;
+        } else if stream.highest.is_some_and(|highest| number < highest) {
+            stream.reordered += 1;
+        }
+        stream.highest = stream.highest.max(Some(number));
+    }
+
+    /// How many datagrams have been counted so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The totals over every sender.
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary {
+            received: self.received,
+            sequenced: !self.streams.is_empty(),
+            ..Summary::default()
+        };
+        for stream in self.streams.values() {
+            let unique = stream.seen.len() as u64;
+            let expected = stream
+                .highest
+                .map_or(0, |highest| highest.saturating_add(1));
+            summary.unique += unique;
+            summary.lost += expected.saturating_sub(unique);
+            summary.duplicated += stream.duplicated;
+            summary.reordered += stream.reordered;
+        }
+        summary
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "received={}", self.received)?;
+        if self.sequenced {
+            write!(
+                f,
+                " unique={} lost={} duplicated={} reordered={}",
+                self.unique, self.lost, self.duplicated, self.reordered
+            )?;
+        }
+        Ok(())
+    }
+}
