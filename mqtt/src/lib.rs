@@ -1,1 +1,161 @@
-//! The mqtt lesson: filled in by its own issue.
+//! MQTT, taught by an embedded broker, a publisher and a subscriber.
+//!
+//! MQTT is publish/subscribe through a broker: clients never talk to each
+//! other. A publisher sends a message to a *topic* (`home/kitchen/temp`), a
+//! subscriber asks for a *filter* (`home/+/temp`, `home/#`), and the broker
+//! forwards each message to every matching subscription. Each side picks a
+//! quality of service: QoS 0 (at most once: PUBLISH), QoS 1 (at least once:
+//! PUBLISH, PUBACK) or QoS 2 (exactly once: PUBLISH, PUBREC, PUBREL, PUBCOMP).
+//!
+//! The binaries in `src/bin/` are the story a learner reads first; this
+//! library is the machinery they share with the tests:
+//!
+//! - [`broker`] starts rumqttd, configured in code;
+//! - [`publisher::run`] publishes messages and waits until the broker has
+//!   acknowledged every one of them;
+//! - [`subscriber::run`] prints what arrives, and rides out broker restarts;
+//! - [`packets`] prints the packets as they cross the wire (`--show-packets`);
+//! - this file holds what both clients share: connection options and the
+//!   explanation of connection errors.
+//!
+//! Both clients use [rumqttc](https://docs.rs/rumqttc), whose design has one
+//! rule that every user meets: an [`rumqttc::AsyncClient`] only puts requests
+//! in a queue; the [`rumqttc::EventLoop`] does all the network work, and only
+//! while somebody calls its `poll()` in a loop.
+
+pub mod broker;
+pub mod packets;
+pub mod publisher;
+pub mod subscriber;
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use rumqttc::{ConnectReturnCode, ConnectionError, MqttOptions, NetworkOptions, QoS, StateError};
+
+/// The largest packet our clients send or accept: the embedded broker's
+/// default limit. rumqttc's own default, 10 KiB, is smaller than many real
+/// messages.
+pub const MAX_PACKET_BYTES: usize = broker::DEFAULT_MAX_PAYLOAD_BYTES;
+
+/// Most QoS 1 and 2 publishes in flight (sent, not yet acknowledged) at once.
+/// Mosquitto allows 20 by default and silently drops QoS 2 publishes beyond
+/// that, so a client that wants to lose nothing stays within 20.
+pub const MAX_INFLIGHT: u16 = 20;
+
+/// How a client connects: the same for the publisher and the subscriber.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    /// Username and password, if the broker wants them.
+    pub login: Option<(String, String)>,
+    /// With `false`, the broker keeps this client's subscriptions and queues
+    /// its QoS 1 and 2 messages while it is away (a persistent session).
+    pub clean_session: bool,
+}
+
+impl ClientConfig {
+    /// A config for `host:port` with a clean session and no login.
+    pub fn new(host: &str, port: u16, client_id: &str) -> Self {
+        ClientConfig {
+            host: host.to_string(),
+            port,
+            client_id: client_id.to_string(),
+            login: None,
+            clean_session: true,
+        }
+    }
+
+    /// The broker's address as people write it, for messages.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// rumqttc's options for this config.
+    pub fn mqtt_options(&self) -> MqttOptions {
+        let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
+        // The broker drops us if it hears nothing for 1.5 x this, so rumqttc
+        // sends PINGREQ when we are idle. (rumqttd refuses 0, "never".)
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_clean_session(self.clean_session);
+        options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        options.set_inflight(MAX_INFLIGHT);
+        if let Some((username, password)) = &self.login {
+            options.set_credentials(username, password);
+        }
+        options
+    }
+
+    /// rumqttc's socket options: a bounded connect, and no Nagle delay.
+    pub fn network_options(&self) -> NetworkOptions {
+        let mut network = NetworkOptions::new();
+        // Nagle's algorithm holds back a small packet while an earlier one is
+        // unacknowledged. MQTT packets are small and each waits for an answer,
+        // so Nagle would add delays of up to 40 ms per round trip.
+        network.set_tcp_nodelay(true);
+        // Give up on an unreachable broker after 5 s instead of hanging.
+        network.set_connection_timeout(5);
+        network
+    }
+}
+
+/// Reads a QoS level as MQTT numbers it: 0, 1 or 2.
+pub fn qos(level: u8) -> anyhow::Result<QoS> {
+    rumqttc::qos(level).map_err(|_| anyhow!("QoS must be 0, 1 or 2, not {level}"))
+}
+
+/// The QoS level as a number, for output.
+pub fn qos_number(qos: QoS) -> u8 {
+    qos as u8
+}
+
+/// A connection error, explained: what failed, and the likely fix.
+///
+/// `connected` says whether we ever got a CONNACK: failing before it means
+/// the broker was unreachable or refused us; after it, the connection broke.
+pub fn explain(error: &ConnectionError, addr: &str, connected: bool) -> anyhow::Error {
+    use std::io::ErrorKind;
+    let io_kind = match error {
+        ConnectionError::Io(io) => Some(io.kind()),
+        ConnectionError::MqttState(StateError::Io(io)) => Some(io.kind()),
+        ConnectionError::MqttState(StateError::ConnectionAborted) => {
+            Some(ErrorKind::ConnectionAborted)
+        }
+        _ => None,
+    };
+    match (error, io_kind) {
+        (ConnectionError::ConnectionRefused(code), _) => {
+            let why = match code {
+                ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => {
+                    "bad username or password; check -u and -P"
+                }
+                ConnectReturnCode::BadClientId => "client id rejected; try another -i",
+                ConnectReturnCode::ServiceUnavailable => "broker unavailable (too many clients?)",
+                _ => "refused",
+            };
+            anyhow!("broker at {addr} refused the connection (CONNACK {code:?}): {why}")
+        }
+        (ConnectionError::NetworkTimeout, _) => {
+            anyhow!("cannot connect to {addr}: no answer within 5 s; check --host and --port")
+        }
+        (_, Some(ErrorKind::ConnectionRefused)) => {
+            anyhow!("cannot connect to {addr}: connection refused; is a broker running there?")
+        }
+        // rumqttd answers a bad login, or one client too many, by closing the
+        // connection without a CONNACK, so "closed" is all we can know.
+        (_, Some(ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset)) if !connected => {
+            anyhow!(
+                "broker at {addr} closed the connection before accepting it: \
+                 bad username or password (-u, -P), or too many clients"
+            )
+        }
+        (_, Some(ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset)) => anyhow!(
+            "broker at {addr} closed the connection; a broker does that to a client \
+             whose packet exceeds its size limit, or when it stops"
+        ),
+        _ if !connected => anyhow!("cannot connect to {addr}: {error}"),
+        _ => anyhow!("connection to {addr} failed: {error}"),
+    }
+}

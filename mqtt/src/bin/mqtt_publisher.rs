@@ -1,0 +1,185 @@
+//! # mqtt_publisher: publish messages to a topic, like `mosquitto_pub`
+//!
+//! A publisher names a *topic* (`topic/learning`) and sends messages to it;
+//! it never knows who, if anyone, is subscribed. The broker acknowledges each
+//! message as its QoS level asks: QoS 0 not at all (at most once), QoS 1 with
+//! PUBACK (at least once), QoS 2 with PUBREC, PUBREL, PUBCOMP (exactly once).
+//! This publisher exits only after every acknowledgement is in, then sends
+//! DISCONNECT: a message it published is a message the broker has.
+//!
+//! ## Try it
+//!
+//! Terminal 1: `cargo run -p mqtt --bin mqtt_broker`
+//!
+//! Terminal 2: `cargo run -p mqtt --bin mqtt_subscriber -- -v`
+//!
+//! Terminal 3 sends `Hello MQTT!` to `topic/learning`, which terminal 2 prints:
+//!
+//! ```text
+//! cargo run -p mqtt --bin mqtt_publisher
+//! ```
+//!
+//! See the QoS 2 handshake, packet by packet:
+//!
+//! ```text
+//! cargo run -p mqtt --bin mqtt_publisher -- -q 2 -m hi --show-packets
+//! ```
+//!
+//! prints `-> PUBLISH id=1 qos=2`, `<- PUBREC id=1`, `-> PUBREL id=1`,
+//! `<- PUBCOMP id=1`. More: `-l` publishes each line you type (or pipe in);
+//! `--count 5 --interval-ms 500` repeats `-m`; `-r` asks the broker to keep the
+//! message for future subscribers and `--clear-retained` removes it; the
+//! `--will-*` flags leave a message the broker publishes if we vanish
+//! (try `--will-topic gone -l`, then kill this program with `kill -9`).
+//!
+//! ## Read next
+//!
+//! `mqtt/src/publisher.rs` (why a publisher must keep polling until its acks
+//! are in), then `mqtt/src/bin/mqtt_subscriber.rs`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use futures_util::{Stream, StreamExt, stream};
+use mqtt::ClientConfig;
+use mqtt::publisher::{self, PublishConfig};
+use rumqttc::LastWill;
+use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
+
+/// Publishes MQTT messages to one topic and waits until the broker has
+/// acknowledged them all.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Broker to connect to (a name or an IP address)
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Broker port
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Topic to publish to (no wildcards)
+    #[arg(short, long, default_value = "topic/learning")]
+    topic: String,
+    /// Message to publish
+    #[arg(
+        short,
+        long,
+        default_value = "Hello MQTT!",
+        conflicts_with = "stdin_lines"
+    )]
+    message: String,
+    /// Quality of service: 0 at most once, 1 at least once, 2 exactly once
+    #[arg(short, long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Ask the broker to keep the message and give it to future subscribers
+    #[arg(short, long)]
+    retain: bool,
+    /// Publish each line of standard input as a message, until end of input
+    #[arg(short = 'l', long)]
+    stdin_lines: bool,
+    /// Publish the message this many times
+    #[arg(long, default_value_t = 1, conflicts_with = "stdin_lines")]
+    count: u64,
+    /// With --count: wait this long between messages
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u64,
+    /// Client id; two clients with the same id knock each other off the broker
+    #[arg(short = 'i', long, default_value_t = format!("mqtt_publisher-{}", std::process::id()))]
+    client_id: String,
+    /// Username to log in with
+    #[arg(short, long, requires = "password")]
+    username: Option<String>,
+    /// Password to log in with
+    #[arg(short = 'P', long, requires = "username")]
+    password: Option<String>,
+    /// Topic of the last will, published by the broker if we vanish without DISCONNECT
+    #[arg(long)]
+    will_topic: Option<String>,
+    /// Message of the last will
+    #[arg(long, default_value = "", requires = "will_topic")]
+    will_message: String,
+    /// QoS of the last will
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    will_qos: u8,
+    /// Retain the last will
+    #[arg(long, requires = "will_topic")]
+    will_retain: bool,
+    /// Remove the topic's retained message (publishes an empty retained message)
+    #[arg(long, conflicts_with_all = ["message", "stdin_lines", "count"])]
+    clear_retained: bool,
+    /// Print each MQTT packet sent and received (on stderr)
+    #[arg(long)]
+    show_packets: bool,
+    /// Give up when the broker sends no acknowledgement for this many seconds
+    #[arg(long, default_value_t = 10)]
+    ack_timeout_secs: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    networking_protocols::init_logging("info");
+    let result = tokio::select! {
+        result = publish(args) => result,
+        () = networking_protocols::shutdown_signal() => Ok(()),
+    };
+    networking_protocols::exit(result)
+}
+
+async fn publish(args: Args) -> anyhow::Result<()> {
+    let mut client = ClientConfig::new(&args.host, args.port, &args.client_id);
+    client.login = args.username.clone().zip(args.password.clone());
+    let will = args.will_topic.as_ref().map(|topic| {
+        let qos = mqtt::qos(args.will_qos).unwrap_or(rumqttc::QoS::AtMostOnce);
+        LastWill::new(topic, args.will_message.clone(), qos, args.will_retain)
+    });
+    let config = PublishConfig {
+        client,
+        topic: args.topic.clone(),
+        qos: mqtt::qos(args.qos)?,
+        // A retained message with an empty payload is how MQTT clears one.
+        retain: args.retain || args.clear_retained,
+        will,
+        ack_timeout: Duration::from_secs(args.ack_timeout_secs),
+        show_packets: args.show_packets,
+    };
+    publisher::run(config, messages(&args)).await?;
+    Ok(())
+}
+
+/// The messages to publish, as a stream: lines of stdin with `-l`, one
+/// empty message with `--clear-retained`, otherwise `-m` `--count` times.
+fn messages(args: &Args) -> Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + Unpin> {
+    if args.stdin_lines {
+        // Split stdin at newlines without requiring UTF-8: MQTT payloads are
+        // bytes. A trailing `\r` (Windows line ending) is not part of the message.
+        let codec = AnyDelimiterCodec::new_with_max_length(
+            b"\n".to_vec(),
+            Vec::new(),
+            mqtt::MAX_PACKET_BYTES,
+        );
+        let lines = FramedRead::new(tokio::io::stdin(), codec).map(|line| {
+            let line = line.map_err(std::io::Error::other)?;
+            Ok(line
+                .strip_suffix(b"\r")
+                .map_or(line.clone(), |l| line.slice_ref(l)))
+        });
+        return Box::new(lines);
+    }
+    if args.clear_retained {
+        return Box::new(stream::iter([Ok(Bytes::new())]));
+    }
+    let message = Bytes::from(args.message.clone());
+    let interval = Duration::from_millis(args.interval_ms);
+    let repeated = stream::iter(0..args.count).then(move |i| {
+        let message = message.clone();
+        async move {
+            if i > 0 && !interval.is_zero() {
+                tokio::time::sleep(interval).await;
+            }
+            Ok(message)
+        }
+    });
+    Box::new(Box::pin(repeated))
+}

@@ -1,0 +1,114 @@
+//! # mqtt_subscriber: print the messages on some topics, like `mosquitto_sub`
+//!
+//! A subscriber sends SUBSCRIBE with one or more topic *filters*, and from then
+//! on the broker forwards every matching message. Filters may hold wildcards:
+//! `+` matches exactly one level (`sensors/+/temp` matches `sensors/kitchen/temp`)
+//! and `#`, only at the end, matches any number of levels (`sensors/#`). Each
+//! subscription also names a QoS: the most the subscriber wants to pay for.
+//!
+//! ## Try it
+//!
+//! Terminal 1: `cargo run -p mqtt --bin mqtt_broker`
+//!
+//! Terminal 2 waits for messages on `topic/learning`:
+//!
+//! ```text
+//! cargo run -p mqtt --bin mqtt_subscriber
+//! ```
+//!
+//! Terminal 3: `cargo run -p mqtt --bin mqtt_publisher`, and terminal 2
+//! prints `Hello MQTT!`. With flags, `-t 'sensors/#' -t alerts -v -q 1`
+//! listens on two filters and prints `topic payload`; a retained message shows
+//! ` (retained)` at the end. Stop and restart the broker: the subscriber
+//! reconnects and subscribes again. With `--persistent -i me -q 1`, stop the
+//! *subscriber* instead, publish with `-q 1`, start it again: the broker kept
+//! the message for it. `--show-packets` shows every packet on stderr.
+//!
+//! ## Read next
+//!
+//! `mqtt/src/subscriber.rs` (polling, reconnecting, resubscribing), then
+//! `mqtt/src/packets.rs`.
+
+use std::time::Duration;
+
+use clap::Parser;
+use mqtt::ClientConfig;
+use mqtt::subscriber::{self, SubscribeConfig};
+use tracing::info;
+
+/// Subscribes to MQTT topics and prints every message that arrives, one per line.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Broker to connect to (a name or an IP address)
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Broker port
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Topic filter, with wildcards + (one level) and # (the rest); repeat for more
+    #[arg(short, long = "topic", default_value = "topic/learning")]
+    topics: Vec<String>,
+    /// Highest quality of service wanted: 0, 1 or 2
+    #[arg(short, long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Print "topic payload" instead of the payload alone; retained messages end in " (retained)"
+    #[arg(short, long)]
+    verbose: bool,
+    /// Exit after this many messages
+    #[arg(short = 'C', long)]
+    count: Option<u64>,
+    /// Exit with an error when no message arrives for this many seconds
+    #[arg(short = 'W', long)]
+    timeout_secs: Option<u64>,
+    /// Client id [default: mqtt_subscriber-<process id>]; two clients with the
+    /// same id knock each other off the broker
+    #[arg(short = 'i', long)]
+    client_id: Option<String>,
+    /// Username to log in with
+    #[arg(short, long, requires = "password")]
+    username: Option<String>,
+    /// Password to log in with
+    #[arg(short = 'P', long, requires = "username")]
+    password: Option<String>,
+    /// Keep our session (subscriptions and queued QoS 1/2 messages) while we are
+    /// away; needs -i, since the broker finds the session by client id
+    #[arg(long, requires = "client_id")]
+    persistent: bool,
+    /// Print each MQTT packet sent and received (on stderr)
+    #[arg(long)]
+    show_packets: bool,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    networking_protocols::init_logging("info");
+    networking_protocols::exit(subscribe(args).await)
+}
+
+async fn subscribe(args: Args) -> anyhow::Result<()> {
+    let client_id =
+        (args.client_id).unwrap_or_else(|| format!("mqtt_subscriber-{}", std::process::id()));
+    let mut client = ClientConfig::new(&args.host, args.port, &client_id);
+    client.login = args.username.zip(args.password);
+    client.clean_session = !args.persistent;
+    let config = SubscribeConfig {
+        client,
+        filters: args.topics,
+        qos: mqtt::qos(args.qos)?,
+        verbose: args.verbose,
+        count: args.count,
+        timeout: args.timeout_secs.map(Duration::from_secs),
+        show_packets: args.show_packets,
+    };
+    tokio::select! {
+        result = subscriber::run(config, tokio::io::stdout()) => {
+            result?;
+        }
+        // Ctrl-C: we stop without DISCONNECT. The broker notices the closed
+        // connection at once; for a persistent session it keeps queueing.
+        () = networking_protocols::shutdown_signal() => info!("stopped"),
+    }
+    Ok(())
+}

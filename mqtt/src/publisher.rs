@@ -1,0 +1,188 @@
+//! The publisher: send messages to one topic, and do not leave before the
+//! broker has them.
+//!
+//! The classic MQTT bug is a publisher that calls `publish` and exits. With
+//! rumqttc, `publish` only puts the message in a queue; it reaches the wire
+//! later, when the event loop is polled. Exit right after `publish` and the
+//! message is lost, even at QoS 2. So [`run`] keeps polling until every
+//! message is out and, at QoS 1 and 2, acknowledged; only then does it send
+//! DISCONNECT, the polite goodbye that also tells the broker *not* to publish
+//! our last will.
+
+use std::io;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
+use tracing::info;
+
+use crate::{ClientConfig, MAX_PACKET_BYTES, explain, packets};
+
+/// What to publish and how.
+#[derive(Debug, Clone)]
+pub struct PublishConfig {
+    pub client: ClientConfig,
+    pub topic: String,
+    pub qos: QoS,
+    /// Ask the broker to keep the last message on this topic and hand it to
+    /// every future subscriber; an empty retained message clears it.
+    pub retain: bool,
+    /// A message the broker publishes for us if we vanish without DISCONNECT.
+    pub will: Option<LastWill>,
+    /// How long to wait for an acknowledgement before giving up.
+    pub ack_timeout: Duration,
+    /// Print every packet on stderr as it is sent or received.
+    pub show_packets: bool,
+}
+
+/// How many messages went out and how many the broker acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub published: u64,
+    pub acknowledged: u64,
+}
+
+/// Connects, publishes every message from `messages` to `config.topic`, waits
+/// for their acknowledgements, disconnects.
+///
+/// Fails with one explained error if the broker is unreachable, refuses us,
+/// drops the connection, or does not acknowledge within `ack_timeout`.
+pub async fn run<M>(config: PublishConfig, messages: M) -> anyhow::Result<Summary>
+where
+    M: Stream<Item = io::Result<Bytes>> + Send + 'static,
+{
+    if !rumqttc::valid_topic(&config.topic) {
+        bail!(
+            "cannot publish to {:?}: a topic is not empty and has no + or # \
+             (those are for subscribing)",
+            config.topic
+        );
+    }
+    let addr = config.client.addr();
+    let mut options = config.client.mqtt_options();
+    if let Some(will) = config.will.clone() {
+        options.set_last_will(will);
+    }
+    // The request queue between `client` and `eventloop` holds 10 requests;
+    // when it is full, `publish().await` waits for the event loop to take one.
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    eventloop.set_network_options(config.client.network_options());
+
+    // Connect before reading any input, so an unreachable broker or a bad
+    // password is reported at once, not after the user typed a line.
+    let show = |event: &Event| {
+        if config.show_packets
+            && let Some(line) = packets::describe(event, config.qos)
+        {
+            eprintln!("{line}");
+        }
+    };
+    if config.show_packets {
+        let options = &eventloop.mqtt_options;
+        eprintln!(
+            "{}",
+            packets::connect_line(&options.client_id(), options.clean_session())
+        );
+    }
+    let connack = eventloop
+        .poll()
+        .await
+        .map_err(|error| explain(&error, &addr, false))?;
+    show(&connack);
+    info!("connected to {addr} as {}", config.client.client_id);
+
+    // THE RUMQTTC TRAP: `publish().await` waits while the request queue is
+    // full, and only `eventloop.poll()` empties it. Publishing from the loop
+    // that polls would wait for itself forever once the queue fills up. So the
+    // messages go in from a task of their own, and this task only polls.
+    let mut feeder = tokio::spawn(feed(client.clone(), config.clone(), messages));
+    let mut total: Option<u64> = None;
+    let mut summary = Summary {
+        published: 0,
+        acknowledged: 0,
+    };
+    let mut disconnecting = false;
+    let qos0 = config.qos == QoS::AtMostOnce;
+
+    loop {
+        if let Some(total) = total
+            && !disconnecting
+            && summary.published == total
+            && (qos0 || summary.acknowledged == total)
+        {
+            // Everything is out and acknowledged. `try_disconnect` because
+            // here, too, an `.await` on the queue could wait for ourselves.
+            client.try_disconnect().context("cannot queue DISCONNECT")?;
+            disconnecting = true;
+        }
+        // While acknowledgements are due, silence from the broker is an error
+        // after `ack_timeout`; otherwise we wait as long as input takes.
+        let waiting = !qos0 && summary.acknowledged < summary.published;
+        let patience = if waiting {
+            config.ack_timeout
+        } else {
+            Duration::MAX
+        };
+        let event = tokio::select! {
+            fed = &mut feeder, if total.is_none() => {
+                total = Some(joined(fed)?);
+                continue;
+            }
+            event = tokio::time::timeout(patience, eventloop.poll()) => match event {
+                Ok(event) => event.map_err(|error| explain(&error, &addr, true))?,
+                Err(_) => bail!(
+                    "{addr} acknowledged {} of {} publishes and then nothing for {:?}",
+                    summary.acknowledged, summary.published, config.ack_timeout
+                ),
+            },
+        };
+        show(&event);
+        match event {
+            Event::Outgoing(Outgoing::Publish(_)) => summary.published += 1,
+            // QoS 1 ends with PUBACK; QoS 2 with PUBCOMP (after PUBREC and
+            // our PUBREL, which rumqttc sends by itself).
+            Event::Incoming(Packet::PubAck(_) | Packet::PubComp(_)) => summary.acknowledged += 1,
+            Event::Outgoing(Outgoing::Disconnect) => break,
+            _ => {}
+        }
+    }
+    info!(
+        "published {} message(s), {} acknowledged; disconnected",
+        summary.published, summary.acknowledged
+    );
+    Ok(summary)
+}
+
+/// Publishes every message, in order, and returns how many there were.
+async fn feed<M>(client: AsyncClient, config: PublishConfig, messages: M) -> anyhow::Result<u64>
+where
+    M: Stream<Item = io::Result<Bytes>> + Send + 'static,
+{
+    let mut count = 0;
+    let mut messages = std::pin::pin!(messages);
+    while let Some(message) = messages.next().await {
+        let message = message.context("cannot read the message")?;
+        // A PUBLISH carries the topic, a 2-byte topic length, a packet id
+        // and the payload. Check the size here, where we can say so clearly.
+        let size = message.len() + config.topic.len() + 4;
+        if size > MAX_PACKET_BYTES {
+            bail!(
+                "message {} is too large: a {size}-byte PUBLISH, the limit is {MAX_PACKET_BYTES}",
+                count + 1
+            );
+        }
+        client
+            .publish_bytes(&config.topic, config.qos, config.retain, message)
+            .await
+            .map_err(|_| anyhow!("the connection ended while publishing"))?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// The feeder's result, with a panic or failure turned into an error.
+fn joined(result: Result<anyhow::Result<u64>, tokio::task::JoinError>) -> anyhow::Result<u64> {
+    result.map_err(|error| anyhow!("the publishing task failed: {error}"))?
+}

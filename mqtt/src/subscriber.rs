@@ -1,0 +1,185 @@
+//! The subscriber: print every message on the chosen topics, and keep going
+//! when the broker goes away and comes back.
+//!
+//! rumqttc reconnects whenever `poll()` is called after a failure, but does
+//! nothing else for us: polled in a loop, it retries as fast as the CPU goes,
+//! and on the new connection we have no subscriptions unless the broker kept
+//! our session. So [`run`] waits between attempts (backing off from 250 ms to
+//! 5 s) and subscribes again after each CONNACK that does not resume a session.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rumqttc::{
+    AsyncClient, ConnAck, Event, Outgoing, Packet, Publish, QoS, SubscribeFilter,
+    SubscribeReasonCode,
+};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::{ClientConfig, explain, packets};
+
+/// What to subscribe to and how to print it.
+#[derive(Debug, Clone)]
+pub struct SubscribeConfig {
+    pub client: ClientConfig,
+    /// Topic filters; `+` matches one level (`home/+/temp`), `#` all the
+    /// levels below (`home/#`).
+    pub filters: Vec<String>,
+    /// The highest QoS we want messages delivered with.
+    pub qos: QoS,
+    /// Print `topic payload` instead of the payload alone.
+    pub verbose: bool,
+    /// Stop after this many messages.
+    pub count: Option<u64>,
+    /// Fail if no message arrives for this long.
+    pub timeout: Option<Duration>,
+    /// Print every packet on stderr as it is sent or received.
+    pub show_packets: bool,
+}
+
+/// A SUBACK return code saying "not subscribed".
+const REFUSED: SubscribeReasonCode = SubscribeReasonCode::Failure;
+
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const LONGEST_RETRY: Duration = Duration::from_secs(5);
+
+/// Subscribes and writes each message to `out` as one line, until `count`
+/// messages arrived (then disconnects politely and returns), or an error.
+///
+/// Failing to connect the first time is an error (wrong port, bad password);
+/// losing a working connection is not: we reconnect until the broker is back.
+pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> anyhow::Result<u64> {
+    for filter in &config.filters {
+        if !rumqttc::valid_filter(filter) {
+            bail!("{filter:?} is not a topic filter: # may only come last, as a whole level");
+        }
+    }
+    let addr = config.client.addr();
+    let (client, mut eventloop) = AsyncClient::new(config.client.mqtt_options(), 10);
+    eventloop.set_network_options(config.client.network_options());
+
+    let mut connected = false;
+    let mut retry = FIRST_RETRY;
+    let mut received = 0;
+    // `-W`: the moment after which silence is an error, moved on by every message.
+    let mut quiet_until = config.timeout.map(|timeout| Instant::now() + timeout);
+    loop {
+        if config.show_packets && eventloop.network.is_none() {
+            let options = &eventloop.mqtt_options;
+            eprintln!(
+                "{}",
+                packets::connect_line(&options.client_id(), options.clean_session())
+            );
+        }
+        let poll = eventloop.poll();
+        let polled = match quiet_until {
+            Some(deadline) => tokio::time::timeout_at(deadline, poll).await,
+            None => Ok(poll.await),
+        };
+        let event = match polled {
+            Ok(Ok(event)) => event,
+            Ok(Err(error)) if !connected => return Err(explain(&error, &addr, false)),
+            Ok(Err(error)) => {
+                // Without this pause, the next `poll()` would retry at once,
+                // fail at once, and spin.
+                warn!(
+                    "{}; reconnecting in {retry:?}",
+                    explain(&error, &addr, true)
+                );
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(LONGEST_RETRY);
+                continue;
+            }
+            Err(_) => bail!(
+                "no message for {:?} ({received} received)",
+                config.timeout.unwrap_or_default()
+            ),
+        };
+        if config.show_packets
+            && let Some(line) = packets::describe(&event, config.qos)
+        {
+            eprintln!("{line}");
+        }
+        match event {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                connected = true;
+                retry = FIRST_RETRY;
+                subscribe_unless_resumed(&client, &config, &ack, &addr)?;
+            }
+            // After the last wanted message, stragglers that arrive before our
+            // DISCONNECT goes out are not printed.
+            Event::Incoming(Packet::Publish(_)) if config.count == Some(received) => {}
+            Event::Incoming(Packet::Publish(publish)) => {
+                // rumqttc has already queued the PUBACK (QoS 1) or PUBREC
+                // (QoS 2) for this message; it goes out on the next poll.
+                print(&mut out, &publish, config.verbose).await?;
+                received += 1;
+                quiet_until = config.timeout.map(|timeout| Instant::now() + timeout);
+                if config.count == Some(received) {
+                    client.try_disconnect().context("cannot queue DISCONNECT")?;
+                }
+            }
+            Event::Incoming(Packet::SubAck(ack)) if ack.return_codes.contains(&REFUSED) => {
+                bail!("{addr} refused the subscription to {:?}", config.filters);
+            }
+            Event::Outgoing(Outgoing::Disconnect) => return Ok(received),
+            _ => {}
+        }
+    }
+}
+
+/// Subscribes to every filter, unless the broker says it kept our session
+/// (and with it our subscriptions) from a previous connection.
+fn subscribe_unless_resumed(
+    client: &AsyncClient,
+    config: &SubscribeConfig,
+    ack: &ConnAck,
+    addr: &str,
+) -> anyhow::Result<()> {
+    if ack.session_present {
+        info!("connected to {addr}; the broker kept our session and subscriptions");
+        return Ok(());
+    }
+    info!(
+        "connected to {addr}; subscribing to {}",
+        config.filters.join(", ")
+    );
+    let filters = config
+        .filters
+        .iter()
+        .map(|filter| SubscribeFilter::new(filter.clone(), config.qos));
+    // THE RUMQTTC TRAP, again: we are the task that polls the event loop, so
+    // `subscribe().await` could wait for queue space that only our next
+    // `poll()` would make. `try_subscribe_many` never waits; the queue holds 10
+    // requests and this is the only one we make here.
+    client
+        .try_subscribe_many(filters)
+        .context("cannot queue SUBSCRIBE")
+}
+
+/// Writes one message: the payload (`-v`: `topic payload`), and with `-v` a
+/// ` (retained)` mark for a message the broker kept from before we subscribed.
+async fn print(
+    out: &mut (impl AsyncWrite + Unpin),
+    publish: &Publish,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let mut line = Vec::with_capacity(publish.topic.len() + publish.payload.len() + 16);
+    if verbose {
+        line.extend_from_slice(publish.topic.as_bytes());
+        line.push(b' ');
+    }
+    line.extend_from_slice(&publish.payload);
+    if verbose && publish.retain {
+        line.extend_from_slice(b" (retained)");
+    }
+    line.push(b'\n');
+    out.write_all(&line)
+        .await
+        .context("cannot write to stdout")?;
+    // Flush every line, so a pipe (`| grep`) sees each message as it comes.
+    out.flush().await.context("cannot write to stdout")?;
+    Ok(())
+}
