@@ -64,6 +64,10 @@ impl Default for Config {
 /// some. Each connection has its own position in this shared queue.
 const CHAT_BACKLOG: usize = 1024;
 
+/// How many bytes of answers we queue before writing them out even though
+/// more input is waiting.
+const ANSWER_QUEUE_BYTES: usize = 8 * 1024;
+
 /// After we send a refusal or an error, how long we keep reading (and
 /// discarding) before we close; see [`close_gently`].
 const LINGER: Duration = Duration::from_secs(2);
@@ -175,15 +179,24 @@ enum End {
 
 impl Connection {
     fn new(socket: TcpStream, peer: SocketAddr, config: &Config, stop: CancellationToken) -> Self {
+        // Nagle's algorithm holds back a small write while an earlier one is
+        // unacknowledged, hoping to merge them; we already merge answers into
+        // one write per batch, so waiting would only add latency.
+        if let Err(error) = socket.set_nodelay(true) {
+            warn!(%peer, %error, "cannot set TCP_NODELAY");
+        }
         // Splitting lets one side wait for the client's bytes while the other
         // writes answers. `into_split` halves can move to different tasks.
         let (reader, writer) = socket.into_split();
+        // The answer buffer starts empty and grows only when there is something
+        // to send, so idle connections stay small. Once it holds 8 KiB, `feed`
+        // writes it out before queuing more.
+        let mut answers = FramedWrite::with_capacity(writer, LineCodec::new(0), 0);
+        answers.set_backpressure_boundary(ANSWER_QUEUE_BYTES);
         Connection {
             peer,
             lines: FramedRead::new(reader, LineCodec::new(config.max_line_bytes)),
-            // The answer buffer starts empty and grows only when there is
-            // something to send, so idle connections stay small.
-            answers: FramedWrite::with_capacity(writer, LineCodec::new(0), 0),
+            answers,
             idle_timeout: config.idle_timeout,
             mode: config.mode,
             stop,
@@ -199,11 +212,17 @@ impl Connection {
             Mode::Chat => self.chat(chat).await,
         };
         let (peer, lines, duration) = (self.peer, self.count, started.elapsed());
-        let notice = match &end {
-            End::ClientClosed => return info!(%peer, lines, ?duration, "disconnected"),
-            End::Failed(error) => {
-                return info!(%peer, lines, ?duration, %error, "connection failed");
-            }
+        if let End::Failed(error) = &end {
+            return info!(%peer, lines, ?duration, %error, "connection failed");
+        }
+        info!(%peer, lines, ?duration, reason = ?end, "disconnected");
+        // Answers still queued go out first (for at most LINGER: a client that
+        // does not read cannot hold us here).
+        let _ = timeout(LINGER, self.answers.flush()).await;
+        let notice = match end {
+            // The client sent FIN and we have answered everything: dropping
+            // the socket sends our FIN.
+            End::ClientClosed | End::Failed(_) => return,
             // Echo answers stay byte-exact, so an echo client is not told that
             // the server is leaving (it sees the connection close); a chat
             // client is.
@@ -217,7 +236,6 @@ impl Connection {
                 format!("error: line longer than {max} bytes; closing connection\n")
             }
         };
-        info!(%peer, lines, ?duration, reason = ?end, "disconnected");
         let reader = self.lines.into_inner();
         let writer = self.answers.into_inner();
         if let Ok(socket) = reader.reunite(writer) {
@@ -230,36 +248,56 @@ impl Connection {
     /// we write (one syscall) when the input runs dry. A client that pipelines
     /// a hundred lines gets them back in a few writes, not a hundred.
     async fn echo(&mut self) -> End {
+        // The idle timer is armed once and checked lazily: when it fires we
+        // look at when we last heard from the client, and either give up or
+        // re-arm it. Re-arming a timer for every batch would cost more than
+        // the echo itself.
+        let mut last_heard = Instant::now();
+        let idle = tokio::time::sleep(self.idle_timeout);
+        let stop = self.stop.clone().cancelled_owned();
+        tokio::pin!(idle, stop);
         loop {
             // `now_or_never` asks "is another line ready right now?" without
             // waiting. If not, flush what we queued, then wait for more input.
             let next = match self.lines.next().now_or_never() {
                 Some(next) => next,
                 None => {
-                    if let Err(end) = self.flush().await {
-                        return end;
-                    }
+                    let answers = &mut self.answers;
+                    let lines = &mut self.lines;
                     tokio::select! {
-                        () = self.stop.cancelled() => return End::Shutdown,
-                        next = timeout(self.idle_timeout, self.lines.next()) => match next {
+                        () = &mut stop => return End::Shutdown,
+                        () = &mut idle => {
+                            // The client sent nothing, or read none of our
+                            // answers (the flush below never finished).
+                            if last_heard.elapsed() >= self.idle_timeout {
+                                return End::Idle;
+                            }
+                            idle.as_mut().reset((last_heard + self.idle_timeout).into());
+                            continue;
+                        }
+                        next = async {
+                            answers.flush().await?;
+                            Ok::<_, LineError>(lines.next().await)
+                        } => match next {
                             Ok(next) => next,
-                            Err(_) => return End::Idle,
+                            Err(error) => return self.fail(error),
                         },
                     }
                 }
             };
             let line = match next {
                 Some(Ok(line)) => line,
-                // The client closed its side (EOF): answer what is queued, then
-                // close ours. Its last answers are not lost.
-                None => return self.flush().await.err().unwrap_or(End::ClientClosed),
-                Some(Err(error)) => return self.fail(error).await,
+                // The client closed its side (EOF). `serve` sends what is
+                // still queued before closing ours: no answer is lost.
+                None => return End::ClientClosed,
+                Some(Err(error)) => return self.fail(error),
             };
             self.count += 1;
+            last_heard = Instant::now();
             // `feed` queues the answer; it writes only if the queue is full,
             // which is also how a client that never reads gets slowed down.
             if let Err(error) = self.answers.feed(line.freeze()).await {
-                return self.fail(error).await;
+                return self.fail(error);
             }
         }
     }
@@ -293,7 +331,7 @@ impl Connection {
                         let _ = chat.send(ChatLine { from: peer, text: Bytes::from(text) });
                     }
                     None => break End::ClientClosed,
-                    Some(Err(error)) => break self.fail(error).await,
+                    Some(Err(error)) => break self.fail(error),
                 },
                 heard = others.recv() => {
                     if let Err(end) = self.relay(heard, &mut others).await {
@@ -330,7 +368,7 @@ impl Connection {
             if let Some(text) = text
                 && let Err(error) = self.answers.feed(text).await
             {
-                return Err(self.fail(error).await);
+                return Err(self.fail(error));
             }
             heard = match others.try_recv() {
                 Ok(line) => Ok(line),
@@ -345,19 +383,15 @@ impl Connection {
     async fn flush(&mut self) -> Result<(), End> {
         match timeout(self.idle_timeout, self.answers.flush()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(self.fail(error).await),
+            Ok(Err(error)) => Err(self.fail(error)),
             Err(_) => Err(End::Idle),
         }
     }
 
-    /// Turns a codec error into how the connection ends. Answers to the lines
-    /// before an over-long one are still sent.
-    async fn fail(&mut self, error: LineError) -> End {
+    /// Turns a codec error into how the connection ends.
+    fn fail(&self, error: LineError) -> End {
         match error {
-            LineError::TooLong { max_line_bytes } => {
-                let _ = timeout(LINGER, self.answers.flush()).await;
-                End::TooLong(max_line_bytes)
-            }
+            LineError::TooLong { max_line_bytes } => End::TooLong(max_line_bytes),
             LineError::Io(error) => End::Failed(error),
         }
     }
