@@ -5,6 +5,7 @@
 //! arrives with the address it came from. So [`run`] is a single loop, and
 //! an echo is a `send_to` back to that address.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -119,13 +120,18 @@ fn show(lines: &mut String, config: &Config, from: SocketAddr, payload: &[u8], t
     } else {
         show_text(payload)
     };
-    let size = if truncated {
+    let len = payload.len();
+    let unit = if len == 1 { "byte" } else { "bytes" };
+    // `write!` to a String cannot fail.
+    let _ = if truncated {
         warn!(%from, "datagram larger than {} bytes: truncated", config.max_size);
-        format!("truncated to {} bytes (over --max-size)", payload.len())
+        writeln!(
+            lines,
+            "[{from}] truncated to {len} {unit} (over --max-size): {shown}"
+        )
     } else {
-        format!("{} bytes", payload.len())
+        writeln!(lines, "[{from}] {len} {unit}: {shown}")
     };
-    lines.push_str(&format!("[{from}] {size}: {shown}\n"));
 }
 
 /// Errors that report something about one peer (an ICMP message about an
