@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt, stream};
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
+use tokio::io::AsyncRead;
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tracing::info;
 
 use crate::{ClientConfig, MAX_PACKET_BYTES, explain, packets};
@@ -185,4 +187,41 @@ where
 /// The feeder's result, with a panic or failure turned into an error.
 fn joined(result: Result<anyhow::Result<u64>, tokio::task::JoinError>) -> anyhow::Result<u64> {
     result.map_err(|error| anyhow!("the publishing task failed: {error}"))?
+}
+
+/// A stream of messages to publish, as [`run`] takes it.
+pub type Messages = Box<dyn Stream<Item = io::Result<Bytes>> + Send + Unpin>;
+
+/// Each line of `input` as one message (`mosquitto_pub -l`), until its end.
+///
+/// Lines are split at `\n` without requiring UTF-8, since MQTT payloads are
+/// bytes; a trailing `\r` (a Windows line ending) is not part of the message.
+pub fn lines(input: impl AsyncRead + Send + Unpin + 'static) -> Messages {
+    let codec =
+        AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_PACKET_BYTES);
+    Box::new(FramedRead::new(input, codec).map(|line| {
+        let line = line.map_err(|error| match error {
+            AnyDelimiterCodecError::Io(error) => error,
+            AnyDelimiterCodecError::MaxChunkLengthExceeded => io::Error::other(format!(
+                "a line is longer than the {MAX_PACKET_BYTES}-byte packet limit"
+            )),
+        })?;
+        Ok(match line.strip_suffix(b"\r") {
+            Some(without) => line.slice_ref(without),
+            None => line,
+        })
+    }))
+}
+
+/// `message`, `count` times, with `interval` between them.
+pub fn repeat(message: Bytes, count: u64, interval: Duration) -> Messages {
+    Box::new(Box::pin(stream::iter(0..count).then(move |i| {
+        let message = message.clone();
+        async move {
+            if i > 0 && !interval.is_zero() {
+                tokio::time::sleep(interval).await;
+            }
+            Ok(message)
+        }
+    })))
 }

@@ -41,11 +41,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
-use futures_util::{Stream, StreamExt, stream};
 use mqtt::ClientConfig;
 use mqtt::publisher::{self, PublishConfig};
 use rumqttc::LastWill;
-use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
 
 /// Publishes MQTT messages to one topic and waits until the broker has
 /// acknowledged them all.
@@ -148,38 +146,15 @@ async fn publish(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The messages to publish, as a stream: lines of stdin with `-l`, one
-/// empty message with `--clear-retained`, otherwise `-m` `--count` times.
-fn messages(args: &Args) -> Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + Unpin> {
+/// The messages to publish: lines of stdin with `-l`, one empty message
+/// with `--clear-retained`, otherwise `-m`, `--count` times.
+fn messages(args: &Args) -> publisher::Messages {
     if args.stdin_lines {
-        // Split stdin at newlines without requiring UTF-8: MQTT payloads are
-        // bytes. A trailing `\r` (Windows line ending) is not part of the message.
-        let codec = AnyDelimiterCodec::new_with_max_length(
-            b"\n".to_vec(),
-            Vec::new(),
-            mqtt::MAX_PACKET_BYTES,
-        );
-        let lines = FramedRead::new(tokio::io::stdin(), codec).map(|line| {
-            let line = line.map_err(std::io::Error::other)?;
-            Ok(line
-                .strip_suffix(b"\r")
-                .map_or(line.clone(), |l| line.slice_ref(l)))
-        });
-        return Box::new(lines);
+        publisher::lines(tokio::io::stdin())
+    } else if args.clear_retained {
+        publisher::repeat(Bytes::new(), 1, Duration::ZERO)
+    } else {
+        let interval = Duration::from_millis(args.interval_ms);
+        publisher::repeat(Bytes::from(args.message.clone()), args.count, interval)
     }
-    if args.clear_retained {
-        return Box::new(stream::iter([Ok(Bytes::new())]));
-    }
-    let message = Bytes::from(args.message.clone());
-    let interval = Duration::from_millis(args.interval_ms);
-    let repeated = stream::iter(0..args.count).then(move |i| {
-        let message = message.clone();
-        async move {
-            if i > 0 && !interval.is_zero() {
-                tokio::time::sleep(interval).await;
-            }
-            Ok(message)
-        }
-    });
-    Box::new(Box::pin(repeated))
 }

@@ -1,0 +1,404 @@
+//! The three MQTT binaries run as a user runs them: `mqtt_broker --port 0`,
+//! then `mqtt_subscriber` and `mqtt_publisher` against it.
+//!
+//! A subscriber is ready once its SUBACK arrived; we start every subscriber
+//! with `--show-packets` and wait for `<- SUBACK` on its stderr before
+//! publishing, instead of sleeping.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Process, Server, run, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A short wait that is expected to elapse: proves that nothing arrives.
+const QUIET: Duration = Duration::from_millis(500);
+
+async fn broker(args: &[&str]) -> Server {
+    Server::start("mqtt_broker", args).await
+}
+
+/// Waits until `process` has printed `text` on stderr `times` times.
+async fn wait_stderr(process: &Process, text: &str, times: usize) {
+    within(text, async {
+        while process.stderr().matches(text).count() < times {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// Starts `mqtt_subscriber` on `port` with `args` and waits for its SUBACK.
+async fn subscriber(port: &str, args: &[&str]) -> Process {
+    let mut all = vec!["--port", port, "--show-packets"];
+    all.extend_from_slice(args);
+    let process = Process::spawn("mqtt_subscriber", &all);
+    wait_stderr(&process, "<- SUBACK", 1).await;
+    process
+}
+
+/// Runs `mqtt_publisher` on `port` to its end; returns (success, stderr).
+async fn publish(port: &str, args: &[&str], stdin: &[u8]) -> (bool, String) {
+    let mut all = vec!["--port", port];
+    all.extend_from_slice(args);
+    let (status, _, stderr) = run("mqtt_publisher", &all, stdin).await;
+    (status.success(), stderr)
+}
+
+/// Proves that `process` prints nothing more for [`QUIET`].
+async fn assert_silent(process: &mut Process) {
+    let next = tokio::time::timeout(QUIET, process.stdout.next_line()).await;
+    assert!(next.is_err(), "unexpected output: {next:?}");
+}
+
+/// Each QoS level exchanges exactly its packets: QoS 0 a lone PUBLISH, QoS 1
+/// PUBLISH and PUBACK, QoS 2 PUBLISH, PUBREC, PUBREL, PUBCOMP; and the
+/// message arrives.
+#[tokio::test]
+async fn each_qos_level_delivers_with_its_own_handshake() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let expected: [&[&str]; 3] = [
+        &["-> PUBLISH qos=0"],
+        &["-> PUBLISH id=1 qos=1", "<- PUBACK id=1"],
+        &[
+            "-> PUBLISH id=1 qos=2",
+            "<- PUBREC id=1",
+            "-> PUBREL id=1",
+            "<- PUBCOMP id=1",
+        ],
+    ];
+    for (qos, packets) in expected.iter().enumerate() {
+        let qos = qos.to_string();
+        let sub = subscriber(&port, &["-q", &qos, "-C", "1", "-v"]).await;
+        let message = format!("at qos {qos}");
+        let args = ["-q", &qos, "-m", &message, "--show-packets"];
+        let (ok, stderr) = publish(&port, &args, b"").await;
+        assert!(ok, "{stderr}");
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("<-") || l.starts_with("->"))
+            .collect();
+        let mut want = vec!["<- CONNACK session_present=false code=Success"];
+        want.extend_from_slice(packets);
+        want.push("-> DISCONNECT");
+        assert_eq!(&lines[1..], want, "{stderr}");
+        let (status, out, _) = sub.finish().await;
+        assert!(status.success());
+        assert_eq!(out, format!("topic/learning {message}\n"));
+    }
+}
+
+/// A publisher that exits right after its last publish loses nothing: 1000
+/// QoS 1 messages all arrive, and 1000 QoS 2 messages arrive exactly once.
+#[tokio::test]
+async fn a_thousand_messages_all_arrive_at_qos_1_and_exactly_once_at_qos_2() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let input: String = (0..1000).map(|i| format!("message {i}\n")).collect();
+    for qos in ["1", "2"] {
+        // One more than we send, with -W: the subscriber exits non-zero when
+        // nothing more comes, after printing every message it got.
+        let sub = subscriber(&port, &["-q", qos, "-C", "1001", "-W", "2"]).await;
+        let (ok, stderr) = publish(&port, &["-q", qos, "-l"], input.as_bytes()).await;
+        assert!(ok, "{stderr}");
+        assert!(
+            stderr.contains("published 1000 message(s), 1000 acknowledged"),
+            "{stderr}"
+        );
+        let (status, out, _) = sub.finish().await;
+        assert!(!status.success());
+        let mut got: Vec<&str> = out.lines().collect();
+        if qos == "1" {
+            // At least once: duplicates would be allowed, losses not.
+            got.dedup();
+        }
+        let want: Vec<&str> = input.lines().collect();
+        assert_eq!(got, want, "qos {qos}");
+    }
+}
+
+/// A retained message reaches a subscriber that arrives later, marked as
+/// retained; `--clear-retained` removes it, so the next one gets nothing.
+#[tokio::test]
+async fn retained_message_reaches_late_subscriber_until_cleared() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let (ok, stderr) = publish(
+        &port,
+        &["-t", "status", "-m", "online", "-r", "-q", "1"],
+        b"",
+    )
+    .await;
+    assert!(ok, "{stderr}");
+
+    let late = subscriber(&port, &["-t", "status", "-v", "-C", "1"]).await;
+    let (status, out, _) = late.finish().await;
+    assert!(status.success());
+    assert_eq!(out, "status online (retained)\n");
+
+    let (ok, stderr) = publish(&port, &["-t", "status", "--clear-retained", "-q", "1"], b"").await;
+    assert!(ok, "{stderr}");
+    let mut later = subscriber(&port, &["-t", "status", "-v"]).await;
+    assert_silent(&mut later).await;
+}
+
+/// The broker publishes a client's last will when the client vanishes
+/// without DISCONNECT (killed), and not when it says goodbye.
+#[tokio::test]
+async fn last_will_is_published_when_the_publisher_is_killed() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let will = [
+        "--will-topic",
+        "clients/gone",
+        "--will-message",
+        "publisher died",
+        "-l",
+    ];
+    let mut sub = subscriber(&port, &["-t", "clients/gone", "-v"]).await;
+
+    // A publisher that ends politely: no will.
+    let (ok, stderr) = publish(&port, &will, b"bye\n").await;
+    assert!(ok, "{stderr}");
+    assert_silent(&mut sub).await;
+
+    // One that is killed: the will.
+    let mut args = vec!["--port", port.as_str()];
+    args.extend_from_slice(&will);
+    let mut doomed = Process::spawn("mqtt_publisher", &args);
+    wait_stderr(&doomed, "connected to", 1).await;
+    doomed.signal("KILL");
+    doomed.exit().await;
+    assert_eq!(sub.line().await.unwrap(), "clients/gone publisher died");
+}
+
+/// `+` matches exactly one topic level and `#` every level below (and the
+/// level itself); one subscriber may hold several filters.
+#[tokio::test]
+async fn wildcards_match_levels() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let mut sub = subscriber(&port, &["-t", "home/+/temp", "-t", "office/#", "-v"]).await;
+    for topic in [
+        "home/kitchen/temp",
+        "home/kitchen/humidity",
+        "home/a/b/temp",
+        "office",
+        "office/1/2",
+    ] {
+        let (ok, stderr) = publish(&port, &["-t", topic, "-m", "x", "-q", "1"], b"").await;
+        assert!(ok, "{stderr}");
+    }
+    assert_eq!(sub.line().await.unwrap(), "home/kitchen/temp x");
+    // `office/#` also matches `office` itself: # includes the parent level.
+    assert_eq!(sub.line().await.unwrap(), "office x");
+    assert_eq!(sub.line().await.unwrap(), "office/1/2 x");
+    assert_silent(&mut sub).await;
+}
+
+/// With a persistent session, the broker keeps a subscriber's subscription
+/// and queues QoS 1 messages while it is away, and delivers them when it
+/// returns (CONNACK says session_present=true).
+#[tokio::test]
+async fn persistent_session_receives_what_was_published_while_away() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let me = [
+        "--persistent",
+        "-i",
+        "learner",
+        "-q",
+        "1",
+        "-t",
+        "mail",
+        "-C",
+        "1",
+    ];
+    let first = subscriber(&port, &me).await;
+    let (ok, stderr) = publish(&port, &["-t", "mail", "-m", "first", "-q", "1"], b"").await;
+    assert!(ok, "{stderr}");
+    let (status, out, _) = first.finish().await;
+    assert!(status.success());
+    assert_eq!(out, "first\n");
+
+    // Published while nobody is connected as "learner".
+    let (ok, stderr) = publish(&port, &["-t", "mail", "-m", "while away", "-q", "1"], b"").await;
+    assert!(ok, "{stderr}");
+
+    let mut args = vec!["--port", port.as_str(), "--show-packets"];
+    args.extend_from_slice(&me);
+    let (status, out, stderr) = run("mqtt_subscriber", &args, b"").await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(out, "while away\n");
+    assert!(
+        stderr.contains("<- CONNACK session_present=true"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("-> SUBSCRIBE"), "{stderr}");
+}
+
+/// A broker started with --user refuses clients without the right password,
+/// and the clients say so in one error line; the right password gets in.
+#[tokio::test]
+async fn broker_with_users_refuses_bad_credentials() {
+    let broker = broker(&["--user", "alice:secret"]).await;
+    let port = broker.port();
+    for login in [
+        &["-u", "alice", "-P", "wrong"][..],
+        &["-u", "bob", "-P", "secret"],
+        &[],
+    ] {
+        let (ok, stderr) = publish(&port, login, b"").await;
+        assert!(!ok);
+        let error =
+            format!("error: broker at 127.0.0.1:{port} closed the connection before accepting it");
+        assert!(stderr.contains(&error), "{stderr}");
+        assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    }
+    let (ok, stderr) = publish(&port, &["-u", "alice", "-P", "secret"], b"").await;
+    assert!(ok, "{stderr}");
+}
+
+/// A subscriber outlives a broker restart: it reconnects (with backoff),
+/// subscribes again, and receives what is published on the new broker.
+#[tokio::test]
+async fn subscriber_survives_a_broker_restart() {
+    let mut first = broker(&[]).await;
+    let port = first.port();
+    let mut sub = subscriber(&port, &["-q", "1", "-t", "news"]).await;
+    first.process.signal("KILL");
+    first.process.exit().await;
+    wait_stderr(&sub, "reconnecting in", 1).await;
+
+    // The same port again: the subscriber knows no other.
+    let mut second = Process::spawn("mqtt_broker", &["--port", &port]);
+    assert_eq!(
+        second.line().await.unwrap(),
+        format!("listening on 127.0.0.1:{port}")
+    );
+    wait_stderr(&sub, "<- SUBACK", 2).await;
+    let (ok, stderr) = publish(&port, &["-t", "news", "-m", "back again", "-q", "1"], b"").await;
+    assert!(ok, "{stderr}");
+    assert_eq!(sub.line().await.unwrap(), "back again");
+    // Backoff: a second of a broker being away takes a handful of retries,
+    // not thousands.
+    assert!(
+        sub.stderr().matches("reconnecting in").count() < 10,
+        "{}",
+        sub.stderr()
+    );
+}
+
+/// Bytes that are not MQTT get that one connection closed; the broker keeps
+/// serving everyone else.
+#[tokio::test]
+async fn garbage_bytes_leave_the_broker_serving() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let mut junk = within("connect", tokio::net::TcpStream::connect(broker.addr))
+        .await
+        .unwrap();
+    junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\xff\xff\xff\xff\xff")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    // The broker closes the connection without answering a byte.
+    let read = within("the broker to close", junk.read_to_end(&mut rest)).await;
+    assert!(read.is_ok() || rest.is_empty());
+    assert!(rest.is_empty(), "{rest:?}");
+
+    let sub = subscriber(&port, &["-C", "1"]).await;
+    let (ok, stderr) = publish(&port, &["-m", "still here"], b"").await;
+    assert!(ok, "{stderr}");
+    let (status, out, _) = sub.finish().await;
+    assert!(status.success());
+    assert_eq!(out, "still here\n");
+}
+
+/// One client over --max-connections is turned away, and the publisher
+/// reports it in one line.
+#[tokio::test]
+async fn connection_limit_turns_away_one_more_client() {
+    let broker = broker(&["--max-connections", "1"]).await;
+    let port = broker.port();
+    let _only = subscriber(&port, &[]).await;
+    let (ok, stderr) = publish(&port, &[], b"").await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("closed the connection before accepting it"),
+        "{stderr}"
+    );
+}
+
+/// Payload limits: the broker disconnects a client whose PUBLISH exceeds
+/// --max-payload-bytes, and the publisher refuses one over its own limit
+/// before sending it; both are one clear error.
+#[tokio::test]
+async fn oversized_payloads_are_clear_errors() {
+    let broker = broker(&["--max-payload-bytes", "100"]).await;
+    let port = broker.port();
+    let big = "x".repeat(200);
+    let (ok, stderr) = publish(&port, &["-m", &big, "-q", "1"], b"").await;
+    assert!(!ok);
+    assert!(stderr.contains("closed the connection; a broker does that to a client whose packet exceeds its size limit"), "{stderr}");
+
+    // Over the publisher's own 1 MiB limit: it stops reading at the limit
+    // (so our write may meet a closed pipe) and says why.
+    let mut line = vec![b'x'; 2 * 1024 * 1024];
+    line.push(b'\n');
+    let mut publisher = Process::spawn("mqtt_publisher", &["--port", &port, "-l"]);
+    let stdin = publisher.child.stdin.as_mut().unwrap();
+    let _ = within("writing stdin", stdin.write_all(&line)).await;
+    let (status, _, stderr) = publisher.finish().await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains(
+            "error: cannot read the message: a line is longer than the 1048576-byte packet limit"
+        ),
+        "{stderr}"
+    );
+}
+
+/// With no broker listening, the publisher and subscriber fail at once with
+/// one error line naming the address, and do not retry in a loop.
+#[tokio::test]
+async fn unreachable_broker_is_one_clear_error() {
+    // A port that was free a moment ago: nobody listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    for bin in ["mqtt_publisher", "mqtt_subscriber"] {
+        let (status, out, stderr) = run(bin, &["--port", &port], b"").await;
+        assert!(!status.success());
+        assert_eq!(out, "");
+        let want = format!(
+            "error: cannot connect to 127.0.0.1:{port}: connection refused; is a broker running there?\n"
+        );
+        assert!(stderr.ends_with(&want), "{stderr}");
+    }
+}
+
+/// Ctrl-C stops the broker promptly with exit 0, and a port in use is one
+/// clear error.
+#[tokio::test]
+async fn broker_stops_on_ctrl_c_and_explains_a_busy_port() {
+    let mut first = broker(&[]).await;
+    let port = first.port();
+    let (status, _, stderr) = run("mqtt_broker", &["--port", &port], b"").await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!("error: cannot listen on 127.0.0.1:{port}: ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pass --port"), "{stderr}");
+
+    first.process.signal("INT");
+    assert!(first.process.exit().await.success());
+}
