@@ -31,7 +31,8 @@
 //!
 //! ## Read next
 //!
-//! `tcp/src/server.rs` (one task per connection, framing, limits, shutdown),
+//! `tcp/src/server.rs` (the accept loop, one task per connection, shutdown),
+//! `tcp/src/server/connection.rs` (echo with batched answers, limits),
 //! `tcp/src/lib.rs` (how lines are found in a byte stream), then
 //! `tcp/src/bin/tcp_client.rs`.
 

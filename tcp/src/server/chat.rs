@@ -1,0 +1,99 @@
+//! Chat mode: every line from one client goes to all the others.
+//!
+//! A [`broadcast`] channel is a queue that every connection reads at its own
+//! pace: each line is stored once, and each receiver keeps its own position.
+//! https://docs.rs/tokio/latest/tokio/sync/broadcast/index.html
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::broadcast;
+
+use super::connection::{Connection, End};
+
+/// A line on its way through the chat, with who sent it (so the sender's own
+/// task can skip it).
+#[derive(Debug, Clone)]
+pub(super) struct ChatLine {
+    pub(super) from: SocketAddr,
+    pub(super) text: Bytes,
+}
+
+impl Connection {
+    /// Chat: lines from this client go to the others; lines from the others
+    /// come to this client, as they happen, in any order with its own input.
+    pub(super) async fn chat(&mut self, chat: broadcast::Sender<ChatLine>) -> End {
+        let mut others = chat.subscribe();
+        let peer = self.peer;
+        let say = |text: String| ChatLine {
+            from: peer,
+            text: Bytes::from(text),
+        };
+        // `send` fails only when nobody listens, which is fine for a chat.
+        let _ = chat.send(say(format!("[server] {peer} joined\n")));
+        let idle = tokio::time::sleep(self.idle_timeout);
+        tokio::pin!(idle);
+        let end = loop {
+            tokio::select! {
+                () = self.stop.cancelled() => break End::Shutdown,
+                () = &mut idle => break End::Idle,
+                next = self.lines.next() => match next {
+                    Some(Ok(line)) => {
+                        self.count += 1;
+                        idle.as_mut().reset(tokio::time::Instant::now() + self.idle_timeout);
+                        let mut text = format!("[{peer}] ").into_bytes();
+                        text.extend_from_slice(&line);
+                        if !text.ends_with(b"\n") {
+                            text.push(b'\n');
+                        }
+                        let _ = chat.send(ChatLine { from: peer, text: Bytes::from(text) });
+                    }
+                    None => break End::ClientClosed,
+                    Some(Err(error)) => break self.fail(error),
+                },
+                heard = others.recv() => {
+                    if let Err(end) = self.relay(heard, &mut others).await {
+                        break end;
+                    }
+                }
+            }
+        };
+        // At shutdown everyone leaves at once; announcing each would be noise.
+        if !matches!(end, End::Shutdown) {
+            let _ = chat.send(say(format!("[server] {peer} left\n")));
+        }
+        end
+    }
+
+    /// Writes one chat line, plus any others already waiting, in one flush.
+    async fn relay(
+        &mut self,
+        mut heard: Result<ChatLine, broadcast::error::RecvError>,
+        others: &mut broadcast::Receiver<ChatLine>,
+    ) -> Result<(), End> {
+        use broadcast::error::{RecvError, TryRecvError};
+        loop {
+            let text = match heard {
+                Ok(line) if line.from == self.peer => None,
+                Ok(line) => Some(line.text),
+                // This client reads slower than the others talk: the channel
+                // dropped the oldest lines for it. Say so instead of hiding it.
+                Err(RecvError::Lagged(n)) => Some(Bytes::from(format!(
+                    "[server] you are reading too slowly: {n} line(s) skipped\n"
+                ))),
+                Err(RecvError::Closed) => return Err(End::Shutdown),
+            };
+            if let Some(text) = text
+                && let Err(error) = self.answers.feed(text).await
+            {
+                return Err(self.fail(error));
+            }
+            heard = match others.try_recv() {
+                Ok(line) => Ok(line),
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return self.flush().await,
+            };
+        }
+    }
+}

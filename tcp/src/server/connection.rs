@@ -1,0 +1,191 @@
+//! One client's connection: framing it into lines, echoing them with
+//! batched writes, and closing it without losing answers.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::broadcast;
+use tokio::time::timeout;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::chat::ChatLine;
+use super::{ANSWER_QUEUE_BYTES, Config, LINGER, Mode, close_gently};
+use crate::{LineCodec, LineError};
+
+/// One client's connection: its two halves, framed into lines.
+pub(super) struct Connection {
+    pub(super) peer: SocketAddr,
+    pub(super) lines: FramedRead<OwnedReadHalf, LineCodec>,
+    pub(super) answers: FramedWrite<OwnedWriteHalf, LineCodec>,
+    pub(super) idle_timeout: Duration,
+    pub(super) mode: Mode,
+    pub(super) stop: CancellationToken,
+    /// Lines received, for the disconnect log.
+    pub(super) count: u64,
+}
+
+/// Why a connection ended, for the log.
+#[derive(Debug)]
+pub(super) enum End {
+    ClientClosed,
+    Shutdown,
+    Idle,
+    TooLong(usize),
+    Failed(io::Error),
+}
+
+impl Connection {
+    pub(super) fn new(
+        socket: TcpStream,
+        peer: SocketAddr,
+        config: &Config,
+        stop: CancellationToken,
+    ) -> Self {
+        // Nagle's algorithm holds back a small write while an earlier one is
+        // unacknowledged, hoping to merge them; we already merge answers into
+        // one write per batch, so waiting would only add latency.
+        if let Err(error) = socket.set_nodelay(true) {
+            warn!(%peer, %error, "cannot set TCP_NODELAY");
+        }
+        // Splitting lets one side wait for the client's bytes while the other
+        // writes answers. `into_split` halves can move to different tasks.
+        let (reader, writer) = socket.into_split();
+        // The answer buffer starts empty and grows only when there is something
+        // to send, so idle connections stay small. Once it holds 8 KiB, `feed`
+        // writes it out before queuing more.
+        let mut answers = FramedWrite::with_capacity(writer, LineCodec::new(0), 0);
+        answers.set_backpressure_boundary(ANSWER_QUEUE_BYTES);
+        Connection {
+            peer,
+            lines: FramedRead::new(reader, LineCodec::new(config.max_line_bytes)),
+            answers,
+            idle_timeout: config.idle_timeout,
+            mode: config.mode,
+            stop,
+            count: 0,
+        }
+    }
+
+    pub(super) async fn serve(mut self, chat: broadcast::Sender<ChatLine>) {
+        let started = Instant::now();
+        info!(peer = %self.peer, "connected");
+        let end = match self.mode {
+            Mode::Echo => self.echo().await,
+            Mode::Chat => self.chat(chat).await,
+        };
+        let (peer, lines, duration) = (self.peer, self.count, started.elapsed());
+        if let End::Failed(error) = &end {
+            return info!(%peer, lines, ?duration, %error, "connection failed");
+        }
+        info!(%peer, lines, ?duration, reason = ?end, "disconnected");
+        // Answers still queued go out first (for at most LINGER: a client that
+        // does not read cannot hold us here).
+        let _ = timeout(LINGER, self.answers.flush()).await;
+        let notice = match end {
+            // The client sent FIN and we have answered everything: dropping
+            // the socket sends our FIN.
+            End::ClientClosed | End::Failed(_) => return,
+            // Echo answers stay byte-exact, so an echo client is not told that
+            // the server is leaving (it sees the connection close); a chat
+            // client is.
+            End::Shutdown if self.mode == Mode::Echo => String::new(),
+            End::Shutdown => "[server] shutting down\n".to_string(),
+            End::Idle => format!(
+                "error: idle for {:?}; closing connection\n",
+                self.idle_timeout
+            ),
+            End::TooLong(max) => {
+                format!("error: line longer than {max} bytes; closing connection\n")
+            }
+        };
+        let reader = self.lines.into_inner();
+        let writer = self.answers.into_inner();
+        if let Ok(socket) = reader.reunite(writer) {
+            close_gently(socket, Bytes::from(notice)).await;
+        }
+    }
+
+    /// Echo: every line goes back to its sender. Answers are batched: while
+    /// more lines are already waiting in our buffer we only queue answers, and
+    /// we write (one syscall) when the input runs dry. A client that pipelines
+    /// a hundred lines gets them back in a few writes, not a hundred.
+    async fn echo(&mut self) -> End {
+        // The idle timer is armed once and checked lazily: when it fires we
+        // look at when we last heard from the client, and either give up or
+        // re-arm it. Re-arming a timer for every batch would cost more than
+        // the echo itself.
+        let mut last_heard = Instant::now();
+        let idle = tokio::time::sleep(self.idle_timeout);
+        let stop = self.stop.clone().cancelled_owned();
+        tokio::pin!(idle, stop);
+        loop {
+            // `now_or_never` asks "is another line ready right now?" without
+            // waiting. If not, flush what we queued, then wait for more input.
+            let next = match self.lines.next().now_or_never() {
+                Some(next) => next,
+                None => {
+                    let answers = &mut self.answers;
+                    let lines = &mut self.lines;
+                    tokio::select! {
+                        () = &mut stop => return End::Shutdown,
+                        () = &mut idle => {
+                            // The client sent nothing, or read none of our
+                            // answers (the flush below never finished).
+                            if last_heard.elapsed() >= self.idle_timeout {
+                                return End::Idle;
+                            }
+                            idle.as_mut().reset((last_heard + self.idle_timeout).into());
+                            continue;
+                        }
+                        next = async {
+                            answers.flush().await?;
+                            Ok::<_, LineError>(lines.next().await)
+                        } => match next {
+                            Ok(next) => next,
+                            Err(error) => return self.fail(error),
+                        },
+                    }
+                }
+            };
+            let line = match next {
+                Some(Ok(line)) => line,
+                // The client closed its side (EOF). `serve` sends what is
+                // still queued before closing ours: no answer is lost.
+                None => return End::ClientClosed,
+                Some(Err(error)) => return self.fail(error),
+            };
+            self.count += 1;
+            last_heard = Instant::now();
+            // `feed` queues the answer; it writes only if the queue is full,
+            // which is also how a client that never reads gets slowed down.
+            if let Err(error) = self.answers.feed(line.freeze()).await {
+                return self.fail(error);
+            }
+        }
+    }
+
+    /// Sends every queued answer. A client that stops reading fills its TCP
+    /// window, our write waits, and after `idle_timeout` we give up on it.
+    pub(super) async fn flush(&mut self) -> Result<(), End> {
+        match timeout(self.idle_timeout, self.answers.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(self.fail(error)),
+            Err(_) => Err(End::Idle),
+        }
+    }
+
+    /// Turns a codec error into how the connection ends.
+    pub(super) fn fail(&self, error: LineError) -> End {
+        match error {
+            LineError::TooLong { max_line_bytes } => End::TooLong(max_line_bytes),
+            LineError::Io(error) => End::Failed(error),
+        }
+    }
+}
