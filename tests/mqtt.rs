@@ -1,0 +1,167 @@
+//! The mqtt library driven directly against the embedded broker, and the
+//! places where rumqttd departs from MQTT 3.1.1, pinned down so that the
+//! documentation stays true (`tests/mqtt_interop.rs` shows Mosquitto doing
+//! what the spec says in the same situations).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Server, within};
+use mqtt::ClientConfig;
+use mqtt::publisher::{self, PublishConfig, Summary};
+use mqtt::subscriber::{self, SubscribeConfig};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn publish_config(port: u16, id: &str, topic: &str, qos: QoS) -> PublishConfig {
+    PublishConfig {
+        client: ClientConfig::new("127.0.0.1", port, id),
+        topic: topic.to_string(),
+        qos,
+        retain: false,
+        will: None,
+        ack_timeout: Duration::from_secs(5),
+        show_packets: false,
+    }
+}
+
+fn subscribe_config(port: u16, id: &str, filter: &str, qos: QoS) -> SubscribeConfig {
+    SubscribeConfig {
+        client: ClientConfig::new("127.0.0.1", port, id),
+        filters: vec![filter.to_string()],
+        qos,
+        verbose: false,
+        count: None,
+        timeout: Some(Duration::from_secs(5)),
+        show_packets: false,
+    }
+}
+
+/// A raw MQTT 3.1.1 CONNECT with a clean session, keep-alive 60 s, and a
+/// username and password.
+fn connect_packet(client_id: &str, username: &str, password: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 60];
+    for field in [client_id, username, password] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    assert!(body.len() < 128, "one-byte remaining length");
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// Sends `packet` as the first bytes of a connection and returns everything
+/// the broker sends back until it closes the connection.
+async fn first_answer(addr: std::net::SocketAddr, packet: &[u8]) -> Vec<u8> {
+    let mut stream = within("connect", TcpStream::connect(addr)).await.unwrap();
+    stream.write_all(packet).await.unwrap();
+    let mut answer = vec![0; 4];
+    let n = within("an answer or a close", stream.read(&mut answer))
+        .await
+        .unwrap_or(0);
+    answer.truncate(n);
+    answer
+}
+
+/// `publisher::run` returns only when every QoS 2 message is acknowledged,
+/// and `subscriber::run` with a count writes exactly those payloads, one per
+/// line, then returns.
+#[tokio::test]
+async fn library_publisher_and_subscriber_round_trip_at_qos_2() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let port = broker.addr.port();
+    let mut config = subscribe_config(port, "lib-sub", "lib/+", QoS::ExactlyOnce);
+    config.count = Some(50);
+    // The subscriber writes into a pipe we read; SUBACK is not visible from
+    // here, so a retained "ready" message tells us it is subscribed.
+    let (mut reader, writer) = tokio::io::duplex(1 << 16);
+    let sub = tokio::spawn(subscriber::run(config, writer));
+    let mut ready = publish_config(port, "lib-ready", "lib/ready", QoS::AtLeastOnce);
+    ready.retain = true;
+    let one = publisher::repeat(Bytes::from_static(b"ready"), 1, Duration::ZERO);
+    publisher::run(ready, one).await.unwrap();
+    let mut first = [0u8; 6];
+    within("the ready message", reader.read_exact(&mut first))
+        .await
+        .unwrap();
+    assert_eq!(&first, b"ready\n");
+
+    let messages = publisher::repeat(Bytes::from_static(b"exactly once"), 49, Duration::ZERO);
+    let config = publish_config(port, "lib-pub", "lib/data", QoS::ExactlyOnce);
+    let summary = within("publishing", publisher::run(config, messages))
+        .await
+        .unwrap();
+    assert_eq!(
+        summary,
+        Summary {
+            published: 49,
+            acknowledged: 49
+        }
+    );
+    assert_eq!(within("the subscriber", sub).await.unwrap().unwrap(), 50);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).await.unwrap();
+    assert_eq!(rest, "exactly once\n".repeat(49));
+}
+
+/// A subscriber with a timeout fails, with the count so far, when nothing
+/// arrives in time.
+#[tokio::test]
+async fn subscriber_times_out_when_nothing_arrives() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let mut config = subscribe_config(broker.addr.port(), "quiet", "nothing/here", QoS::AtMostOnce);
+    config.timeout = Some(Duration::from_millis(300));
+    let error = within("the timeout", subscriber::run(config, tokio::io::sink()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "no message for 300ms (0 received)");
+}
+
+/// Departure from MQTT 3.1.1 section 3.8.4: the spec delivers at the minimum
+/// of the publish QoS and the subscription QoS, so a QoS 0 publish should
+/// reach a QoS 2 subscriber at QoS 0. rumqttd delivers it at the
+/// subscription's QoS.
+#[tokio::test]
+async fn rumqttd_delivers_at_the_subscription_qos() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let port = broker.addr.port();
+    let client = ClientConfig::new("127.0.0.1", port, "qos-probe");
+    let (sub, mut events) = AsyncClient::new(client.mqtt_options(), 10);
+    sub.subscribe("probe", QoS::ExactlyOnce).await.unwrap();
+    loop {
+        let event = within("SUBACK", events.poll()).await.unwrap();
+        if let Event::Incoming(Packet::SubAck(_)) = event {
+            break;
+        }
+    }
+    let config = publish_config(port, "qos0-pub", "probe", QoS::AtMostOnce);
+    let one = publisher::repeat(Bytes::from_static(b"q0"), 1, Duration::ZERO);
+    publisher::run(config, one).await.unwrap();
+    let publish = loop {
+        let event = within("the PUBLISH", events.poll()).await.unwrap();
+        if let Event::Incoming(Packet::Publish(publish)) = event {
+            break publish;
+        }
+    };
+    assert_eq!(publish.payload, Bytes::from_static(b"q0"));
+    assert_eq!(publish.qos, QoS::ExactlyOnce, "spec: QoS 0 (AtMostOnce)");
+}
+
+/// Departure from MQTT 3.1.1 section 3.2.2.3: a bad username or password
+/// should get CONNACK with return code 5 (20 02 00 05) before the close.
+/// rumqttd closes the connection without sending a byte; a good login gets
+/// CONNACK 0.
+#[tokio::test]
+async fn rumqttd_closes_without_connack_on_bad_credentials() {
+    let broker = Server::start("mqtt_broker", &["--user", "alice:secret"]).await;
+    let bad = first_answer(broker.addr, &connect_packet("raw", "alice", "wrong")).await;
+    assert_eq!(bad, b"", "spec: [0x20, 0x02, 0x00, 0x05]");
+    let good = first_answer(broker.addr, &connect_packet("raw", "alice", "secret")).await;
+    assert_eq!(good, [0x20, 0x02, 0x00, 0x00]);
+}
