@@ -373,6 +373,32 @@ async fn client_that_never_reads_does_not_stall_others() {
     server.stop().await;
 }
 
+/// A client that sends but never reads our answers is dropped once it has
+/// read nothing for the idle timeout, even though it keeps sending.
+#[tokio::test]
+async fn client_that_never_reads_is_dropped_after_idle_timeout() {
+    let server = start(Config {
+        idle_timeout: Duration::from_millis(300),
+        ..echo()
+    })
+    .await;
+    let hog = within("connect", TcpStream::connect(server.addr))
+        .await
+        .expect("connect");
+    let (_hog_read, mut hog_write) = hog.into_split();
+    let line_of = vec![b'z'; 1023]
+        .into_iter()
+        .chain([b'\n'])
+        .collect::<Vec<u8>>();
+    // Our writes succeed until every buffer on the way is full; then they
+    // wait, and fail once the server gives up on us and resets.
+    within("the server to drop the hog", async {
+        while hog_write.write_all(&line_of).await.is_ok() {}
+    })
+    .await;
+    server.stop().await;
+}
+
 /// Shutdown stops accepting, answers lines already received, closes every
 /// connection, and `run` returns.
 #[tokio::test]

@@ -84,10 +84,14 @@ impl Connection {
                 ))),
                 Err(RecvError::Closed) => return Err(End::Shutdown),
             };
-            if let Some(text) = text
-                && let Err(error) = self.answers.feed(text).await
-            {
-                return Err(self.fail(error));
+            if let Some(text) = text {
+                // `feed` writes out the queue when it is full; a client that
+                // does not read makes that wait, for at most `idle_timeout`.
+                match tokio::time::timeout(self.idle_timeout, self.answers.feed(text)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return Err(self.fail(error)),
+                    Err(_) => return Err(End::Idle),
+                }
             }
             heard = match others.try_recv() {
                 Ok(line) => Ok(line),

@@ -127,8 +127,15 @@ impl Connection {
         tokio::pin!(idle, stop);
         loop {
             // `now_or_never` asks "is another line ready right now?" without
-            // waiting. If not, flush what we queued, then wait for more input.
-            let next = match self.lines.next().now_or_never() {
+            // waiting. If not (or once 8 KiB of answers are queued), flush what
+            // we queued, then wait for more input.
+            let queue_full = self.answers.write_buffer().len() >= ANSWER_QUEUE_BYTES;
+            let ready = if queue_full {
+                None
+            } else {
+                self.lines.next().now_or_never()
+            };
+            let next = match ready {
                 Some(next) => next,
                 None => {
                     let answers = &mut self.answers;
@@ -137,7 +144,8 @@ impl Connection {
                         () = &mut stop => return End::Shutdown,
                         () = &mut idle => {
                             // The client sent nothing, or read none of our
-                            // answers (the flush below never finished).
+                            // answers (the flush below never finished: its
+                            // TCP window, and then our send buffer, are full).
                             if last_heard.elapsed() >= self.idle_timeout {
                                 return End::Idle;
                             }
@@ -163,8 +171,9 @@ impl Connection {
             };
             self.count += 1;
             last_heard = Instant::now();
-            // `feed` queues the answer; it writes only if the queue is full,
-            // which is also how a client that never reads gets slowed down.
+            // `feed` only queues the answer: the queue is below its limit, so
+            // it does not write. We stop reading while the queue is full, so a
+            // client that sends without reading is slowed down, not buffered.
             if let Err(error) = self.answers.feed(line.freeze()).await {
                 return self.fail(error);
             }
