@@ -1,0 +1,260 @@
+//! MQTT with an independent implementation on the other side: Mosquitto's
+//! clients against `mqtt_broker`, and `mqtt_publisher`/`mqtt_subscriber`
+//! against a Mosquitto broker (the original project's setup). Mosquitto also
+//! shows the spec's behaviour where rumqttd departs from it.
+//!
+//! Each test starts its own `mosquitto -c <config>` on a free loopback port;
+//! a system-wide Mosquitto service is neither needed nor used.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Process, Server, run, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// A Mosquitto broker of our own, stopped when dropped.
+struct Mosquitto {
+    _child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto on a free loopback port, configured as the benchmark
+    /// configures it; with `user`, it requires that name and password.
+    async fn start(user: Option<(&str, &str)>) -> Mosquitto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("mqtt-interop-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config = format!(
+            "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 1000000\n\
+             max_inflight_messages 20\nlog_dest stderr\n"
+        );
+        match user {
+            None => config.push_str("allow_anonymous true\n"),
+            Some((name, password)) => {
+                let file = dir.join("passwords");
+                let status = std::process::Command::new("mosquitto_passwd")
+                    .args(["-b", "-c"])
+                    .arg(&file)
+                    .args([name, password])
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "mosquitto_passwd failed");
+                config.push_str(&format!(
+                    "allow_anonymous false\npassword_file {}\n",
+                    file.display()
+                ));
+            }
+        }
+        let config_file = dir.join("mosquitto.conf");
+        std::fs::write(&config_file, config).unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&config_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start mosquitto");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Ready when it accepts a connection; retry until then.
+        within("mosquitto to listen", async {
+            while TcpStream::connect(addr).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        Mosquitto {
+            _child: child,
+            addr,
+            dir,
+        }
+    }
+
+    fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+}
+
+/// Waits until `process` has printed `text` on stderr.
+async fn wait_stderr(process: &Process, text: &str) {
+    within(text, async {
+        while !process.stderr().contains(text) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// Starts our subscriber on `port` and waits for its SUBACK.
+async fn subscriber(port: &str, args: &[&str]) -> Process {
+    let mut all = vec!["--port", port, "--show-packets"];
+    all.extend_from_slice(args);
+    let process = Process::spawn("mqtt_subscriber", &all);
+    wait_stderr(&process, "<- SUBACK").await;
+    process
+}
+
+/// A raw MQTT 3.1.1 CONNECT with a username and password.
+fn connect_packet(client_id: &str, username: &str, password: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 60];
+    for field in [client_id, username, password] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// mosquitto_sub and mosquitto_pub work through `mqtt_broker` at every QoS,
+/// with wildcards and retained messages.
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_clients_through_mqtt_broker() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let port = broker.port();
+    let retained = [
+        "-p",
+        &port,
+        "-t",
+        "interop/status",
+        "-m",
+        "up",
+        "-r",
+        "-q",
+        "1",
+    ];
+    let (status, _, stderr) = run("/usr/bin/mosquitto_pub", &retained, b"").await;
+    assert!(status.success(), "{stderr}");
+
+    // The retained message arrives as soon as the subscription is in place:
+    // from then on, live messages reach the subscriber too.
+    let args = ["-p", &port, "-t", "interop/#", "-q", "2", "-v", "-C", "4"];
+    let mut sub = Process::spawn("/usr/bin/mosquitto_sub", &args);
+    assert_eq!(sub.line().await.unwrap(), "interop/status up");
+    for qos in ["0", "1", "2"] {
+        let topic = format!("interop/q{qos}");
+        let args = ["-p", &port, "-t", &topic, "-m", "hello", "-q", qos];
+        let (status, _, stderr) = run("/usr/bin/mosquitto_pub", &args, b"").await;
+        assert!(status.success(), "{stderr}");
+    }
+    let (status, out, _) = sub.finish().await;
+    assert!(status.success());
+    let messages: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        messages,
+        ["interop/q0 hello", "interop/q1 hello", "interop/q2 hello"]
+    );
+}
+
+/// `mqtt_publisher` and `mqtt_subscriber` against Mosquitto: 1000 QoS 2
+/// messages from a publisher that exits right after its last one all arrive,
+/// exactly once, and QoS 1 shows its handshake.
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn our_clients_through_mosquitto_lose_nothing() {
+    let mosquitto = Mosquitto::start(None).await;
+    let port = mosquitto.port();
+    let input: String = (0..1000).map(|i| format!("message {i}\n")).collect();
+    let sub = subscriber(&port, &["-q", "2", "-C", "1001", "-W", "2"]).await;
+    let (status, _, stderr) = run(
+        "mqtt_publisher",
+        &["--port", &port, "-q", "2", "-l"],
+        input.as_bytes(),
+    )
+    .await;
+    assert!(status.success(), "{stderr}");
+    let (status, out, _) = sub.finish().await;
+    assert!(!status.success(), "timed out waiting for a 1001st message");
+    assert_eq!(out, input);
+
+    let sub = subscriber(&port, &["-q", "1", "-C", "1", "-v"]).await;
+    let args = ["--port", &port, "-q", "1", "--show-packets"];
+    let (status, _, stderr) = run("mqtt_publisher", &args, b"").await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("-> PUBLISH id=1 qos=1\n<- PUBACK id=1\n-> DISCONNECT\n"),
+        "{stderr}"
+    );
+    let (status, out, _) = sub.finish().await;
+    assert!(status.success());
+    assert_eq!(out, "topic/learning Hello MQTT!\n");
+}
+
+/// Mosquitto follows MQTT 3.1.1 section 3.8.4: a QoS 0 publish reaches a QoS 2
+/// subscriber at QoS 0 (rumqttd delivers it at QoS 2; see tests/mqtt.rs).
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_delivers_at_the_lower_qos() {
+    let mosquitto = Mosquitto::start(None).await;
+    let port = mosquitto.port();
+    let sub = subscriber(&port, &["-q", "2", "-C", "1", "-t", "probe"]).await;
+    let (status, _, stderr) = run(
+        "mqtt_publisher",
+        &["--port", &port, "-q", "0", "-t", "probe", "-m", "q0"],
+        b"",
+    )
+    .await;
+    assert!(status.success(), "{stderr}");
+    let (status, out, stderr) = sub.finish().await;
+    assert!(status.success());
+    assert_eq!(out, "q0\n");
+    assert!(
+        stderr.contains("<- PUBLISH qos=0 topic=probe (2 bytes)"),
+        "{stderr}"
+    );
+}
+
+/// Mosquitto follows MQTT 3.1.1 section 3.2.2.3: a bad password gets CONNACK
+/// with return code 5 (rumqttd just closes; see tests/mqtt.rs), so our
+/// publisher can name the cause.
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_answers_a_bad_password_with_connack_5() {
+    let mosquitto = Mosquitto::start(Some(("alice", "secret"))).await;
+    let mut stream = within("connect", TcpStream::connect(mosquitto.addr))
+        .await
+        .unwrap();
+    stream
+        .write_all(&connect_packet("raw", "alice", "wrong"))
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    within("the answer and close", stream.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    assert_eq!(answer, [0x20, 0x02, 0x00, 0x05]);
+
+    let port = mosquitto.port();
+    let args = ["--port", &port, "-u", "alice", "-P", "wrong"];
+    let (status, _, stderr) = run("mqtt_publisher", &args, b"").await;
+    assert!(!status.success());
+    let want = format!(
+        "error: broker at 127.0.0.1:{port} refused the connection (CONNACK NotAuthorized): \
+         bad username or password; check -u and -P\n"
+    );
+    assert!(stderr.ends_with(&want), "{stderr}");
+    let args = ["--port", &port, "-u", "alice", "-P", "secret", "-q", "2"];
+    let (status, _, stderr) = run("mqtt_publisher", &args, b"").await;
+    assert!(status.success(), "{stderr}");
+}
