@@ -29,6 +29,13 @@ pub const MAX_DATAGRAM: usize = 65_507;
 /// UTF-8 is shown as text with control characters and `\` escaped (`\n`,
 /// `\u{1b}`, `\\`), and bytes that are not UTF-8 as `\xff`.
 pub fn show_text(payload: &[u8]) -> String {
+    // Most payloads are printable ASCII and need no escaping: one copy.
+    if payload
+        .iter()
+        .all(|&b| (b' '..=b'~').contains(&b) && b != b'\\')
+    {
+        return String::from_utf8_lossy(payload).into_owned();
+    }
     let mut shown = String::with_capacity(payload.len());
     // `utf8_chunks` splits the bytes into runs of valid UTF-8, each followed
     // by the (possibly empty) run of bytes that are not.
