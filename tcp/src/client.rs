@@ -54,7 +54,7 @@ where
     let (mut from_server, mut to_server) = stream.into_split();
 
     let send = async move {
-        futures_util::pin_mut!(input);
+        tokio::pin!(input);
         while let Some(chunk) = input.next().await {
             let chunk = chunk.context("cannot read input")?;
             to_server
