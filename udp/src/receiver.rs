@@ -44,6 +44,11 @@ impl Default for Config {
 /// Receives datagrams on `socket` until `shutdown` resolves or
 /// `config.count` datagrams have arrived, writing one line per datagram to
 /// `output`: `[127.0.0.1:50312] 5 bytes: hello`. Returns the counts.
+///
+/// `output` is a plain blocking writer. While a write waits (a terminal
+/// scrolled back, a pipe nobody reads), datagrams queue in the kernel's
+/// receive buffer, and once it is full the kernel drops new ones without a
+/// word to anybody: UDP has no flow control to slow the sender down.
 pub async fn run(
     socket: &UdpSocket,
     config: &Config,

@@ -30,8 +30,12 @@
 //!
 //! Two receivers at once, sharing a port through a multicast group: run
 //! `udp_receiver --multicast 239.1.2.3` in two terminals, then
-//! `udp_sender --host 239.1.2.3 -m hi`; both print it. Broadcasts reach a
-//! receiver bound to 0.0.0.0 (`--host 0.0.0.0`), never one bound to 127.0.0.1.
+//! `udp_sender --host 239.1.2.3 -m hi`; both print it. That datagram also
+//! goes out on your local network (no router passes it on: `--multicast-ttl`
+//! is 1); add `--interface 127.0.0.1` to the receivers and
+//! `--multicast-interface 127.0.0.1` to the sender to keep it on this machine.
+//! Broadcasts reach a receiver bound to 0.0.0.0 (`--host 0.0.0.0`), never one
+//! bound to 127.0.0.1.
 //!
 //! ## Read next
 //!
@@ -115,6 +119,9 @@ async fn receive(args: Args) -> anyhow::Result<()> {
         max_size: args.max_size as usize,
         hex: args.hex,
     };
+    // A plain, blocking stdout: a write to a terminal, file or pipe takes
+    // microseconds, and meanwhile this thread has nothing else to do. tokio's
+    // async stdout would hand every write to a helper thread and back.
     let stdout = std::io::stdout().lock();
     let shutdown = networking_protocols::shutdown_signal();
     let summary = receiver::run(&socket, &config, stdout, shutdown).await?;

@@ -23,7 +23,7 @@
 //! the receiver's summary counts any loss, duplication and reordering.
 //!
 //! Now stop the receiver and send again. `-m hello` still succeeds: nobody
-//! said no. With `--wait-reply-ms 500` you see why a receiver can know: the
+//! said no. With `--wait-reply-ms 500` you see how a sender can find out: the
 //! other kernel answered with an ICMP "port unreachable", which a *connected*
 //! UDP socket reports as "connection refused" on its next receive (or send).
 //! Across a real network, a firewall may drop that ICMP, and then the
