@@ -248,6 +248,30 @@ async fn broadcast_needs_the_flag_and_reaches_0_0_0_0() {
     assert_eq!(stop(receiver).await, "received=1\n");
 }
 
+/// A socket bound to 127.0.0.1 only gets datagrams addressed to 127.0.0.1:
+/// the broadcast never shows, and the unicast sent after it is the first line.
+#[tokio::test]
+async fn broadcast_does_not_reach_a_receiver_bound_to_127_0_0_1() {
+    let mut receiver = Server::start("udp_receiver", &[]).await;
+    let port = receiver.port();
+    let to_all = [
+        "--host",
+        "127.255.255.255",
+        "--port",
+        &port,
+        "--broadcast",
+        "-m",
+        "all",
+    ];
+    let (status, _, err) = run("udp_sender", &to_all, b"").await;
+    assert!(status.success(), "stderr: {err}");
+    let (status, _, err) = run("udp_sender", &["--port", &port, "-m", "just you"], b"").await;
+    assert!(status.success(), "stderr: {err}");
+    let line = receiver.process.line().await.unwrap();
+    assert!(line.ends_with("] 8 bytes: just you"), "{line}");
+    assert_eq!(stop(receiver).await, "received=1\n");
+}
+
 /// Two receivers share a port through a multicast group joined on 127.0.0.1,
 /// and each gets its own copy of one datagram sent to the group.
 #[tokio::test]
