@@ -106,7 +106,8 @@ async fn echo_round_trips_are_counted() {
     );
 }
 
-/// With -m and --wait-reply-ms the sender prints the answer, then the summary.
+/// With --wait-reply-ms the sender prints each answer (to -m or to a stdin
+/// line), then the summary.
 #[tokio::test]
 async fn sender_prints_the_echo() {
     let receiver = Server::start("udp_receiver", &["--echo"]).await;
@@ -122,6 +123,13 @@ async fn sender_prints_the_echo() {
     assert!(status.success(), "stderr: {err}");
     assert!(
         out.starts_with("hi there\nsent=1 answered=1 lost=0 rtt_p50_us="),
+        "{out}"
+    );
+    let args = ["--port", &receiver.port(), "--wait-reply-ms", "5000"];
+    let (status, out, err) = run("udp_sender", &args, b"a\nb\n").await;
+    assert!(status.success(), "stderr: {err}");
+    assert!(
+        out.starts_with("a\nb\nsent=2 answered=2 lost=0 rtt_p50_us="),
         "{out}"
     );
 }
