@@ -24,8 +24,9 @@ use tracing::warn;
 
 use crate::{MAX_DATAGRAM, sequence};
 
-/// How the socket is set up for broadcast and multicast.
-#[derive(Debug, Clone, Default)]
+/// How the socket is set up for broadcast and multicast; [`Options::default`]
+/// gives the binary's defaults.
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Allow sending to a broadcast address (SO_BROADCAST).
     pub broadcast: bool,
@@ -34,6 +35,16 @@ pub struct Options {
     /// How many routers a multicast datagram may cross; 1 keeps it on the
     /// local network.
     pub multicast_ttl: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            broadcast: false,
+            multicast_interface: None,
+            multicast_ttl: 1,
+        }
+    }
 }
 
 /// A UDP socket aimed at one address.
