@@ -18,7 +18,6 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::error::UrlError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -44,6 +43,13 @@ pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Socket> {
     let request = url
         .into_client_request()
         .map_err(|error| anyhow!("bad URL {url:?}: {error}; expected ws://HOST:PORT/PATH"))?;
+    match request.uri().scheme_str() {
+        Some("ws") => {}
+        Some("wss") => {
+            bail!("bad URL {url:?}: wss:// needs TLS, which these lessons leave out; use ws://")
+        }
+        _ => bail!("bad URL {url:?}: expected ws://HOST:PORT/PATH"),
+    }
     // `true`: send each message at once rather than merge small writes
     // (Nagle's algorithm): an interactive client wants low latency.
     let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
@@ -56,9 +62,6 @@ pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Socket> {
 
 fn explain(url: &str, error: WsError) -> anyhow::Error {
     match error {
-        WsError::Url(UrlError::TlsFeatureNotEnabled) => {
-            anyhow!("bad URL {url:?}: wss:// needs TLS, which these lessons leave out; use ws://")
-        }
         WsError::Url(error) => anyhow!("bad URL {url:?}: {error}; expected ws://HOST:PORT/PATH"),
         WsError::Io(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
             anyhow!("cannot connect to {url}: {error}; is websocket_server running?")
@@ -137,10 +140,8 @@ where
             .send(Message::Close(Some(close)))
             .await
             .context("cannot send Close")?;
-        match input_error {
-            Some(error) => Err(anyhow::Error::new(error).context("cannot read input")),
-            None => Ok(()),
-        }
+        // Our Close is out; a failed input is reported once the server answers.
+        anyhow::Ok(input_error.map(|error| anyhow::Error::new(error).context("cannot read input")))
     };
 
     let receive = async move {
@@ -166,24 +167,27 @@ where
 
     tokio::pin!(send, receive);
     let mut we_closed = false;
+    let mut input_error = None;
     let mut send_error = None;
     loop {
         tokio::select! {
             sent = &mut send, if !we_closed && send_error.is_none() => match sent {
-                Ok(()) => we_closed = true,
+                Ok(error) => (we_closed, input_error) = (true, error),
                 // Usually the server went away: let the receiving half finish
                 // first, so its last messages and its Close are reported.
                 Err(error) => send_error = Some(error),
             },
             received = &mut receive => {
                 let frame = received?;
-                if let Some(error) = send_error.filter(|_| we_closed || frame.is_none()) {
+                if let Some(error) = input_error {
                     return Err(error);
                 }
                 return Ok(if we_closed { Ending::WeClosed(frame) } else { Ending::ServerClosed(frame) });
             }
-            () = tokio::time::sleep(CLOSE_TIMEOUT), if we_closed => {
-                bail!("no Close answer from the server within {CLOSE_TIMEOUT:?}");
+            () = tokio::time::sleep(CLOSE_TIMEOUT), if we_closed || send_error.is_some() => {
+                return Err(send_error.unwrap_or_else(|| {
+                    anyhow!("no Close answer from the server within {CLOSE_TIMEOUT:?}")
+                }));
             }
         }
     }

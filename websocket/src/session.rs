@@ -111,9 +111,10 @@ impl Session<'_> {
             // only queue answers (`feed`), and we write them all (`flush`)
             // when the input runs dry. `now_or_never` asks "is another
             // message ready right now?" without waiting.
-            let ready = match self.ws.next().now_or_never() {
-                Some(next) if batch < BATCH && !self.shared.stop.is_cancelled() => Some(next),
-                _ => None,
+            let ready = if batch < BATCH && !self.shared.stop.is_cancelled() {
+                self.ws.next().now_or_never()
+            } else {
+                None
             };
             batch += 1;
             let next = match ready {

@@ -1,0 +1,329 @@
+//! websocket_server and websocket_client as a user runs them: real
+//! executables, `--port 0`, piped stdin, stdout, stderr and exit codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
+
+mod common;
+
+use common::{Process, Server, run};
+
+const SERVER: &str = "websocket_server";
+const CLIENT: &str = "websocket_client";
+
+fn url(server: &Server) -> String {
+    format!("ws://{}", server.addr)
+}
+
+/// The server's first stdout line is `listening on <ip:port>` with the real
+/// port; `-m` prints the echo as one line and exits 0.
+#[tokio::test]
+async fn message_flag_prints_the_echo() {
+    let server = Server::start(SERVER, &[]).await;
+    assert_eq!(server.addr.ip().to_string(), "127.0.0.1");
+    let (status, out, err) = run(CLIENT, &["--url", &url(&server), "-m", "hello ✓"], b"").await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "hello ✓\n");
+    assert!(
+        err.contains("closed: server answered 1000 (normal)"),
+        "{err}"
+    );
+}
+
+/// `--count` and `--interval-ms` send the message several times; each echo is a line.
+#[tokio::test]
+async fn count_sends_several_messages() {
+    let server = Server::start(SERVER, &[]).await;
+    let args = [
+        "--url",
+        &url(&server),
+        "-m",
+        "tick",
+        "--count",
+        "3",
+        "--interval-ms",
+        "10",
+    ];
+    let (status, out, err) = run(CLIENT, &args, b"").await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "tick\ntick\ntick\n");
+}
+
+/// Piped stdin: every line is one text message; at EOF the client waits for
+/// every answer, closes with 1000 and exits 0.
+#[tokio::test]
+async fn stdin_lines_are_echoed_in_order() {
+    let server = Server::start(SERVER, &[]).await;
+    let input: String = (0..500).map(|i| format!("line {i}\n")).collect();
+    let (status, out, err) = run(CLIENT, &["--url", &url(&server)], input.as_bytes()).await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, input);
+}
+
+/// `--binary` sends each line's bytes as a binary message; binary answers
+/// print as hex.
+#[tokio::test]
+async fn binary_messages_print_as_hex() {
+    let server = Server::start(SERVER, &[]).await;
+    let (status, out, err) = run(
+        CLIENT,
+        &["--url", &url(&server), "--binary"],
+        b"AB\n\xff\x00\n",
+    )
+    .await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "4142\nff00\n");
+}
+
+/// Interactive use: a message typed later still gets its answer while stdin
+/// stays open (full duplex), and EOF ends the session cleanly.
+#[tokio::test]
+async fn client_is_interactive() {
+    let server = Server::start(SERVER, &[]).await;
+    let mut client = Process::spawn(CLIENT, &["--url", &url(&server)]);
+    client.write_stdin(b"first\n").await;
+    assert_eq!(client.line().await.as_deref(), Some("first"));
+    client.write_stdin(b"second\n").await;
+    assert_eq!(client.line().await.as_deref(), Some("second"));
+    let (status, out, err) = client.finish().await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "");
+}
+
+/// Chat between two real clients: one's line reaches the other, tagged
+/// with the sender's address; the sender gets no copy; leaving is announced.
+#[tokio::test]
+async fn chat_between_two_clients() {
+    let server = Server::start(SERVER, &["--chat"]).await;
+    let mut alice = Process::spawn(CLIENT, &["--url", &url(&server)]);
+    let mut bob = Process::spawn(CLIENT, &["--url", &url(&server)]);
+    // Whoever connected first hears the other join.
+    let (first, line) = common::within("a join", async {
+        tokio::select! {
+            line = alice.line() => ("alice", line),
+            line = bob.line() => ("bob", line),
+        }
+    })
+    .await;
+    let joined = line.unwrap();
+    assert!(
+        joined.starts_with("[server] 127.0.0.1:") && joined.ends_with(" joined"),
+        "{joined}"
+    );
+    let (mut listener, mut talker) = if first == "alice" {
+        (alice, bob)
+    } else {
+        (bob, alice)
+    };
+    talker.write_stdin(b"hi there\n").await;
+    let heard = listener.line().await.unwrap();
+    assert!(
+        heard.starts_with("[127.0.0.1:") && heard.ends_with("] hi there"),
+        "{heard}"
+    );
+    let (status, out, err) = talker.finish().await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "", "the sender does not get its own message");
+    let left = listener.line().await.unwrap();
+    assert!(
+        left.starts_with("[server] 127.0.0.1:") && left.ends_with(" left"),
+        "{left}"
+    );
+    assert!(listener.finish().await.0.success());
+}
+
+/// `--help` documents every flag with its default.
+#[tokio::test]
+async fn help_shows_flags_and_defaults() {
+    let (status, out, _) = run(SERVER, &["--help"], b"").await;
+    assert!(status.success());
+    for needle in [
+        "--host",
+        "[default: 127.0.0.1]",
+        "[default: 8765]",
+        "--chat",
+        "--max-message-bytes",
+        "[default: 1048576]",
+        "--max-connections",
+        "[default: 1024]",
+        "--ping-interval-secs",
+        "[default: 20]",
+    ] {
+        assert!(out.contains(needle), "server --help lacks {needle}:\n{out}");
+    }
+    let (status, out, _) = run(CLIENT, &["--help"], b"").await;
+    assert!(status.success());
+    for needle in [
+        "[default: ws://127.0.0.1:8765]",
+        "--message",
+        "--count",
+        "--interval-ms",
+        "--binary",
+        "--answer-wait-ms",
+    ] {
+        assert!(out.contains(needle), "client --help lacks {needle}:\n{out}");
+    }
+}
+
+/// A message over --max-message-bytes: the server closes with 1009, the
+/// client prints the code and reason and exits non-zero; the server goes on.
+#[tokio::test]
+async fn too_big_message_fails_the_client_with_1009() {
+    let server = Server::start(SERVER, &["--max-message-bytes", "10"]).await;
+    let (status, out, err) = run(
+        CLIENT,
+        &["--url", &url(&server)],
+        b"0123456789\n0123456789A\n",
+    )
+    .await;
+    assert!(!status.success());
+    assert_eq!(out, "0123456789\n");
+    let expected = format!(
+        "error: {} closed the connection: 1009 (message too big) \"message too big: the limit is 10 bytes\"\n",
+        url(&server)
+    );
+    assert!(err.ends_with(&expected), "{err}");
+    let (status, out, _) = run(CLIENT, &["--url", &url(&server), "-m", "short"], b"").await;
+    assert!(status.success());
+    assert_eq!(out, "short\n");
+}
+
+/// Ctrl-C on the server: the connected client gets Close 1001, reports it
+/// and exits 0; the server logs the close and exits 0.
+#[tokio::test]
+async fn server_ctrl_c_sends_1001() {
+    let mut server = Server::start(SERVER, &[]).await;
+    let mut client = Process::spawn(CLIENT, &["--url", &url(&server)]);
+    client.write_stdin(b"ready\n").await;
+    assert_eq!(client.line().await.as_deref(), Some("ready"));
+    server.process.signal("INT");
+    assert!(server.process.exit().await.success());
+    assert!(
+        server.process.stderr().contains("close=1001 (going away)"),
+        "{}",
+        server.process.stderr()
+    );
+    let status = client.exit().await;
+    assert!(status.success());
+    let (_, _, err) = client.finish().await;
+    assert!(
+        err.contains("server closed the connection: 1001 (going away) \"server shutting down\""),
+        "{err}"
+    );
+}
+
+/// Ctrl-C on the client: it sends Close 1001 and exits 0 after the server's answer.
+#[tokio::test]
+async fn client_ctrl_c_closes_with_1001() {
+    let mut server = Server::start(SERVER, &[]).await;
+    let mut client = Process::spawn(CLIENT, &["--url", &url(&server)]);
+    client.write_stdin(b"ready\n").await;
+    assert_eq!(client.line().await.as_deref(), Some("ready"));
+    client.signal("INT");
+    let (status, _, err) = client.finish().await;
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("closed: server answered 1001 (going away)"),
+        "{err}"
+    );
+    server.process.signal("TERM");
+    assert!(server.process.exit().await.success());
+    assert!(
+        server
+            .process
+            .stderr()
+            .contains("close=1001 (going away) by client")
+    );
+}
+
+/// Errors name the URL, on one `error:` line, with a non-zero exit: nobody
+/// listening, a server that does not upgrade (its HTTP status), a bad URL.
+#[tokio::test]
+async fn client_errors_name_the_url() {
+    let server = Server::start(SERVER, &[]).await;
+    let missing = format!("{}/missing", url(&server));
+    let (status, out, err) = run(CLIENT, &["--url", &missing, "-m", "x"], b"").await;
+    assert!(!status.success());
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        format!(
+            "error: {missing} did not upgrade to WebSocket: the server answered HTTP 404 Not Found\n"
+        )
+    );
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = format!("ws://{}", free.local_addr().unwrap());
+    drop(free);
+    let (status, _, err) = run(CLIENT, &["--url", &nobody, "-m", "x"], b"").await;
+    assert!(!status.success());
+    assert!(
+        err.starts_with(&format!("error: cannot connect to {nobody}: ")),
+        "{err}"
+    );
+    assert!(err.ends_with("is websocket_server running?\n"), "{err}");
+
+    let (status, _, err) = run(CLIENT, &["--url", "wss://127.0.0.1:1", "-m", "x"], b"").await;
+    assert!(!status.success());
+    assert_eq!(
+        err,
+        "error: bad URL \"wss://127.0.0.1:1\": wss:// needs TLS, which these lessons leave out; use ws://\n"
+    );
+    let (status, _, err) = run(CLIENT, &["--url", "nonsense", "-m", "x"], b"").await;
+    assert!(!status.success());
+    assert!(err.starts_with("error: bad URL \"nonsense\": "), "{err}");
+    assert!(!err.contains("panicked"));
+}
+
+/// Text mode refuses a stdin line that is not UTF-8, closing politely first.
+#[tokio::test]
+async fn client_refuses_non_utf8_text() {
+    let server = Server::start(SERVER, &[]).await;
+    let (status, out, err) = run(CLIENT, &["--url", &url(&server)], b"ok\n\xff\n").await;
+    assert!(!status.success());
+    assert_eq!(out, "ok\n");
+    assert!(
+        err.ends_with("cannot read input: line 2 is not UTF-8 text; pass --binary to send bytes\n"),
+        "{err}"
+    );
+}
+
+/// A second server on a port in use fails with one error line naming it.
+#[tokio::test]
+async fn port_in_use_is_explained() {
+    let server = Server::start(SERVER, &[]).await;
+    let (status, out, err) = run(SERVER, &["--port", &server.port()], b"").await;
+    assert!(!status.success());
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        format!(
+            "error: cannot listen on {}: Address already in use (os error 98); \
+             is another server on that port? pass --port\n",
+            server.addr
+        )
+    );
+}
+
+/// The page is served to a plain HTTP client (curl-like request), and other
+/// paths get 404, through the real binary.
+#[tokio::test]
+async fn binary_serves_the_page() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(SERVER, &[]).await;
+    for (path, status) in [("/", "200 OK"), ("/favicon.ico", "404 Not Found")] {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: */*\r\n\r\n",
+            server.addr
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        common::within("the answer", tcp.read_to_string(&mut answer))
+            .await
+            .unwrap();
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{answer}"
+        );
+    }
+}
