@@ -73,7 +73,7 @@ struct Args {
     /// Show payloads as hexadecimal bytes instead of text
     #[arg(long)]
     hex: bool,
-    /// Join this IPv4 multicast group (binds the group address, port shared)
+    /// Join this IPv4 multicast group; binds the group address instead of --host, port shared
     #[arg(long)]
     multicast: Option<Ipv4Addr>,
     /// With --multicast: the interface to join on (0.0.0.0: the system's choice)

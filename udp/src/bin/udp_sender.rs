@@ -63,7 +63,7 @@ struct Args {
     /// With --count: wait this long between datagrams
     #[arg(long, default_value_t = 10, requires = "count")]
     interval_ms: u64,
-    /// With --count: pad each datagram with dots to this many bytes
+    /// With --count: pad each datagram with dots to this many bytes (0: no padding)
     #[arg(long, default_value_t = 0, requires = "count")]
     size: usize,
     /// After each datagram, wait up to this long for an answer; print a summary at the end
