@@ -1,0 +1,408 @@
+//! websocket_server and websocket_client against independent implementations:
+//! Python's `websockets` library on both sides, Chromium running the browser
+//! page, and the Autobahn|Testsuite fuzzing client, the industry's RFC 6455
+//! conformance suite.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Server, run, within};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use websocket::Message;
+
+const SERVER: &str = "websocket_server";
+const CLIENT: &str = "websocket_client";
+
+fn url(server: &Server) -> String {
+    format!("ws://{}", server.addr)
+}
+
+/// A Python `websockets` echo server on a free port; it answers "bye" by
+/// closing with code 4000 and reason "bye bye".
+const PYTHON_ECHO_SERVER: &str = r#"
+import asyncio, websockets
+async def echo(ws):
+    async for message in ws:
+        if message == "bye":
+            await ws.close(4000, "bye bye")
+            return
+        await ws.send(message)
+async def main():
+    async with websockets.serve(echo, "127.0.0.1", 0) as server:
+        print("listening on 127.0.0.1:%d" % server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+
+/// Starts a Python script and reads its `listening on` line.
+async fn python_server(script: &str) -> (Child, String) {
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = within("python's listening line", stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    let addr = first.strip_prefix("listening on ").unwrap().to_string();
+    (child, format!("ws://{addr}"))
+}
+
+/// websocket_client talks to a Python `websockets` server: text, binary (as
+/// hex), stdin lines, and the server's own close code.
+#[tokio::test]
+#[ignore = "needs python3 websockets: pip install websockets"]
+async fn client_against_python_websockets_server() {
+    let (_python, url) = python_server(PYTHON_ECHO_SERVER).await;
+    let (status, out, err) = run(CLIENT, &["--url", &url, "-m", "hello ✓"], b"").await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "hello ✓\n");
+    let (status, out, err) = run(CLIENT, &["--url", &url, "--binary", "-m", "AB"], b"").await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "4142\n");
+    let (status, out, err) = run(CLIENT, &["--url", &url], b"one\ntwo\n").await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "one\ntwo\n");
+    let (status, out, err) = run(CLIENT, &["--url", &url], b"kept\nbye\n").await;
+    assert!(!status.success());
+    assert_eq!(out, "kept\n");
+    assert!(
+        err.ends_with(&format!(
+            "error: {url} closed the connection: 4000 (other) \"bye bye\"\n"
+        )),
+        "{err}"
+    );
+}
+
+/// A Python `websockets` client: echo of text, binary and a fragmented
+/// message, ping/pong, a clean close, then 1009 for a message over the limit.
+const PYTHON_CLIENT: &str = r#"
+import asyncio, sys, websockets
+async def main(url):
+    async with websockets.connect(url, max_size=None) as ws:
+        await ws.send("hello ✓")
+        print(await ws.recv())
+        await ws.send(bytes([0, 1, 255]))
+        print((await ws.recv()).hex())
+        await ws.send(["frag", "ment", "ed"])
+        print(await ws.recv())
+        await (await ws.ping(b"xyz"))
+        print("pong")
+    print("closed", ws.close_code)
+    async with websockets.connect(url) as ws:
+        await ws.send("x" * 2000)
+        try:
+            await ws.recv()
+        except websockets.ConnectionClosed as closed:
+            print("closed", closed.rcvd.code, closed.rcvd.reason)
+asyncio.run(main(sys.argv[1]))
+"#;
+
+/// websocket_server driven by an independent client (Python `websockets`).
+#[tokio::test]
+#[ignore = "needs python3 websockets: pip install websockets"]
+async fn server_against_python_websockets_client() {
+    let server = Server::start(SERVER, &["--max-message-bytes", "1000"]).await;
+    let output = within(
+        "the python client",
+        Command::new("python3")
+            .args(["-c", PYTHON_CLIENT, &url(&server)])
+            .output(),
+    )
+    .await
+    .expect("python3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "hello ✓\n0001ff\nfragmented\npong\nclosed 1000\n\
+         closed 1009 message too big: the limit is 1000 bytes\n"
+    );
+}
+
+/// Drives headless Chromium through its DevTools protocol (JSON over a
+/// WebSocket, spoken here with tokio-tungstenite).
+struct Chromium {
+    _process: Child,
+    devtools: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    profile: PathBuf,
+    next_id: u64,
+    session: String,
+}
+
+impl Chromium {
+    async fn start() -> Chromium {
+        let profile =
+            std::env::temp_dir().join(format!("websocket-chromium-{}", std::process::id()));
+        let mut process = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--remote-debugging-port=0",
+                &format!("--user-data-dir={}", profile.display()),
+                "about:blank",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromium");
+        let mut stderr = BufReader::new(process.stderr.take().unwrap()).lines();
+        let endpoint = within("chromium's DevTools line", async {
+            while let Some(line) = stderr.next_line().await.unwrap() {
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    return url.to_string();
+                }
+            }
+            panic!("chromium exited without a DevTools endpoint");
+        })
+        .await;
+        // Keep draining chromium's stderr so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+        let (devtools, _) = within("DevTools", tokio_tungstenite::connect_async(endpoint))
+            .await
+            .unwrap();
+        let mut chromium = Chromium {
+            _process: process,
+            devtools,
+            profile,
+            next_id: 0,
+            session: String::new(),
+        };
+        let target = chromium
+            .call("Target.createTarget", r#"{"url":"about:blank"}"#)
+            .await;
+        let target_id = string_field(&target, "targetId");
+        let attached = chromium
+            .call(
+                "Target.attachToTarget",
+                &format!(r#"{{"targetId":"{target_id}","flatten":true}}"#),
+            )
+            .await;
+        chromium.session = string_field(&attached, "sessionId");
+        chromium
+    }
+
+    /// Sends one DevTools command (to the page once attached) and returns its
+    /// JSON response; events that arrive meanwhile are passed to `events`.
+    async fn call(&mut self, method: &str, params: &str) -> String {
+        self.call_watching(method, params, &mut Vec::new()).await
+    }
+
+    async fn call_watching(
+        &mut self,
+        method: &str,
+        params: &str,
+        events: &mut Vec<String>,
+    ) -> String {
+        self.next_id += 1;
+        let id = self.next_id;
+        let session = if self.session.is_empty() {
+            String::new()
+        } else {
+            format!(r#","sessionId":"{}""#, self.session)
+        };
+        let command = format!(r#"{{"id":{id},"method":"{method}","params":{params}{session}}}"#);
+        self.devtools.send(Message::text(command)).await.unwrap();
+        loop {
+            let message = within(method, self.devtools.next()).await.unwrap().unwrap();
+            let Message::Text(text) = message else {
+                continue;
+            };
+            if text.as_str().starts_with(&format!(r#"{{"id":{id},"#)) {
+                assert!(
+                    !text.as_str().contains(r#""error":"#),
+                    "{method} failed: {text}"
+                );
+                return text.as_str().to_string();
+            }
+            events.push(text.as_str().to_string());
+        }
+    }
+
+    /// Loads `url` in the page and waits for its load event.
+    async fn open(&mut self, url: &str) {
+        self.call("Page.enable", "{}").await;
+        let mut events = Vec::new();
+        self.call_watching(
+            "Page.navigate",
+            &format!(r#"{{"url":"{url}"}}"#),
+            &mut events,
+        )
+        .await;
+        let loaded = |events: &[String]| {
+            events
+                .iter()
+                .any(|e| e.contains(r#""method":"Page.loadEventFired""#))
+        };
+        while !loaded(&events) {
+            let message = within("the page's load event", self.devtools.next())
+                .await
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = message {
+                events.push(text.as_str().to_string());
+            }
+        }
+    }
+
+    /// Waits until the page's message log, its lines joined with `|`, contains
+    /// `needle` (the page itself watches its log), and returns that text.
+    async fn log_with(&mut self, needle: &str) -> String {
+        let script = format!(
+            "new Promise((resolve) => {{ const log = document.getElementById('log'); \
+             const lines = () => [...log.children].map((d) => d.textContent); \
+             const check = () => {{ const all = lines().join('|'); if (all.includes({needle:?})) resolve(all); }}; \
+             new MutationObserver(check).observe(log, {{ childList: true }}); check(); }})"
+        );
+        let params =
+            format!(r#"{{"expression":{script:?},"awaitPromise":true,"returnByValue":true}}"#);
+        let answer = self.call("Runtime.evaluate", &params).await;
+        string_field(&answer, "value")
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// The string value of `"name":"..."` in a DevTools JSON answer (the values
+/// we read contain no escaped quotes).
+fn string_field(json: &str, name: &str) -> String {
+    let start = json
+        .find(&format!(r#""{name}":""#))
+        .unwrap_or_else(|| panic!("no {name} in {json}"))
+        + name.len()
+        + 4;
+    let end = json[start..].find('"').unwrap() + start;
+    json[start..end].to_string()
+}
+
+/// The page at `/` in headless Chromium: it connects back over WebSocket,
+/// typing a message and pressing Enter shows its echo, and the server's
+/// shutdown shows as close 1001.
+#[tokio::test]
+#[ignore = "needs chromium: apt-get install chromium"]
+async fn page_works_in_headless_chromium() {
+    let mut server = Server::start(SERVER, &[]).await;
+    let page = format!("http://{}/", server.addr);
+    let mut chromium = Chromium::start().await;
+    chromium.open(&page).await;
+    let log = chromium.log_with("connected to").await;
+    assert_eq!(log, format!("connected to ws://{}/", server.addr));
+
+    chromium
+        .call(
+            "Runtime.evaluate",
+            r#"{"expression":"document.getElementById('text').focus()"}"#,
+        )
+        .await;
+    chromium
+        .call("Input.insertText", r#"{"text":"hello from chromium"}"#)
+        .await;
+    let enter = r#"{"type":"keyDown","key":"Enter","code":"Enter","windowsVirtualKeyCode":13}"#;
+    chromium.call("Input.dispatchKeyEvent", enter).await;
+    let log = chromium.log_with("|hello from chromium").await;
+    assert_eq!(
+        log,
+        format!(
+            "connected to ws://{}/|> hello from chromium|hello from chromium",
+            server.addr
+        )
+    );
+
+    server.process.signal("INT");
+    let log = chromium.log_with("closed:").await;
+    assert!(log.ends_with("|closed: 1001 server shutting down"), "{log}");
+    assert!(server.process.exit().await.success());
+    let stderr = server.process.stderr();
+    assert!(
+        stderr.contains("answered HTTP 200 OK") && stderr.contains("close=1001 (going away)"),
+        "{stderr}"
+    );
+}
+
+/// The wstest command, from `WSTEST` or the PATH.
+fn wstest() -> String {
+    std::env::var("WSTEST").unwrap_or_else(|_| "wstest".to_string())
+}
+
+/// RFC 6455 conformance: the Autobahn|Testsuite fuzzing client runs all its
+/// cases (compression, 12.* and 13.*, excluded: not offered) against
+/// websocket_server, and none fails. NON-STRICT and INFORMATIONAL are
+/// Autobahn's own passing grades.
+#[tokio::test]
+#[ignore = "needs Autobahn|Testsuite wstest (Python 2.7): python2.7 -m pip install autobahntestsuite"]
+async fn autobahn_fuzzingclient_finds_no_failure() {
+    // The 9.* cases send messages up to 16 MiB.
+    let server = Server::start(SERVER, &["--max-message-bytes", "20000000"]).await;
+    let dir = std::env::temp_dir().join(format!("websocket-autobahn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = format!(
+        r#"{{"outdir": "{}", "servers": [{{"agent": "websocket_server", "url": "{}"}}],
+            "cases": ["*"], "exclude-cases": ["12.*", "13.*"], "exclude-agent-cases": {{}}}}"#,
+        dir.join("reports").display(),
+        url(&server)
+    );
+    std::fs::write(dir.join("spec.json"), spec).unwrap();
+    let wstest = Command::new(wstest())
+        .args(["-m", "fuzzingclient", "-s", "spec.json"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    // The whole suite takes about half a minute; allow for a slow machine.
+    let output = tokio::time::timeout(Duration::from_secs(600), wstest)
+        .await
+        .expect("wstest finished")
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Summarise the JSON report with Python (no JSON parser in our dependencies).
+    let summary = r#"
+import json, sys
+cases = json.load(open(sys.argv[1]))["websocket_server"]
+bad = [k for k, v in sorted(cases.items())
+       if v["behavior"] not in ("OK", "NON-STRICT", "INFORMATIONAL")
+       or v["behaviorClose"] not in ("OK", "INFORMATIONAL")]
+print(len(cases), " ".join(bad))
+"#;
+    let report = dir.join("reports").join("index.json");
+    let summary = Command::new("python3")
+        .args(["-c", summary])
+        .arg(&report)
+        .output()
+        .await
+        .unwrap();
+    let summary = String::from_utf8(summary.stdout).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (count, failed) = summary
+        .trim_end()
+        .split_once(' ')
+        .unwrap_or((summary.trim(), ""));
+    assert_eq!(failed, "", "failed Autobahn cases: {failed}");
+    assert!(
+        count.parse::<u32>().unwrap() >= 300,
+        "only {count} cases ran"
+    );
+}
