@@ -20,6 +20,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+/// The full path of an installed program: found on `PATH`, or in the sbin
+/// folders where Debian puts `mosquitto` (not on a normal user's `PATH`).
+fn program(name: &str) -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let dirs = path.split(':').chain(["/usr/sbin", "/usr/local/sbin"]);
+    dirs.map(|dir| std::path::Path::new(dir).join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} not found; apt-get install -y mosquitto mosquitto-clients")
+        })
+        .display()
+        .to_string()
+}
+
 /// A Mosquitto broker of our own, stopped when dropped.
 struct Mosquitto {
     _child: Child,
@@ -52,7 +66,7 @@ impl Mosquitto {
             None => config.push_str("allow_anonymous true\n"),
             Some((name, password)) => {
                 let file = dir.join("passwords");
-                let status = std::process::Command::new("mosquitto_passwd")
+                let status = std::process::Command::new(program("mosquitto_passwd"))
                     .args(["-b", "-c"])
                     .arg(&file)
                     .args([name, password])
@@ -67,7 +81,7 @@ impl Mosquitto {
         }
         let config_file = dir.join("mosquitto.conf");
         std::fs::write(&config_file, config).unwrap();
-        let child = Command::new("mosquitto")
+        let child = Command::new(program("mosquitto"))
             .arg("-c")
             .arg(&config_file)
             .stdout(Stdio::null())
@@ -144,18 +158,18 @@ async fn mosquitto_clients_through_mqtt_broker() {
         "-q",
         "1",
     ];
-    let (status, _, stderr) = run("/usr/bin/mosquitto_pub", &retained, b"").await;
+    let (status, _, stderr) = run(&program("mosquitto_pub"), &retained, b"").await;
     assert!(status.success(), "{stderr}");
 
     // The retained message arrives as soon as the subscription is in place:
     // from then on, live messages reach the subscriber too.
     let args = ["-p", &port, "-t", "interop/#", "-q", "2", "-v", "-C", "4"];
-    let mut sub = Process::spawn("/usr/bin/mosquitto_sub", &args);
+    let mut sub = Process::spawn(&program("mosquitto_sub"), &args);
     assert_eq!(sub.line().await.unwrap(), "interop/status up");
     for qos in ["0", "1", "2"] {
         let topic = format!("interop/q{qos}");
         let args = ["-p", &port, "-t", &topic, "-m", "hello", "-q", qos];
-        let (status, _, stderr) = run("/usr/bin/mosquitto_pub", &args, b"").await;
+        let (status, _, stderr) = run(&program("mosquitto_pub"), &args, b"").await;
         assert!(status.success(), "{stderr}");
     }
     let (status, out, _) = sub.finish().await;
