@@ -22,44 +22,42 @@ use std::fmt::Write;
 /// bytes of IP header and 8 bytes of UDP header.
 pub const MAX_DATAGRAM: usize = 65_507;
 
-/// Shows a payload safely on one line: text as text, anything else escaped.
+/// Appends a payload to `shown`, safely on one line: text as text, anything
+/// else escaped.
 ///
 /// A datagram can hold any bytes at all, and printing them raw could end our
 /// line early (a `\n` inside) or send control codes to your terminal. So valid
 /// UTF-8 is shown as text with control characters and `\` escaped (`\n`,
 /// `\u{1b}`, `\\`), and bytes that are not UTF-8 as `\xff`.
-pub fn show_text(payload: &[u8]) -> String {
-    // Most payloads are printable ASCII and need no escaping: one copy.
-    if payload
-        .iter()
-        .all(|&b| (b' '..=b'~').contains(&b) && b != b'\\')
-    {
-        return String::from_utf8_lossy(payload).into_owned();
-    }
-    let mut shown = String::with_capacity(payload.len());
+pub fn show_text(payload: &[u8], shown: &mut String) {
     // `utf8_chunks` splits the bytes into runs of valid UTF-8, each followed
     // by the (possibly empty) run of bytes that are not.
     for chunk in payload.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c.is_control() || c == '\\' {
-                shown.extend(c.escape_default());
-            } else {
-                shown.push(c);
+        let text = chunk.valid();
+        let needs_escape = |c: char| c.is_control() || c == '\\';
+        if !text.contains(needs_escape) {
+            // The common case, plain text: one copy.
+            shown.push_str(text);
+        } else {
+            for c in text.chars() {
+                if needs_escape(c) {
+                    shown.extend(c.escape_default());
+                } else {
+                    shown.push(c);
+                }
             }
         }
         for byte in chunk.invalid() {
             let _ = write!(shown, "\\x{byte:02x}");
         }
     }
-    shown
 }
 
-/// Shows a payload as hexadecimal bytes separated by spaces: `68 69 00 ff`.
-pub fn show_hex(payload: &[u8]) -> String {
-    let mut shown = String::with_capacity(payload.len() * 3);
+/// Appends a payload to `shown` as hexadecimal bytes separated by spaces:
+/// `68 69 00 ff`.
+pub fn show_hex(payload: &[u8], shown: &mut String) {
     for (i, byte) in payload.iter().enumerate() {
         let separator = if i == 0 { "" } else { " " };
         let _ = write!(shown, "{separator}{byte:02x}");
     }
-    shown
 }

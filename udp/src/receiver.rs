@@ -102,9 +102,11 @@ pub async fn run(
                 break 'serve;
             }
         }
-        output.write_all(lines.as_bytes())?;
-        output.flush()?;
-        lines.clear();
+        if !lines.is_empty() {
+            output.write_all(lines.as_bytes())?;
+            output.flush()?;
+            lines.clear();
+        }
     }
     output.write_all(lines.as_bytes())?;
     output.flush()?;
@@ -120,23 +122,24 @@ fn done(config: &Config, tally: &Tally) -> bool {
 
 /// Appends the line for one datagram: `[127.0.0.1:50312] 5 bytes: hello`.
 fn show(lines: &mut String, config: &Config, from: SocketAddr, payload: &[u8], truncated: bool) {
-    let shown = if config.hex {
-        show_hex(payload)
-    } else {
-        show_text(payload)
-    };
     let len = payload.len();
     let unit = if len == 1 { "byte" } else { "bytes" };
     // `write!` to a String cannot fail.
     let _ = if truncated {
         warn!(%from, "datagram larger than {} bytes: truncated", config.max_size);
-        writeln!(
+        write!(
             lines,
-            "[{from}] truncated to {len} {unit} (over --max-size): {shown}"
+            "[{from}] truncated to {len} {unit} (over --max-size): "
         )
     } else {
-        writeln!(lines, "[{from}] {len} {unit}: {shown}")
+        write!(lines, "[{from}] {len} {unit}: ")
     };
+    if config.hex {
+        show_hex(payload, lines);
+    } else {
+        show_text(payload, lines);
+    }
+    lines.push('\n');
 }
 
 /// Errors that report something about one peer (an ICMP message about an
