@@ -6,7 +6,9 @@
 //! way it can end is an [`End`], and each end closes the connection in the
 //! way RFC 6455 asks for (see [`Session::finish`]).
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +30,8 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many messages we take from the socket in a row before we look at the
 /// timer, the shutdown signal and the chat again.
 const BATCH: usize = 64;
+
+type Ws = WebSocketStream<TcpStream>;
 
 /// A chat message on its way to every connection, with who sent it (so the
 /// sender's own session can skip it).
@@ -71,7 +75,8 @@ pub async fn serve(ws: WebSocketStream<TcpStream>, peer: SocketAddr, shared: &Sh
         ws,
         peer,
         shared,
-        last_heard: Instant::now(),
+        heard: false,
+        silent_ticks: 0,
         messages: 0,
         closing: None,
     };
@@ -82,11 +87,14 @@ pub async fn serve(ws: WebSocketStream<TcpStream>, peer: SocketAddr, shared: &Sh
 }
 
 struct Session<'a> {
-    ws: WebSocketStream<TcpStream>,
+    ws: Ws,
     peer: SocketAddr,
     shared: &'a Shared,
-    /// When the peer last sent anything: a message, a ping, a pong.
-    last_heard: Instant,
+    /// Whether the peer sent anything (a message, a ping, a pong) since the
+    /// last tick of the keep-alive timer...
+    heard: bool,
+    /// ...and for how many ticks in a row it sent nothing.
+    silent_ticks: u32,
     /// Messages received, for the disconnect log.
     messages: u64,
     /// The peer's Close frame, once it arrives (it may carry no code).
@@ -105,6 +113,10 @@ impl Session<'_> {
         if chat.is_some() {
             self.say(format!("[server] {} joined", self.peer));
         }
+        // One wait for the shutdown signal, made once: a cheap `select!` branch.
+        let shared = self.shared;
+        let stopped = shared.stop.cancelled();
+        tokio::pin!(stopped);
         let mut batch = 0;
         let end = loop {
             // Answers are batched: while more messages are already waiting we
@@ -136,13 +148,13 @@ impl Session<'_> {
                             Ok(()) => continue,
                             Err(end) => break end,
                         },
-                        () = self.shared.stop.cancelled() => break End::Shutdown,
+                        () = &mut stopped => break End::Shutdown,
                     }
                 }
             };
             match next {
                 Some(Ok(message)) => {
-                    self.last_heard = Instant::now();
+                    self.heard = true;
                     if let Err(end) = self.on_message(message).await {
                         break end;
                     }
@@ -225,37 +237,47 @@ impl Session<'_> {
         if self.closing.is_some() {
             return Ok(());
         }
-        if self.last_heard.elapsed() >= 2 * self.shared.ping_interval {
+        self.silent_ticks = if self.heard { 0 } else { self.silent_ticks + 1 };
+        self.heard = false;
+        if self.silent_ticks >= 2 {
             return Err(End::Dead);
         }
         self.send(Message::Ping(Bytes::new())).await
     }
 
-    /// Queues a message. If the peer stops reading, its TCP window fills,
-    /// our writes wait, and after two ping intervals we give up on it.
+    /// Queues a message in tungstenite's write buffer.
     async fn send(&mut self, message: Message) -> Result<(), End> {
-        let stall = 2 * self.shared.ping_interval;
-        tokio::select! {
-            sent = timeout(stall, self.ws.feed(message)) => match sent {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(ending(error)),
-                Err(_) => Err(End::Dead),
-            },
-            () = self.shared.stop.cancelled() => Err(End::Shutdown),
-        }
+        self.write_step(|ws, cx| ws.poll_ready_unpin(cx)).await?;
+        self.ws.start_send_unpin(message).map_err(ending)
     }
 
-    /// Writes every queued message.
+    /// Writes every queued message to the socket.
     async fn flush(&mut self) -> Result<(), End> {
-        let stall = 2 * self.shared.ping_interval;
-        tokio::select! {
-            sent = timeout(stall, self.ws.flush()) => match sent {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(ending(error)),
-                Err(_) => Err(End::Dead),
-            },
-            () = self.shared.stop.cancelled() => Err(End::Shutdown),
-        }
+        self.write_step(|ws, cx| ws.poll_flush_unpin(cx)).await
+    }
+
+    /// Drives one write step: making room for a message, or flushing. It
+    /// usually completes at once. It does not when the socket takes no more:
+    /// the peer stopped reading and its TCP window filled. Then we wait, and
+    /// after two ping intervals we give up on it.
+    async fn write_step(
+        &mut self,
+        mut step: impl FnMut(&mut Ws, &mut Context<'_>) -> Poll<Result<(), WsError>>,
+    ) -> Result<(), End> {
+        let ws = &mut self.ws;
+        let result = match poll_fn(|cx| step(ws, cx)).now_or_never() {
+            Some(result) => result,
+            None => {
+                let stall = 2 * self.shared.ping_interval;
+                tokio::select! {
+                    result = timeout(stall, poll_fn(|cx| step(ws, cx))) => {
+                        result.map_err(|_| End::Dead)?
+                    }
+                    () = self.shared.stop.cancelled() => return Err(End::Shutdown),
+                }
+            }
+        };
+        result.map_err(ending)
     }
 
     /// Closes the connection the way its end calls for, and returns the close
