@@ -70,32 +70,8 @@ impl Sender {
             .with_context(|| format!("cannot resolve {host}:{port}"))?
             .next()
             .with_context(|| format!("cannot resolve {host}:{port}: no address"))?;
-        let socket = Socket::new(
-            Domain::for_address(target),
-            Type::DGRAM,
-            Some(Protocol::UDP),
-        )
-        .context("cannot create a UDP socket")?;
-        // Without SO_BROADCAST, the kernel refuses to send to a broadcast
-        // address ("permission denied"): one stray datagram would reach every
-        // host on the network, so you have to ask for it.
-        socket.set_broadcast(options.broadcast)?;
-        if let IpAddr::V4(group) = target.ip()
-            && group.is_multicast()
-        {
-            if let Some(interface) = options.multicast_interface {
-                socket.set_multicast_if_v4(&interface)?;
-            }
-            socket.set_multicast_ttl_v4(options.multicast_ttl)?;
-        }
-        // Port 0: the kernel picks our port, as it does for a TCP client.
-        let any: IpAddr = match target {
-            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-        };
-        socket.bind(&SocketAddr::new(any, 0).into())?;
-        socket.set_nonblocking(true)?;
-        let socket = UdpSocket::from_std(socket.into())?;
+        let socket = socket_for(target, options)
+            .with_context(|| format!("cannot open a UDP socket for {target}"))?;
 
         let connected = !options.broadcast && !target.ip().is_multicast();
         if connected {
@@ -116,7 +92,9 @@ impl Sender {
         self.target
     }
 
-    /// Our own address, as the receiver sees it (port chosen by the kernel).
+    /// Our own address: the port the kernel chose, and the source address if
+    /// connected (an unconnected socket shows 0.0.0.0: the kernel picks the
+    /// source address per datagram, by route).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }
@@ -193,6 +171,37 @@ impl Sender {
             self.target
         );
     }
+}
+
+/// A UDP socket set up to send to `target`, bound to any local address.
+fn socket_for(target: SocketAddr, options: &Options) -> io::Result<UdpSocket> {
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    // Without SO_BROADCAST, the kernel refuses to send to a broadcast address
+    // ("permission denied"): one stray datagram would reach every host on the
+    // network, so you have to ask for it.
+    socket.set_broadcast(options.broadcast)?;
+    if let IpAddr::V4(group) = target.ip()
+        && group.is_multicast()
+    {
+        if let Some(interface) = options.multicast_interface {
+            socket
+                .set_multicast_if_v4(&interface)
+                .map_err(|error| io::Error::new(error.kind(), format!("{interface}: {error}")))?;
+        }
+        socket.set_multicast_ttl_v4(options.multicast_ttl)?;
+    }
+    // Port 0: the kernel picks our port, as it does for a TCP client.
+    let any: IpAddr = match target {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    socket.bind(&SocketAddr::new(any, 0).into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// Names the address, with the fix where one is obvious.
