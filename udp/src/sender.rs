@@ -188,9 +188,9 @@ fn socket_for(target: SocketAddr, options: &Options) -> io::Result<UdpSocket> {
         && group.is_multicast()
     {
         if let Some(interface) = options.multicast_interface {
-            socket
-                .set_multicast_if_v4(&interface)
-                .map_err(|error| io::Error::new(error.kind(), format!("{interface}: {error}")))?;
+            socket.set_multicast_if_v4(&interface).map_err(|error| {
+                io::Error::new(error.kind(), format!("interface {interface}: {error}"))
+            })?;
         }
         socket.set_multicast_ttl_v4(options.multicast_ttl)?;
     }
