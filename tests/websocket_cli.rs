@@ -187,6 +187,40 @@ async fn too_big_message_fails_the_client_with_1009() {
     assert_eq!(out, "short\n");
 }
 
+/// --ping-interval-secs: a peer that never answers the server's pings (a
+/// raw TCP socket that did the upgrade and then went quiet) is dropped after
+/// two intervals, and the server logs it.
+#[tokio::test]
+async fn silent_peer_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut server = Server::start(SERVER, &["--ping-interval-secs", "1"]).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let upgrade = "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    // Everything the server sends until it drops us: the 101 answer, then
+    // one empty Ping (0x89 0x00) per interval that we leave unanswered.
+    let mut received = Vec::new();
+    common::within("the drop", tcp.read_to_end(&mut received))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{text}"
+    );
+    assert!(received.ends_with(&[0x89, 0x00]), "{received:?}");
+    server.process.signal("TERM");
+    assert!(server.process.exit().await.success());
+    let log = server.process.stderr();
+    assert!(
+        log.contains("no answer for two ping intervals; dropping the connection"),
+        "{log}"
+    );
+}
+
 /// Ctrl-C on the server: the connected client gets Close 1001, reports it
 /// and exits 0; the server logs the close and exits 0.
 #[tokio::test]

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::session::CLOSE_TIMEOUT;
+use crate::close::CLOSE_TIMEOUT;
 use crate::{CloseCode, CloseFrame};
 
 /// A client's connection, as [`connect`] returns it.

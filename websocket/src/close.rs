@@ -1,4 +1,4 @@
-//! Close codes: how a WebSocket endpoint says why a connection ends.
+//! How a connection ends: close codes and the closing handshake.
 //!
 //! A Close frame carries a two-byte code and a short UTF-8 reason (at most
 //! 123 bytes, so the frame fits the 125-byte limit of control frames). RFC
@@ -18,10 +18,21 @@
 //! a code that never travels on the wire) and never learn why. So
 //! [`for_error`] turns each error into the Close frame we send.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+use tracing::warn;
 
-use crate::{CloseCode, CloseFrame};
+use crate::{CloseCode, CloseFrame, Message};
+
+/// How long we wait for the peer's answer to our Close frame.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The longest reason a Close frame can carry: 125 bytes of control-frame
 /// payload minus the 2-byte code.
@@ -87,4 +98,79 @@ pub fn describe(code: CloseCode) -> String {
         _ => "other",
     };
     format!("{} ({name})", u16::from(code))
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum End {
+    /// The peer sent Close; tungstenite has answered it.
+    PeerClosed(Option<CloseFrame>),
+    /// The server is shutting down: we send 1001.
+    Shutdown,
+    /// The peer broke a rule: we send this Close (1002, 1007, 1009).
+    Violation(CloseFrame),
+    /// The peer answered nothing (or read nothing) for two ping intervals.
+    Dead,
+    /// The TCP connection broke.
+    Failed(Error),
+}
+
+impl From<Error> for End {
+    /// A read or write error: a violation to report with a Close, or a
+    /// broken connection.
+    fn from(error: Error) -> End {
+        // Sending after the peer's Close happens only in a race (a chat
+        // message relayed as the peer leaves): the end, not a violation.
+        if matches!(error, Error::Protocol(ProtocolError::SendAfterClosing)) {
+            return End::Failed(error);
+        }
+        match for_error(&error) {
+            Some(frame) => End::Violation(frame),
+            None => End::Failed(error),
+        }
+    }
+}
+
+/// Closes the connection the way its end calls for, and returns the close
+/// code for the log.
+pub async fn finish(mut ws: WebSocketStream<TcpStream>, peer: SocketAddr, end: End) -> String {
+    match end {
+        End::PeerClosed(frame) => match frame {
+            Some(frame) => format!(
+                "{} by client {:?}",
+                describe(frame.code),
+                frame.reason.as_str()
+            ),
+            None => "by client, without a code".to_string(),
+        },
+        // Our Close first, then we wait for the peer's: the closing
+        // handshake. When it completes, tungstenite ends the stream and we
+        // drop the TCP connection (the server closes TCP first, so the
+        // TIME_WAIT state stays on our side, RFC 6455 section 7.1.1).
+        End::Shutdown => {
+            let frame = frame(CloseCode::Away, "server shutting down");
+            let _ = timeout(CLOSE_TIMEOUT, async {
+                ws.send(Message::Close(Some(frame))).await?;
+                while ws.next().await.transpose()?.is_some() {}
+                Ok::<(), Error>(())
+            })
+            .await;
+            describe(CloseCode::Away)
+        }
+        // After a violation we cannot trust the rest of the stream (we may
+        // be in the middle of a huge frame), so we send our Close and then
+        // discard the raw bytes until the peer closes TCP.
+        End::Violation(frame) => {
+            let code = format!("{} {:?}", describe(frame.code), frame.reason.as_str());
+            warn!(peer = %peer, "closing: {code}");
+            let _ = timeout(CLOSE_TIMEOUT, ws.send(Message::Close(Some(frame)))).await;
+            crate::http::close_gently(ws.into_inner()).await;
+            code
+        }
+        End::Dead => {
+            warn!(peer = %peer, "no answer for two ping intervals; dropping the connection");
+            "none: peer unresponsive".to_string()
+        }
+        End::Failed(error) => format!("none: {error}"),
+    }
 }

@@ -16,7 +16,8 @@
 //! - [`server::run`] accepts connections until told to stop;
 //! - [`session`] is one upgraded connection: echo or chat, keep-alive pings,
 //!   and the closing handshake;
-//! - [`close`] maps what can go wrong to the close code the peer is told;
+//! - [`close`] is how a connection ends: which close code tells the peer
+//!   why, and the closing handshake;
 //! - [`client`] connects to a `ws://` URL and moves messages both ways.
 //!
 //! The protocol itself (framing, masking, UTF-8 checks, answering pings) is

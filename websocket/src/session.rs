@@ -19,13 +19,11 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
+use crate::close::{self, End};
 use crate::server::Mode;
-use crate::{CloseCode, CloseFrame, Message, close};
-
-/// How long we wait for the peer's answer to our Close frame.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+use crate::{CloseFrame, Message};
 
 /// How many messages we take from the socket in a row before we look at the
 /// timer, the shutdown signal and the chat again.
@@ -52,21 +50,6 @@ pub struct Shared {
     pub chat: broadcast::Sender<ChatMessage>,
 }
 
-/// Why a session ended.
-#[derive(Debug)]
-pub enum End {
-    /// The peer sent Close; tungstenite has answered it.
-    PeerClosed(Option<CloseFrame>),
-    /// The server is shutting down: we send 1001.
-    Shutdown,
-    /// The peer broke a rule: we send this Close (1002, 1007, 1009).
-    Violation(CloseFrame),
-    /// The peer answered nothing (or read nothing) for two ping intervals.
-    Dead,
-    /// The TCP connection broke.
-    Failed(WsError),
-}
-
 /// Serves one upgraded connection until it ends, then closes it.
 pub async fn serve(ws: WebSocketStream<TcpStream>, peer: SocketAddr, shared: &Shared) {
     let started = Instant::now();
@@ -82,7 +65,7 @@ pub async fn serve(ws: WebSocketStream<TcpStream>, peer: SocketAddr, shared: &Sh
     };
     let end = session.run().await;
     let (messages, duration) = (session.messages, started.elapsed());
-    let code = session.finish(end).await;
+    let code = close::finish(session.ws, peer, end).await;
     info!(%peer, messages, ?duration, close = %code, "disconnected");
 }
 
@@ -113,7 +96,9 @@ impl Session<'_> {
         if chat.is_some() {
             self.say(format!("[server] {} joined", self.peer));
         }
-        // One wait for the shutdown signal, made once: a cheap `select!` branch.
+        // We make the shutdown wait once, outside the loop: making it
+        // registers us with the token, which is worth doing once, not once
+        // per message.
         let shared = self.shared;
         let stopped = shared.stop.cancelled();
         tokio::pin!(stopped);
@@ -162,7 +147,7 @@ impl Session<'_> {
                 // The stream ends after tungstenite has sent its answer to
                 // the peer's Close frame.
                 None => break End::PeerClosed(self.closing.take().flatten()),
-                Some(Err(error)) => break ending(error),
+                Some(Err(error)) => break End::from(error),
             }
         };
         if chat.is_some() {
@@ -248,7 +233,7 @@ impl Session<'_> {
     /// Queues a message in tungstenite's write buffer.
     async fn send(&mut self, message: Message) -> Result<(), End> {
         self.write_step(|ws, cx| ws.poll_ready_unpin(cx)).await?;
-        self.ws.start_send_unpin(message).map_err(ending)
+        self.ws.start_send_unpin(message).map_err(End::from)
     }
 
     /// Writes every queued message to the socket.
@@ -277,67 +262,7 @@ impl Session<'_> {
                 }
             }
         };
-        result.map_err(ending)
-    }
-
-    /// Closes the connection the way its end calls for, and returns the close
-    /// code for the log.
-    async fn finish(mut self, end: End) -> String {
-        match end {
-            End::PeerClosed(frame) => match frame {
-                Some(frame) => format!(
-                    "{} by client {:?}",
-                    close::describe(frame.code),
-                    frame.reason.as_str()
-                ),
-                None => "by client, without a code".to_string(),
-            },
-            // Our Close first, then we wait for the peer's: the closing
-            // handshake. When it completes, tungstenite ends the stream and we
-            // drop the TCP connection (the server closes TCP first, so the
-            // TIME_WAIT state stays on our side, RFC 6455 section 7.1.1).
-            End::Shutdown => {
-                let frame = close::frame(CloseCode::Away, "server shutting down");
-                let _ = timeout(CLOSE_TIMEOUT, async {
-                    self.ws.send(Message::Close(Some(frame))).await?;
-                    while self.ws.next().await.transpose()?.is_some() {}
-                    Ok::<(), WsError>(())
-                })
-                .await;
-                close::describe(CloseCode::Away)
-            }
-            // After a violation we cannot trust the rest of the stream (we may
-            // be in the middle of a huge frame), so we send our Close and then
-            // discard the raw bytes until the peer closes TCP.
-            End::Violation(frame) => {
-                let code = format!(
-                    "{} {:?}",
-                    close::describe(frame.code),
-                    frame.reason.as_str()
-                );
-                warn!(peer = %self.peer, "closing: {code}");
-                let _ = timeout(CLOSE_TIMEOUT, self.ws.send(Message::Close(Some(frame)))).await;
-                crate::http::close_gently(self.ws.into_inner()).await;
-                code
-            }
-            End::Dead => {
-                warn!(peer = %self.peer, "no answer for two ping intervals; dropping the connection");
-                "none: peer unresponsive".to_string()
-            }
-            End::Failed(error) => format!("none: {error}"),
-        }
-    }
-}
-
-/// Turns a read or write error into how the session ends.
-fn ending(error: WsError) -> End {
-    use tokio_tungstenite::tungstenite::error::ProtocolError::SendAfterClosing;
-    if matches!(error, WsError::Protocol(SendAfterClosing)) {
-        return End::Failed(error);
-    }
-    match close::for_error(&error) {
-        Some(frame) => End::Violation(frame),
-        None => End::Failed(error),
+        result.map_err(End::from)
     }
 }
 
