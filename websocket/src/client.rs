@@ -95,7 +95,7 @@ pub async fn run<S, I, O>(
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<Ending>
 where
-    S: tokio::io::AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
     I: Stream<Item = io::Result<Message>>,
     O: AsyncWrite + Unpin,
 {

@@ -36,6 +36,9 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 /// The browser page served at `/`: one self-contained HTML file.
 pub const PAGE: &str = include_str!("page.html");
 
+const HTML: &str = "text/html; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
 /// A request head larger than this is refused (431): without a limit, a
 /// client could make us buffer without end.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -66,30 +69,37 @@ pub async fn accept(
 ) -> io::Result<Accepted> {
     let head = timeout(HEAD_TIMEOUT, read_head(&mut stream))
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request within 10 s"))??;
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no request within {HEAD_TIMEOUT:?}"),
+            )
+        })??;
     let (request, leftover) = match head {
         Head::Complete(request, leftover) => (request, leftover),
-        Head::Invalid(why) => return answer(stream, "400 Bad Request", "", &why).await,
+        Head::Invalid(why) => return answer(stream, "400 Bad Request", "", TEXT, &why).await,
         Head::TooLarge => {
-            return answer(stream, "431 Request Header Fields Too Large", "", "").await;
+            return answer(stream, "431 Request Header Fields Too Large", "", TEXT, "").await;
         }
     };
     let path = request.uri().path().to_string();
     if busy {
         let why = "server busy: too many connections; try again later";
-        return answer(stream, "503 Service Unavailable", &path, why).await;
+        return answer(stream, "503 Service Unavailable", &path, TEXT, why).await;
     }
     if path != "/" {
-        return answer(stream, "404 Not Found", &path, "not found: try /").await;
+        return answer(stream, "404 Not Found", &path, TEXT, "not found: try /").await;
     }
     // No `Upgrade` header: a browser (or curl) asking for the page.
     if !request.headers().contains_key("upgrade") {
-        return answer(stream, "200 OK", &path, PAGE).await;
+        return answer(stream, "200 OK", &path, HTML, PAGE).await;
     }
     // tungstenite checks the upgrade headers and computes the accept key.
     let response = match create_response(&request) {
         Ok(response) => response,
-        Err(error) => return answer(stream, "400 Bad Request", &path, &error.to_string()).await,
+        Err(error) => {
+            return answer(stream, "400 Bad Request", &path, TEXT, &error.to_string()).await;
+        }
     };
     let mut head = Vec::new();
     write_response(&mut head, &response).map_err(io::Error::other)?;
@@ -141,13 +151,9 @@ async fn answer(
     mut stream: TcpStream,
     status: &'static str,
     path: &str,
+    content_type: &str,
     body: &str,
 ) -> io::Result<Accepted> {
-    let content_type = if body.starts_with("<!DOCTYPE html>") {
-        "text/html; charset=utf-8"
-    } else {
-        "text/plain; charset=utf-8"
-    };
     // `Content-Length` tells the client where the body ends, and
     // `Connection: close` that we close after it.
     let head = format!(
