@@ -294,7 +294,8 @@ async fn subscriber_survives_a_broker_restart() {
 }
 
 /// Bytes that are not MQTT get that one connection closed; the broker keeps
-/// serving everyone else.
+/// serving everyone else. Its terminal shows each client connecting and
+/// disconnecting, and none of rumqttd's ERROR lines for such ordinary events.
 #[tokio::test]
 async fn garbage_bytes_leave_the_broker_serving() {
     let broker = broker(&[]).await;
@@ -317,6 +318,14 @@ async fn garbage_bytes_leave_the_broker_serving() {
     let (status, out, _) = sub.finish().await;
     assert!(status.success());
     assert_eq!(out, "still here\n");
+    wait_stderr(&broker.process, "Disconnecting connection", 2).await;
+    let log = broker.process.stderr();
+    assert_eq!(
+        log.matches("Client connection registered").count(),
+        2,
+        "{log}"
+    );
+    assert!(!log.contains("ERROR"), "{log}");
 }
 
 /// One client over --max-connections is turned away, and the publisher

@@ -82,9 +82,10 @@ struct Args {
     /// With --count: wait this long between messages
     #[arg(long, default_value_t = 0)]
     interval_ms: u64,
-    /// Client id; two clients with the same id knock each other off the broker
-    #[arg(short = 'i', long, default_value_t = format!("mqtt_publisher-{}", std::process::id()))]
-    client_id: String,
+    /// Client id [default: mqtt_publisher-<process id>]; two clients with the
+    /// same id knock each other off the broker
+    #[arg(short = 'i', long)]
+    client_id: Option<String>,
     /// Username to log in with
     #[arg(short, long, requires = "password")]
     username: Option<String>,
@@ -126,7 +127,9 @@ async fn main() {
 }
 
 async fn publish(args: Args) -> anyhow::Result<()> {
-    let mut client = ClientConfig::new(&args.host, args.port, &args.client_id);
+    let client_id = (args.client_id.clone())
+        .unwrap_or_else(|| format!("mqtt_publisher-{}", std::process::id()));
+    let mut client = ClientConfig::new(&args.host, args.port, &client_id);
     client.login = args.username.clone().zip(args.password.clone());
     let will = args.will_topic.as_ref().map(|topic| {
         let qos = mqtt::qos(args.will_qos).unwrap_or(rumqttc::QoS::AtMostOnce);

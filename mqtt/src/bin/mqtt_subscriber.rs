@@ -47,7 +47,12 @@ struct Args {
     #[arg(long, default_value_t = 1883)]
     port: u16,
     /// Topic filter, with wildcards + (one level) and # (the rest); repeat for more
-    #[arg(short, long = "topic", default_value = "topic/learning")]
+    #[arg(
+        short,
+        long = "topic",
+        value_name = "TOPIC",
+        default_value = "topic/learning"
+    )]
     topics: Vec<String>,
     /// Highest quality of service wanted: 0, 1 or 2
     #[arg(short, long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
