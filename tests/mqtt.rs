@@ -165,3 +165,26 @@ async fn rumqttd_closes_without_connack_on_bad_credentials() {
     let good = first_answer(broker.addr, &connect_packet("raw", "alice", "secret")).await;
     assert_eq!(good, [0x20, 0x02, 0x00, 0x00]);
 }
+
+/// Departure from MQTT 3.1.1 section 3.3.1.3: only a *retained* message with
+/// an empty payload removes a topic's retained message. rumqttd removes it
+/// on any empty message, retained or not, so a late subscriber gets nothing.
+#[tokio::test]
+async fn rumqttd_clears_a_retained_message_on_any_empty_publish() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let port = broker.addr.port();
+    let mut keep = publish_config(port, "keep", "status", QoS::AtLeastOnce);
+    keep.retain = true;
+    let online = publisher::repeat(Bytes::from_static(b"online"), 1, Duration::ZERO);
+    publisher::run(keep, online).await.unwrap();
+    let plain = publish_config(port, "plain", "status", QoS::AtLeastOnce);
+    let empty = publisher::repeat(Bytes::new(), 1, Duration::ZERO);
+    publisher::run(plain, empty).await.unwrap();
+
+    let mut late = subscribe_config(port, "late", "status", QoS::AtLeastOnce);
+    late.timeout = Some(Duration::from_millis(500));
+    let mut out = Vec::new();
+    let error = subscriber::run(late, &mut out).await.unwrap_err();
+    assert_eq!(error.to_string(), "no message for 500ms (0 received)");
+    assert_eq!(out, b"", "spec: the retained \"online\"");
+}

@@ -272,3 +272,26 @@ async fn mosquitto_answers_a_bad_password_with_connack_5() {
     let (status, _, stderr) = run("mqtt_publisher", &args, b"").await;
     assert!(status.success(), "{stderr}");
 }
+
+/// Mosquitto follows MQTT 3.1.1 section 3.3.1.3: an empty message that is not
+/// retained leaves the topic's retained message in place (rumqttd removes
+/// it; see tests/mqtt.rs).
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_keeps_a_retained_message_after_an_empty_publish() {
+    let mosquitto = Mosquitto::start(None).await;
+    let port = mosquitto.port();
+    for args in [
+        &["-t", "status", "-m", "online", "-r", "-q", "1"][..],
+        &["-t", "status", "-m", "", "-q", "1"],
+    ] {
+        let mut all = vec!["--port", port.as_str()];
+        all.extend_from_slice(args);
+        let (status, _, stderr) = run("mqtt_publisher", &all, b"").await;
+        assert!(status.success(), "{stderr}");
+    }
+    let args = ["--port", &port, "-t", "status", "-v", "-C", "1", "-W", "5"];
+    let (status, out, stderr) = run("mqtt_subscriber", &args, b"").await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(out, "status online (retained)\n");
+}

@@ -33,6 +33,8 @@
 //! - On a bad username or password it closes the connection without the
 //!   CONNACK with return code 5 (spec 3.2.2.3), so a client cannot tell why.
 //!   Over the connection limit it also just closes (instead of CONNACK 3).
+//! - Any message with an empty payload removes the topic's retained message;
+//!   the spec (3.3.1.3) says only a *retained* empty message does.
 //! - Retained messages and sessions live in memory: a restart loses them.
 
 use std::collections::HashMap;
@@ -118,8 +120,8 @@ pub fn rumqttd_config(config: &BrokerConfig, addr: SocketAddr) -> Config {
         // `None` lets anybody in; `Some` requires a listed name and password.
         auth: (!users.is_empty()).then_some(users),
         external_auth: None,
-        // Publishing to a topic nobody subscribed to yet creates it on the
-        // fly; without this, rumqttd drops such publishes.
+        // A publish to a topic that no subscription matches creates a log for
+        // it; without this, rumqttd disconnects the publisher.
         dynamic_filters: true,
     };
     let server = ServerSettings {
