@@ -174,6 +174,34 @@ async fn echo_returns_binary_payloads_unchanged() {
     );
 }
 
+/// loadgen's payloads (`m` + 8 digits) are echoed unchanged and never taken
+/// for sequence numbers: the same one twice is not a duplicate.
+#[tokio::test]
+async fn loadgen_payloads_are_echoed_not_counted() {
+    let (socket, addr) = loopback().await;
+    let (client, _) = loopback().await;
+    let config = Config {
+        echo: true,
+        count: Some(2),
+        ..Config::default()
+    };
+    let payload = b"m00000042xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    client.send_to(payload, addr).await.unwrap();
+    client.send_to(payload, addr).await.unwrap();
+    let summary = within(
+        "two datagrams",
+        receiver::run(&socket, &config, std::io::sink(), std::future::pending()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.to_string(), "received=2");
+    let mut answer = [0u8; 128];
+    for _ in 0..2 {
+        let len = within("an echo", client.recv(&mut answer)).await.unwrap();
+        assert_eq!(&answer[..len], payload);
+    }
+}
+
 /// Without `--echo`, nothing comes back: UDP itself never answers.
 #[tokio::test]
 async fn without_echo_nothing_comes_back() {
