@@ -102,15 +102,23 @@ pub async fn run(
                 break 'serve;
             }
         }
-        if !lines.is_empty() {
-            output.write_all(lines.as_bytes())?;
-            output.flush()?;
-            lines.clear();
-        }
+        write_out(&mut output, &mut lines)?;
     }
-    output.write_all(lines.as_bytes())?;
-    output.flush()?;
+    write_out(&mut output, &mut lines)?;
     Ok(tally.summary())
+}
+
+/// Writes the lines we have, if any, and empties the buffer.
+fn write_out(output: &mut impl Write, lines: &mut String) -> io::Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let written = output
+        .write_all(lines.as_bytes())
+        .and_then(|()| output.flush());
+    lines.clear();
+    // Say which side failed: `udp_receiver | head -1` ends with a broken pipe.
+    written.map_err(|error| io::Error::new(error.kind(), format!("cannot write output: {error}")))
 }
 
 /// How many queued datagrams we take before we write their lines.
