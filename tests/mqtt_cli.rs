@@ -411,3 +411,37 @@ async fn broker_stops_on_ctrl_c_and_explains_a_busy_port() {
     first.process.signal("INT");
     assert!(first.process.exit().await.success());
 }
+
+/// Ctrl-C ends a publisher's input, not its duty: what it already published
+/// is acknowledged, then it sends DISCONNECT (so no last will) and exits 0.
+#[tokio::test]
+async fn publisher_finishes_politely_on_ctrl_c() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let mut sub = subscriber(&port, &["-t", "#", "-v", "-q", "1"]).await;
+    let args = [
+        "--port",
+        &port,
+        "-l",
+        "-q",
+        "1",
+        "-t",
+        "typed",
+        "--will-topic",
+        "gone",
+    ];
+    let mut publisher = Process::spawn("mqtt_publisher", &args);
+    publisher.write_stdin(b"one\ntwo\n").await;
+    assert_eq!(sub.line().await.unwrap(), "typed one");
+    assert_eq!(sub.line().await.unwrap(), "typed two");
+    publisher.signal("INT");
+    // Done while its stdin is still open: Ctrl-C, not end of input, ended it.
+    wait_stderr(&publisher, "; disconnected", 1).await;
+    let (status, _, stderr) = publisher.finish().await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("published 2 message(s), 2 acknowledged; disconnected"),
+        "{stderr}"
+    );
+    assert_silent(&mut sub).await;
+}

@@ -29,7 +29,7 @@
 //!
 //! - It delivers at the subscription's QoS, not at the minimum of the
 //!   publish and subscription QoS (spec 3.8.4): a QoS 0 publish reaches a
-//!   QoS 1 subscriber as QoS 1.
+//!   QoS 2 subscriber as QoS 2.
 //! - On a bad username or password it closes the connection without the
 //!   CONNACK with return code 5 (spec 3.2.2.3), so a client cannot tell why.
 //!   Over the connection limit it also just closes (instead of CONNACK 3).

@@ -112,8 +112,9 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
             // DISCONNECT goes out are not printed.
             Event::Incoming(Packet::Publish(_)) if config.count == Some(received) => {}
             Event::Incoming(Packet::Publish(publish)) => {
-                // rumqttc has already queued the PUBACK (QoS 1) or PUBREC
-                // (QoS 2) for this message; it goes out on the next poll.
+                // rumqttc has already acknowledged this message (PUBACK at
+                // QoS 1, PUBREC at QoS 2) before handing it to us: if we
+                // crashed right now, the broker would not send it again.
                 print(&mut out, &publish, config.verbose).await?;
                 received += 1;
                 quiet_until = config.timeout.map(|timeout| Instant::now() + timeout);

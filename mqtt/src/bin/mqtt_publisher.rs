@@ -31,6 +31,7 @@
 //! message for future subscribers and `--clear-retained` removes it; the
 //! `--will-*` flags leave a message the broker publishes if we vanish
 //! (try `--will-topic gone -l`, then kill this program with `kill -9`).
+//! Ctrl-C ends the input; what was published is still acknowledged first.
 //!
 //! ## Read next
 //!
@@ -41,6 +42,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
+use futures_util::StreamExt;
 use mqtt::ClientConfig;
 use mqtt::publisher::{self, PublishConfig};
 use rumqttc::LastWill;
@@ -119,11 +121,7 @@ struct Args {
 async fn main() {
     let args = Args::parse();
     networking_protocols::init_logging("info");
-    let result = tokio::select! {
-        result = publish(args) => result,
-        () = networking_protocols::shutdown_signal() => Ok(()),
-    };
-    networking_protocols::exit(result)
+    networking_protocols::exit(publish(args).await)
 }
 
 async fn publish(args: Args) -> anyhow::Result<()> {
@@ -145,7 +143,10 @@ async fn publish(args: Args) -> anyhow::Result<()> {
         ack_timeout: Duration::from_secs(args.ack_timeout_secs),
         show_packets: args.show_packets,
     };
-    publisher::run(config, messages(&args)).await?;
+    // Ctrl-C (or SIGTERM) ends the input early; what was already published is
+    // still acknowledged before we disconnect, so nothing sent is lost.
+    let until_stopped = messages(&args).take_until(networking_protocols::shutdown_signal());
+    publisher::run(config, until_stopped).await?;
     Ok(())
 }
 
