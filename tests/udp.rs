@@ -298,9 +298,11 @@ async fn receiver_stops_on_shutdown() {
 /// socket's next receive, as a lost answer, not as an error.
 #[tokio::test]
 async fn nobody_listening_send_succeeds_and_answer_is_refused() {
-    let (gone, addr) = loopback().await;
-    drop(gone);
-    let sender = Sender::open("127.0.0.1", addr.port(), &Options::default())
+    // A port nobody listens on, without racing other tests for it: we hold
+    // 127.0.0.1:P (so no test gets P as a free port) and send to 127.0.0.2:P,
+    // another loopback address, where nothing is bound.
+    let (_guard, held) = loopback().await;
+    let sender = Sender::open("127.0.0.2", held.port(), &Options::default())
         .await
         .unwrap();
     sender.send(b"hello?").await.unwrap();

@@ -325,15 +325,18 @@ async fn two_receivers_share_a_multicast_group() {
 /// our kernel). Waiting for an answer shows the loss, and the ICMP refusal.
 #[tokio::test]
 async fn sending_to_nobody_succeeds_but_nothing_answers() {
-    let port = {
-        let free = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        free.local_addr().unwrap().port().to_string()
-    };
-    let (status, out, err) = run("udp_sender", &["--port", &port, "-m", "hello?"], b"").await;
+    // A port nobody listens on, without racing other tests for it: we hold
+    // 127.0.0.1:P (so no test gets P as a free port) and send to 127.0.0.2:P,
+    // another loopback address, where nothing is bound.
+    let guard = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = guard.local_addr().unwrap().port().to_string();
+    let to_nobody = ["--host", "127.0.0.2", "--port", &port, "-m", "hello?"];
+    let (status, out, err) = run("udp_sender", &to_nobody, b"").await;
     assert!(status.success(), "stderr: {err}");
     assert_eq!(out, "");
 
-    let args = ["--port", &port, "-m", "hello?", "--wait-reply-ms", "5000"];
+    let mut args = to_nobody.to_vec();
+    args.extend(["--wait-reply-ms", "5000"]);
     let started = std::time::Instant::now();
     let (status, out, err) = run("udp_sender", &args, b"").await;
     assert!(status.success(), "stderr: {err}");
