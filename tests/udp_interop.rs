@@ -12,10 +12,13 @@ use common::{Server, run, within};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// A free UDP port on 127.0.0.1: socat cannot report a port it picked.
-fn free_port() -> String {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().expect("addr").port().to_string()
+/// A port for socat, which cannot report a port it picked. We hold
+/// 127.0.0.1:P for the whole test, so no other test gets P as a free port,
+/// and socat binds P on 127.0.0.2, another loopback address.
+fn port_for_socat() -> (std::net::UdpSocket, String) {
+    let guard = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = guard.local_addr().expect("addr").port().to_string();
+    (guard, port)
 }
 
 /// Starts socat with `-d -d` (notices on stderr) and waits for the notice
@@ -78,12 +81,22 @@ async fn socat_sends_to_udp_receiver() {
 #[tokio::test]
 #[ignore = "needs socat: apt-get install socat"]
 async fn udp_sender_sends_to_socat() {
-    let port = free_port();
-    let listen = format!("UDP-RECV:{port},bind=127.0.0.1");
+    let (_guard, port) = port_for_socat();
+    let listen = format!("UDP-RECV:{port},bind=127.0.0.2");
     let mut socat = socat(&["-u", &listen, "STDOUT"], "starting data transfer loop").await;
-    let (status, _, err) = run("udp_sender", &["--port", &port, "-m", "hello socat"], b"").await;
+    let (status, _, err) = run(
+        "udp_sender",
+        &["--host", "127.0.0.2", "--port", &port, "-m", "hello socat"],
+        b"",
+    )
+    .await;
     assert!(status.success(), "stderr: {err}");
-    let (status, _, err) = run("udp_sender", &["--port", &port], b"one\ntwo\n").await;
+    let (status, _, err) = run(
+        "udp_sender",
+        &["--host", "127.0.0.2", "--port", &port],
+        b"one\ntwo\n",
+    )
+    .await;
     assert!(status.success(), "stderr: {err}");
     let expected = b"hello socatonetwo";
     let mut got = vec![0u8; expected.len()];
@@ -99,10 +112,12 @@ async fn udp_sender_sends_to_socat() {
 #[tokio::test]
 #[ignore = "needs socat: apt-get install socat"]
 async fn udp_sender_counts_socat_echoes() {
-    let port = free_port();
-    let listen = format!("UDP-LISTEN:{port},bind=127.0.0.1");
+    let (_guard, port) = port_for_socat();
+    let listen = format!("UDP-LISTEN:{port},bind=127.0.0.2");
     let _socat = socat(&[&listen, "PIPE"], "listening on").await;
     let args = [
+        "--host",
+        "127.0.0.2",
         "--port",
         &port,
         "--count",
