@@ -24,7 +24,8 @@ pub struct Config {
     pub echo: bool,
     /// Stop after this many datagrams.
     pub count: Option<u64>,
-    /// The largest datagram we accept; a larger one is reported as truncated.
+    /// The largest datagram we accept (at most [`MAX_DATAGRAM`]); a larger
+    /// one is reported as truncated.
     pub max_size: usize,
     /// Show payloads as hexadecimal bytes instead of text.
     pub hex: bool,
@@ -46,7 +47,7 @@ impl Default for Config {
 /// `output`: `[127.0.0.1:50312] 5 bytes: hello`. Returns the counts.
 ///
 /// `output` is a plain blocking writer. While a write waits (a terminal
-/// scrolled back, a pipe nobody reads), datagrams queue in the kernel's
+/// paused with Ctrl-S, a pipe nobody reads), datagrams queue in the kernel's
 /// receive buffer, and once it is full the kernel drops new ones without a
 /// word to anybody: UDP has no flow control to slow the sender down.
 pub async fn run(
@@ -58,7 +59,8 @@ pub async fn run(
     // UDP delivers a datagram whole or truncates it to fit our buffer, and
     // truncation is silent. So we read into one byte more than we accept: if
     // that byte gets filled, the datagram was larger than `max_size`.
-    let mut buffer = vec![0u8; config.max_size + 1];
+    let max_size = config.max_size.min(MAX_DATAGRAM);
+    let mut buffer = vec![0u8; max_size + 1];
     let mut lines = String::new();
     let mut tally = Tally::default();
     tokio::pin!(shutdown);
@@ -86,8 +88,8 @@ pub async fn run(
                 }
                 Err(error) => return Err(error),
             };
-            let truncated = len > config.max_size;
-            let payload = &buffer[..len.min(config.max_size)];
+            let truncated = len > max_size;
+            let payload = &buffer[..len.min(max_size)];
             tally.count(from, payload);
             show(&mut lines, config, from, payload, truncated);
             // A truncated datagram cannot be echoed unchanged, so it gets no
@@ -134,7 +136,7 @@ fn show(lines: &mut String, config: &Config, from: SocketAddr, payload: &[u8], t
     let unit = if len == 1 { "byte" } else { "bytes" };
     // `write!` to a String cannot fail.
     let _ = if truncated {
-        warn!(%from, "datagram larger than {} bytes: truncated", config.max_size);
+        warn!(%from, "datagram larger than {len} bytes: truncated");
         write!(
             lines,
             "[{from}] truncated to {len} {unit} (over --max-size): "
