@@ -102,7 +102,7 @@ async fn a_thousand_messages_all_arrive_at_qos_1_and_exactly_once_at_qos_2() {
     for qos in ["1", "2"] {
         // One more than we send, with -W: the subscriber exits non-zero when
         // nothing more comes, after printing every message it got.
-        let sub = subscriber(&port, &["-q", qos, "-C", "1001", "-W", "2"]).await;
+        let sub = subscriber(&port, &["-q", qos, "-C", "1001", "-W", "3"]).await;
         let (ok, stderr) = publish(&port, &["-q", qos, "-l"], input.as_bytes()).await;
         assert!(ok, "{stderr}");
         assert!(
@@ -376,10 +376,15 @@ async fn oversized_payloads_are_clear_errors() {
 /// one error line naming the address, and do not retry in a loop.
 #[tokio::test]
 async fn unreachable_broker_is_one_clear_error() {
-    // A port that was free a moment ago: nobody listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
+    // A port we hold (bound, never listening), so no other test can take it:
+    // a connection to it is refused.
+    let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    held.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = held
         .local_addr()
+        .unwrap()
+        .as_socket()
         .unwrap()
         .port()
         .to_string();

@@ -190,7 +190,7 @@ async fn our_clients_through_mosquitto_lose_nothing() {
     let mosquitto = Mosquitto::start(None).await;
     let port = mosquitto.port();
     let input: String = (0..1000).map(|i| format!("message {i}\n")).collect();
-    let sub = subscriber(&port, &["-q", "2", "-C", "1001", "-W", "2"]).await;
+    let sub = subscriber(&port, &["-q", "2", "-C", "1001", "-W", "3"]).await;
     let (status, _, stderr) = run(
         "mqtt_publisher",
         &["--port", &port, "-q", "2", "-l"],
