@@ -193,7 +193,7 @@ async fn too_big_message_fails_the_client_with_1009() {
 #[tokio::test]
 async fn silent_peer_is_dropped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut server = Server::start(SERVER, &["--ping-interval-secs", "1"]).await;
+    let server = Server::start(SERVER, &["--ping-interval-secs", "1"]).await;
     let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let upgrade = "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
@@ -213,8 +213,8 @@ async fn silent_peer_is_dropped() {
     );
     assert!(received.ends_with(&[0x89, 0x00]), "{received:?}");
     server.process.signal("TERM");
-    assert!(server.process.exit().await.success());
-    let log = server.process.stderr();
+    let (status, _, log) = server.process.finish().await;
+    assert!(status.success());
     assert!(
         log.contains("no answer for two ping intervals; dropping the connection"),
         "{log}"
@@ -225,17 +225,15 @@ async fn silent_peer_is_dropped() {
 /// and exits 0; the server logs the close and exits 0.
 #[tokio::test]
 async fn server_ctrl_c_sends_1001() {
-    let mut server = Server::start(SERVER, &[]).await;
+    let server = Server::start(SERVER, &[]).await;
     let mut client = Process::spawn(CLIENT, &["--url", &url(&server)]);
     client.write_stdin(b"ready\n").await;
     assert_eq!(client.line().await.as_deref(), Some("ready"));
     server.process.signal("INT");
-    assert!(server.process.exit().await.success());
-    assert!(
-        server.process.stderr().contains("close=1001 (going away)"),
-        "{}",
-        server.process.stderr()
-    );
+    // `finish` waits for the end of the server's stderr, its last log lines included.
+    let (status, _, log) = server.process.finish().await;
+    assert!(status.success());
+    assert!(log.contains("close=1001 (going away)"), "{log}");
     let status = client.exit().await;
     assert!(status.success());
     let (_, _, err) = client.finish().await;
@@ -248,25 +246,23 @@ async fn server_ctrl_c_sends_1001() {
 /// Ctrl-C on the client: it sends Close 1001 and exits 0 after the server's answer.
 #[tokio::test]
 async fn client_ctrl_c_closes_with_1001() {
-    let mut server = Server::start(SERVER, &[]).await;
+    let server = Server::start(SERVER, &[]).await;
     let mut client = Process::spawn(CLIENT, &["--url", &url(&server)]);
     client.write_stdin(b"ready\n").await;
     assert_eq!(client.line().await.as_deref(), Some("ready"));
     client.signal("INT");
-    let (status, _, err) = client.finish().await;
+    // Wait for the exit before `finish` closes stdin, so EOF cannot win the race.
+    let status = client.exit().await;
+    let (_, _, err) = client.finish().await;
     assert!(status.success(), "{err}");
     assert!(
         err.contains("closed: server answered 1001 (going away)"),
         "{err}"
     );
     server.process.signal("TERM");
-    assert!(server.process.exit().await.success());
-    assert!(
-        server
-            .process
-            .stderr()
-            .contains("close=1001 (going away) by client")
-    );
+    let (status, _, log) = server.process.finish().await;
+    assert!(status.success());
+    assert!(log.contains("close=1001 (going away) by client"), "{log}");
 }
 
 /// Errors name the URL, on one `error:` line, with a non-zero exit: nobody

@@ -301,7 +301,7 @@ fn string_field(json: &str, name: &str) -> String {
 #[tokio::test]
 #[ignore = "needs chromium: apt-get install chromium"]
 async fn page_works_in_headless_chromium() {
-    let mut server = Server::start(SERVER, &[]).await;
+    let server = Server::start(SERVER, &[]).await;
     let page = format!("http://{}/", server.addr);
     let mut chromium = Chromium::start().await;
     chromium.open(&page).await;
@@ -331,8 +331,8 @@ async fn page_works_in_headless_chromium() {
     server.process.signal("INT");
     let log = chromium.log_with("closed:").await;
     assert!(log.ends_with("|closed: 1001 server shutting down"), "{log}");
-    assert!(server.process.exit().await.success());
-    let stderr = server.process.stderr();
+    let (status, _, stderr) = server.process.finish().await;
+    assert!(status.success());
     assert!(
         stderr.contains("answered HTTP 200 OK") && stderr.contains("close=1001 (going away)"),
         "{stderr}"

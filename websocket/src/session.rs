@@ -58,7 +58,9 @@ pub async fn serve(ws: WebSocketStream<TcpStream>, peer: SocketAddr, shared: &Sh
         ws,
         peer,
         shared,
-        heard: false,
+        // The upgrade itself is a sign of life: the first ping gets two
+        // whole intervals to be answered.
+        heard: true,
         silent_ticks: 0,
         messages: 0,
         closing: None,
