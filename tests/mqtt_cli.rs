@@ -450,3 +450,28 @@ async fn publisher_finishes_politely_on_ctrl_c() {
     );
     assert_silent(&mut sub).await;
 }
+
+/// The publisher never has more than 20 QoS 2 publishes unacknowledged
+/// (Mosquitto's default limit), as its own packet trace shows: 200 PUBLISH,
+/// 200 PUBCOMP, and at no point more than 20 between them.
+#[tokio::test]
+async fn publisher_keeps_at_most_20_in_flight() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let args = ["-q", "2", "--count", "200", "--show-packets"];
+    let (ok, stderr) = publish(&port, &args, b"").await;
+    assert!(ok, "{stderr}");
+    let (mut in_flight, mut most, mut published, mut completed) = (0, 0, 0, 0);
+    for line in stderr.lines() {
+        if line.starts_with("-> PUBLISH ") {
+            published += 1;
+            in_flight += 1;
+            most = most.max(in_flight);
+        } else if line.starts_with("<- PUBCOMP ") {
+            completed += 1;
+            in_flight -= 1;
+        }
+    }
+    assert_eq!((published, completed), (200, 200));
+    assert!(most <= 20, "{most} in flight");
+}
