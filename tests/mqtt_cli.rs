@@ -356,20 +356,27 @@ async fn oversized_payloads_are_clear_errors() {
     assert!(stderr.contains("closed the connection; a broker does that to a client whose packet exceeds its size limit"), "{stderr}");
 
     // Over the publisher's own 1 MiB limit: it stops reading at the limit
-    // (so our write may meet a closed pipe) and says why.
-    let mut line = vec![b'x'; 2 * 1024 * 1024];
-    line.push(b'\n');
-    let mut publisher = Process::spawn("mqtt_publisher", &["--port", &port, "-l"]);
+    // (so our write may meet a closed pipe) and says why, after delivering
+    // the message before it, acknowledged, and disconnecting.
+    let sub = subscriber(&port, &["-q", "1", "-C", "1"]).await;
+    let mut input = b"first\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 2 * 1024 * 1024));
+    input.push(b'\n');
+    let mut publisher = Process::spawn("mqtt_publisher", &["--port", &port, "-l", "-q", "1"]);
     let stdin = publisher.child.stdin.as_mut().unwrap();
-    let _ = within("writing stdin", stdin.write_all(&line)).await;
+    let _ = within("writing stdin", stdin.write_all(&input)).await;
     let (status, _, stderr) = publisher.finish().await;
     assert!(!status.success());
     assert!(
-        stderr.contains(
-            "error: cannot read the message: a line is longer than the 1048576-byte packet limit"
-        ),
+        stderr.contains("published 1 message(s), 1 acknowledged; disconnected"),
         "{stderr}"
     );
+    let error =
+        "error: cannot read the message: a line is longer than the 1048576-byte packet limit\n";
+    assert!(stderr.ends_with(error), "{stderr}");
+    let (status, out, _) = sub.finish().await;
+    assert!(status.success());
+    assert_eq!(out, "first\n");
 }
 
 /// With no broker listening, the publisher and subscriber fail at once with

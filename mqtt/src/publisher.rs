@@ -50,7 +50,9 @@ pub struct Summary {
 /// for their acknowledgements, disconnects.
 ///
 /// Fails with one explained error if the broker is unreachable, refuses us,
-/// drops the connection, or does not acknowledge within `ack_timeout`.
+/// drops the connection, or does not acknowledge within `ack_timeout`. If the
+/// input fails (a message too large, say), the messages before it are still
+/// acknowledged and the connection closed politely before the error returns.
 pub async fn run<M>(config: PublishConfig, messages: M) -> anyhow::Result<Summary>
 where
     M: Stream<Item = io::Result<Bytes>> + Send + 'static,
@@ -106,6 +108,7 @@ where
         acknowledged: 0,
     };
     let mut disconnecting = false;
+    let mut input = Ok(());
     let qos0 = config.qos == QoS::AtMostOnce;
 
     loop {
@@ -129,7 +132,12 @@ where
         };
         let event = tokio::select! {
             fed = &mut feeder, if total.is_none() => {
-                total = Some(joined(fed)?);
+                // Even when the input failed, the messages before the failure
+                // are finished properly (acknowledged, then DISCONNECT), and
+                // the error is reported after that.
+                let (count, ended) = fed.map_err(|error| anyhow!("the publishing task failed: {error}"))?;
+                total = Some(count);
+                input = ended;
                 continue;
             }
             event = tokio::time::timeout(patience, eventloop.poll()) => match event {
@@ -154,40 +162,50 @@ where
         "published {} message(s), {} acknowledged; disconnected",
         summary.published, summary.acknowledged
     );
-    Ok(summary)
+    input.map(|()| summary)
 }
 
-/// Publishes every message, in order, and returns how many there were.
-async fn feed<M>(client: AsyncClient, config: PublishConfig, messages: M) -> anyhow::Result<u64>
+/// Publishes every message, in order. Returns how many it queued and, if
+/// the input failed (unreadable, or a message too large), why it stopped.
+async fn feed<M>(client: AsyncClient, config: PublishConfig, messages: M) -> Fed
 where
     M: Stream<Item = io::Result<Bytes>> + Send + 'static,
 {
     let mut count = 0;
     let mut messages = std::pin::pin!(messages);
     while let Some(message) = messages.next().await {
-        let message = message.context("cannot read the message")?;
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                return (
+                    count,
+                    Err(anyhow!(error).context("cannot read the message")),
+                );
+            }
+        };
         // A PUBLISH carries the topic, a 2-byte topic length, a packet id
         // and the payload. Check the size here, where we can say so clearly.
         let size = message.len() + config.topic.len() + 4;
         if size > MAX_PACKET_BYTES {
-            bail!(
+            let error = anyhow!(
                 "message {} is too large: a {size}-byte PUBLISH, the limit is {MAX_PACKET_BYTES}",
                 count + 1
             );
+            return (count, Err(error));
         }
-        client
+        let queued = client
             .publish_bytes(&config.topic, config.qos, config.retain, message)
-            .await
-            .map_err(|_| anyhow!("the connection ended while publishing"))?;
+            .await;
+        if queued.is_err() {
+            return (count, Err(anyhow!("the connection ended while publishing")));
+        }
         count += 1;
     }
-    Ok(count)
+    (count, Ok(()))
 }
 
-/// The feeder's result, with a panic or failure turned into an error.
-fn joined(result: Result<anyhow::Result<u64>, tokio::task::JoinError>) -> anyhow::Result<u64> {
-    result.map_err(|error| anyhow!("the publishing task failed: {error}"))?
-}
+/// What [`feed`] returns: how many messages it queued, and how the input ended.
+type Fed = (u64, anyhow::Result<()>);
 
 /// A stream of messages to publish, as [`run`] takes it.
 pub type Messages = Box<dyn Stream<Item = io::Result<Bytes>> + Send + Unpin>;
