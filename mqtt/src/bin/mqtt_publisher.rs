@@ -101,7 +101,7 @@ struct Args {
     #[arg(long, default_value = "", requires = "will_topic")]
     will_message: String,
     /// QoS of the last will
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    #[arg(long, default_value_t = 0, requires = "will_topic", value_parser = clap::value_parser!(u8).range(0..=2))]
     will_qos: u8,
     /// Retain the last will
     #[arg(long, requires = "will_topic")]
@@ -129,10 +129,13 @@ async fn publish(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("mqtt_publisher-{}", std::process::id()));
     let mut client = ClientConfig::new(&args.host, args.port, &client_id);
     client.login = args.username.clone().zip(args.password.clone());
-    let will = args.will_topic.as_ref().map(|topic| {
-        let qos = mqtt::qos(args.will_qos).unwrap_or(rumqttc::QoS::AtMostOnce);
-        LastWill::new(topic, args.will_message.clone(), qos, args.will_retain)
-    });
+    let will = match &args.will_topic {
+        Some(topic) => {
+            let (message, qos) = (args.will_message.clone(), mqtt::qos(args.will_qos)?);
+            Some(LastWill::new(topic, message, qos, args.will_retain))
+        }
+        None => None,
+    };
     let config = PublishConfig {
         client,
         topic: args.topic.clone(),
