@@ -114,12 +114,15 @@ pub async fn run(
         // One task per connection: while one client is slow or silent, the
         // others' tasks keep running. https://tokio.rs/tokio/tutorial/spawning
         tracker.spawn(async move {
+            // A chat client joins the channel before it hears 101: from the
+            // moment it is connected, it misses nothing.
+            let chat = (shared.mode == Mode::Chat).then(|| shared.chat.subscribe());
             let accepted = tokio::select! {
                 accepted = http::accept(socket, ws_config, permit.is_none()) => accepted,
                 () = shared.stop.cancelled() => return,
             };
             match accepted {
-                Ok(Accepted::Upgraded(ws)) => session::serve(*ws, peer, &shared).await,
+                Ok(Accepted::Upgraded(ws)) => session::serve(*ws, peer, &shared, chat).await,
                 Ok(Accepted::Answered { status, path }) => {
                     info!(%peer, %path, "answered HTTP {status}");
                 }

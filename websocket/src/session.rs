@@ -50,8 +50,14 @@ pub struct Shared {
     pub chat: broadcast::Sender<ChatMessage>,
 }
 
-/// Serves one upgraded connection until it ends, then closes it.
-pub async fn serve(ws: WebSocketStream<TcpStream>, peer: SocketAddr, shared: &Shared) {
+/// Serves one upgraded connection until it ends, then closes it. In chat
+/// mode, `chat` is this connection's place in the chat channel.
+pub async fn serve(
+    ws: WebSocketStream<TcpStream>,
+    peer: SocketAddr,
+    shared: &Shared,
+    chat: Option<broadcast::Receiver<ChatMessage>>,
+) {
     let started = Instant::now();
     info!(%peer, "connected");
     let mut session = Session {
@@ -65,7 +71,7 @@ pub async fn serve(ws: WebSocketStream<TcpStream>, peer: SocketAddr, shared: &Sh
         messages: 0,
         closing: None,
     };
-    let end = session.run().await;
+    let end = session.run(chat).await;
     let (messages, duration) = (session.messages, started.elapsed());
     let code = close::finish(session.ws, peer, end).await;
     info!(%peer, messages, ?duration, close = %code, "disconnected");
@@ -87,14 +93,10 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn run(&mut self) -> End {
+    async fn run(&mut self, mut chat: Option<broadcast::Receiver<ChatMessage>>) -> End {
         let period = self.shared.ping_interval;
         let mut pings = interval_at(Instant::now() + period, period);
         pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut chat = match self.shared.mode {
-            Mode::Chat => Some(self.shared.chat.subscribe()),
-            Mode::Echo => None,
-        };
         if chat.is_some() {
             self.say(format!("[server] {} joined", self.peer));
         }
