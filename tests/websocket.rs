@@ -449,7 +449,7 @@ async fn chat_slow_reader_does_not_hold_up_others() {
 /// client that keeps reading (tungstenite answers pings while it reads) stays.
 #[tokio::test]
 async fn silent_peer_is_dropped_after_two_ping_intervals() {
-    let interval = Duration::from_millis(200);
+    let interval = Duration::from_millis(300);
     let server = start(Config {
         ping_interval: interval,
         ..echo()
