@@ -60,7 +60,7 @@ struct Args {
     /// Send binary messages (the line's bytes) instead of text
     #[arg(long)]
     binary: bool,
-    /// At the end of input, wait at most this long for answers that are not in yet
+    /// At the end of input, stop waiting for answers once none has come for this long
     #[arg(long, default_value_t = 1000)]
     answer_wait_ms: u64,
     /// Give up connecting after this many seconds
