@@ -30,21 +30,24 @@ pub const MAX_DATAGRAM: usize = 65_507;
 /// UTF-8 is shown as text with control characters and `\` escaped (`\n`,
 /// `\u{1b}`, `\\`), and bytes that are not UTF-8 as `\xff`.
 pub fn show_text(payload: &[u8], shown: &mut String) {
+    // The common case, printable ASCII, in one pass over the bytes.
+    let plain = |b: &u8| (b' '..=b'~').contains(b) && *b != b'\\';
+    if payload.iter().all(plain)
+        && let Ok(text) = std::str::from_utf8(payload)
+    {
+        shown.push_str(text);
+        return;
+    }
     // `utf8_chunks` splits the bytes into runs of valid UTF-8, each followed
     // by the (possibly empty) run of bytes that are not.
     for chunk in payload.utf8_chunks() {
         let text = chunk.valid();
         let needs_escape = |c: char| c.is_control() || c == '\\';
-        if !text.contains(needs_escape) {
-            // The common case, plain text: one copy.
-            shown.push_str(text);
-        } else {
-            for c in text.chars() {
-                if needs_escape(c) {
-                    shown.extend(c.escape_default());
-                } else {
-                    shown.push(c);
-                }
+        for c in text.chars() {
+            if needs_escape(c) {
+                shown.extend(c.escape_default());
+            } else {
+                shown.push(c);
             }
         }
         for byte in chunk.invalid() {
