@@ -229,10 +229,10 @@ async fn binary_payloads_are_shown_safely() {
 }
 
 /// Sending to a broadcast address needs `--broadcast` (SO_BROADCAST); with it
-/// the datagram reaches a receiver bound to 0.0.0.0.
+/// the datagram reaches a receiver bound to 0.0.0.0, whose echo comes back.
 #[tokio::test]
 async fn broadcast_needs_the_flag_and_reaches_0_0_0_0() {
-    let mut receiver = Server::start("udp_receiver", &["--host", "0.0.0.0"]).await;
+    let mut receiver = Server::start("udp_receiver", &["--host", "0.0.0.0", "--echo"]).await;
     let port = receiver.port();
     let to = ["--host", "127.255.255.255", "--port", &port, "-m", "to all"];
     let (status, out, err) = run("udp_sender", &to, b"").await;
@@ -244,10 +244,16 @@ async fn broadcast_needs_the_flag_and_reaches_0_0_0_0() {
         "{err}"
     );
 
+    // The echo comes back from the receiver's own address, not from the
+    // broadcast address: the sender must accept answers from anyone.
     let mut with_flag = to.to_vec();
-    with_flag.push("--broadcast");
-    let (status, _, err) = run("udp_sender", &with_flag, b"").await;
+    with_flag.extend(["--broadcast", "--wait-reply-ms", "5000"]);
+    let (status, out, err) = run("udp_sender", &with_flag, b"").await;
     assert!(status.success(), "stderr: {err}");
+    assert!(
+        out.starts_with("to all\nsent=1 answered=1 lost=0 "),
+        "{out}"
+    );
     let line = receiver.process.line().await.unwrap();
     assert!(
         line.starts_with("[127.0.0.1:") && line.ends_with("] 6 bytes: to all"),
