@@ -156,7 +156,11 @@ impl Connection {
                             answers.flush().await?;
                             Ok::<_, LineError>(lines.next().await)
                         } => match next {
-                            Ok(next) => next,
+                            Ok(next) => {
+                                // One clock read per batch, not per line.
+                                last_heard = Instant::now();
+                                next
+                            }
                             Err(error) => return self.fail(error),
                         },
                     }
@@ -170,7 +174,6 @@ impl Connection {
                 Some(Err(error)) => return self.fail(error),
             };
             self.count += 1;
-            last_heard = Instant::now();
             // `feed` only queues the answer: the queue is below its limit, so
             // it does not write. We stop reading while the queue is full, so a
             // client that sends without reading is slowed down, not buffered.
