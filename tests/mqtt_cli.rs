@@ -406,6 +406,32 @@ async fn unreachable_broker_is_one_clear_error() {
     }
 }
 
+/// A server that is not an MQTT broker (here one that answers like a web
+/// server) gets one clear error line from both clients, not a dump of the
+/// packet rumqttc thought it read.
+#[tokio::test]
+async fn a_server_that_is_not_mqtt_is_one_clear_error() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut connect = [0u8; 64];
+            let _ = stream.read(&mut connect).await;
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    for bin in ["mqtt_publisher", "mqtt_subscriber"] {
+        let (status, _, stderr) = run(bin, &["--port", &port], b"").await;
+        assert!(!status.success());
+        let want = format!(
+            "error: cannot connect to 127.0.0.1:{port}: the answer is not MQTT; \
+             is that port an MQTT broker? check --host and --port\n"
+        );
+        assert!(stderr.ends_with(&want), "{bin}: {stderr}");
+    }
+}
+
 /// Ctrl-C stops the broker promptly with exit 0, and a port in use is one
 /// clear error.
 #[tokio::test]

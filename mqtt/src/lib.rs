@@ -31,7 +31,9 @@ pub mod subscriber;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use rumqttc::{ConnectReturnCode, ConnectionError, MqttOptions, NetworkOptions, QoS, StateError};
+use rumqttc::{
+    ConnectReturnCode, ConnectionError, MqttOptions, NetworkOptions, QoS, StateError, mqttbytes,
+};
 
 /// The largest packet our clients send or accept: the embedded broker's
 /// default limit. rumqttc's own default, 10 KiB, is smaller than many real
@@ -120,6 +122,10 @@ pub fn explain(error: &ConnectionError, addr: &str, connected: bool) -> anyhow::
     let io_kind = match error {
         ConnectionError::Io(io) => Some(io.kind()),
         ConnectionError::MqttState(StateError::Io(io)) => Some(io.kind()),
+        // rumqttc's reads and writes report socket errors as codec errors.
+        ConnectionError::MqttState(StateError::Deserialization(mqttbytes::Error::Io(io))) => {
+            Some(io.kind())
+        }
         ConnectionError::MqttState(StateError::ConnectionAborted) => {
             Some(ErrorKind::ConnectionAborted)
         }
@@ -145,15 +151,32 @@ pub fn explain(error: &ConnectionError, addr: &str, connected: bool) -> anyhow::
         }
         // rumqttd answers a bad login, or one client too many, by closing the
         // connection without a CONNACK, so "closed" is all we can know.
-        (_, Some(ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset)) if !connected => {
+        (
+            _,
+            Some(ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
+        ) if !connected => {
             anyhow!(
                 "broker at {addr} closed the connection before accepting it: \
                  bad username or password (-u, -P), or too many clients"
             )
         }
-        (_, Some(ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset)) => anyhow!(
+        (
+            _,
+            Some(ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
+        ) => anyhow!(
             "broker at {addr} closed the connection; a broker does that to a client \
              whose packet exceeds its size limit, or when it stops"
+        ),
+        // Something answered our CONNECT, but not with a CONNACK: an HTTP or
+        // WebSocket server, say, whose reply rumqttc reads as a random packet
+        // (or as half of one, cut off when the server closes).
+        (
+            ConnectionError::NotConnAck(_)
+            | ConnectionError::MqttState(StateError::Deserialization(_)),
+            _,
+        ) if !connected => anyhow!(
+            "cannot connect to {addr}: the answer is not MQTT; is that port an MQTT \
+             broker? check --host and --port"
         ),
         _ if !connected => anyhow!("cannot connect to {addr}: {error}"),
         _ => anyhow!("connection to {addr} failed: {error}"),
