@@ -110,6 +110,39 @@ async fn library_publisher_and_subscriber_round_trip_at_qos_2() {
     assert_eq!(rest, "exactly once\n".repeat(49));
 }
 
+/// The publisher refuses a PUBLISH one byte over its packet limit with its
+/// own clear error, counting the whole packet as rumqttc does (header,
+/// remaining length, topic, packet id, payload), and sends one exactly at the
+/// limit.
+#[tokio::test]
+async fn publisher_checks_the_whole_packet_against_its_limit() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let port = broker.addr.port();
+    // 1 header byte, 3 remaining-length bytes, 2 + 1 for the topic "t", 2 for
+    // the packet id: 9 bytes besides the payload.
+    let at_limit = mqtt::MAX_PACKET_BYTES - 9;
+    let config = publish_config(port, "big", "t", QoS::AtLeastOnce);
+    let over = publisher::repeat(Bytes::from(vec![b'x'; at_limit + 1]), 1, Duration::ZERO);
+    let error = within("the refusal", publisher::run(config.clone(), over))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "message 1 is too large: a 1048577-byte PUBLISH, the limit is 1048576"
+    );
+    let fits = publisher::repeat(Bytes::from(vec![b'x'; at_limit]), 1, Duration::ZERO);
+    let summary = within("publishing", publisher::run(config, fits))
+        .await
+        .unwrap();
+    assert_eq!(
+        summary,
+        Summary {
+            published: 1,
+            acknowledged: 1
+        }
+    );
+}
+
 /// A subscriber with a timeout fails, with the count so far, when nothing
 /// arrives in time.
 #[tokio::test]

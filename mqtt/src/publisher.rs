@@ -183,9 +183,20 @@ where
                 );
             }
         };
-        // A PUBLISH carries the topic, a 2-byte topic length, a packet id
-        // and the payload. Check the size here, where we can say so clearly.
-        let size = message.len() + config.topic.len() + 4;
+        // Check the size here, where we can say so clearly, the way rumqttc
+        // checks it: the whole PUBLISH packet. That is a 1-byte header, the
+        // remaining length (1 to 4 bytes), then the remaining bytes: the topic
+        // and its 2-byte length, a 2-byte packet id (QoS 1 and 2 only) and
+        // the payload.
+        let packet_id = if config.qos == QoS::AtMostOnce { 0 } else { 2 };
+        let remaining = 2 + config.topic.len() + packet_id + message.len();
+        let length_bytes = match remaining {
+            0..128 => 1,
+            128..16_384 => 2,
+            16_384..2_097_152 => 3,
+            _ => 4,
+        };
+        let size = 1 + length_bytes + remaining;
         if size > MAX_PACKET_BYTES {
             let error = anyhow!(
                 "message {} is too large: a {size}-byte PUBLISH, the limit is {MAX_PACKET_BYTES}",
