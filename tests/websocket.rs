@@ -580,7 +580,11 @@ async fn other_requests_get_plain_http_answers() {
         "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
     )
     .await;
-    assert!(post.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{post}");
+    assert!(
+        post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n")
+            && post.contains("\r\nAllow: GET\r\n"),
+        "{post}"
+    );
     let garbage = http(server.addr, "hello\r\n\r\n").await;
     assert!(
         garbage.starts_with("HTTP/1.1 400 Bad Request\r\n"),
@@ -725,9 +729,11 @@ fn tokio_stream_from<T>(
 #[tokio::test]
 async fn client_connect_errors_name_the_url() {
     let server = start(echo()).await;
-    let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let nobody = format!("ws://{}", free.local_addr().unwrap());
-    drop(free);
+    // A port we hold (bound, never listening), so no other test can take it:
+    // a connection to it is refused.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let nobody = format!("ws://{}", held.local_addr().unwrap());
     let error = client::connect(&nobody, common::WAIT)
         .await
         .unwrap_err()
@@ -753,5 +759,50 @@ async fn client_connect_errors_name_the_url() {
         .unwrap_err()
         .to_string();
     assert!(error.starts_with("bad URL \"nonsense\": "), "{error}");
+
+    // Out of range: not quietly port 80.
+    let error = client::connect("ws://127.0.0.1:99999", common::WAIT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "bad URL \"ws://127.0.0.1:99999\": the port must be a number from 0 to 65535"
+    );
+    drop(held);
     server.stop().await;
+}
+
+/// A server that drops TCP without a Close frame: the client reports the
+/// abnormal closure (1006) once, in one line.
+#[tokio::test]
+async fn client_reports_a_dropped_connection_as_1006() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let dropper = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        // One message in, then the TCP connection ends with no Close frame.
+        assert_eq!(next(&mut ws).await, Message::text("x"));
+    });
+    let socket = client::connect(&url, common::WAIT).await.unwrap();
+    let input =
+        futures_util::stream::iter([Ok(Message::text("x"))]).chain(futures_util::stream::pending());
+    let error = within(
+        "the client session",
+        client::run(
+            socket,
+            input,
+            Vec::new(),
+            common::WAIT,
+            std::future::pending(),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        format!("{error:#}"),
+        "the connection closed without a Close frame (1006, abnormal)"
+    );
+    within("the dropping server", dropper).await.unwrap();
 }

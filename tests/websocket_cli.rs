@@ -196,7 +196,9 @@ async fn too_big_message_fails_the_client_with_1009() {
 async fn silent_peer_is_dropped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = Server::start(SERVER, &["--ping-interval-secs", "1"]).await;
-    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut tcp = common::within("connect", tokio::net::TcpStream::connect(server.addr))
+        .await
+        .unwrap();
     let upgrade = "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
     tcp.write_all(upgrade.as_bytes()).await.unwrap();
@@ -288,9 +290,11 @@ async fn client_errors_name_the_url() {
         )
     );
 
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let nobody = format!("ws://{}", free.local_addr().unwrap());
-    drop(free);
+    // A port we hold (bound, never listening), so no other test can take it:
+    // a connection to it is refused.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let nobody = format!("ws://{}", held.local_addr().unwrap());
     let (status, _, err) = run(CLIENT, &["--url", &nobody, "-m", "x"], b"").await;
     assert!(!status.success());
     assert!(
@@ -348,7 +352,9 @@ async fn binary_serves_the_page() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = Server::start(SERVER, &[]).await;
     for (path, status) in [("/", "200 OK"), ("/favicon.ico", "404 Not Found")] {
-        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let mut tcp = common::within("connect", tokio::net::TcpStream::connect(server.addr))
+            .await
+            .unwrap();
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: */*\r\n\r\n",
             server.addr

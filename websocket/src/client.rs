@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -49,6 +50,16 @@ pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Socket> {
             bail!("bad URL {url:?}: wss:// needs TLS, which these lessons leave out; use ws://")
         }
         _ => bail!("bad URL {url:?}: expected ws://HOST:PORT/PATH"),
+    }
+    // A port that does not fit in 16 bits (`:99999`) reads as no port at all,
+    // and tungstenite would quietly connect to port 80 instead.
+    let authority = request.uri().authority().map_or("", |a| a.as_str());
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    if let Some((_, port)) = host_port.rsplit_once(':')
+        && !port.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        bail!("bad URL {url:?}: the port must be a number from 0 to 65535");
     }
     // `true`: send each message at once rather than merge small writes
     // (Nagle's algorithm): an interactive client wants low latency.
@@ -118,7 +129,7 @@ where
             };
             match next {
                 Some(Ok(message)) => {
-                    to_server.send(message).await.context("cannot send")?;
+                    to_server.send(message).await.map_err(broken)?;
                     sent += 1;
                 }
                 Some(Err(error)) => {
@@ -139,7 +150,7 @@ where
         to_server
             .send(Message::Close(Some(close)))
             .await
-            .context("cannot send Close")?;
+            .map_err(broken)?;
         // Our Close is out; a failed input is reported once the server answers.
         anyhow::Ok(input_error.map(|error| anyhow::Error::new(error).context("cannot read input")))
     };
@@ -148,7 +159,7 @@ where
         let mut received = 0;
         let mut close = None;
         while let Some(message) = from_server.next().await {
-            match message.context("connection failed")? {
+            match message.map_err(broken)? {
                 Message::Text(text) => print(&mut output, text.as_bytes()).await?,
                 Message::Binary(bytes) => print(&mut output, hex(&bytes).as_bytes()).await?,
                 // tungstenite answers pings by itself, while we read.
@@ -161,8 +172,9 @@ where
             received += 1;
             count.send_replace(received);
         }
-        // The stream ends after the closing handshake, or when TCP drops.
-        close.ok_or_else(|| anyhow!("the connection closed without a Close frame (1006, abnormal)"))
+        // The stream ends after the closing handshake (a dropped TCP
+        // connection is an error, above), so a Close frame is expected here.
+        close.ok_or_else(|| anyhow!(WITHOUT_CLOSE))
     };
 
     tokio::pin!(send, receive);
@@ -190,6 +202,19 @@ where
                 }));
             }
         }
+    }
+}
+
+/// How we report a TCP connection that ends with no Close frame: code 1006,
+/// which never travels on the wire; it only names this case.
+const WITHOUT_CLOSE: &str = "the connection closed without a Close frame (1006, abnormal)";
+
+/// Explains a failed read or write. A tungstenite error printed as an anyhow
+/// chain shows its cause twice (`IO error: X: X`), so we keep its own text.
+fn broken(error: WsError) -> anyhow::Error {
+    match error {
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => anyhow!(WITHOUT_CLOSE),
+        error => anyhow!("connection failed: {error}"),
     }
 }
 

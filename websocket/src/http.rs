@@ -29,6 +29,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Error;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, create_response, write_response};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -78,6 +80,10 @@ pub async fn accept(
     let (request, leftover) = match head {
         Head::Complete(request, leftover) => (request, leftover),
         Head::Invalid(why) => return answer(stream, "400 Bad Request", "", TEXT, &why).await,
+        Head::NotGet => {
+            let why = "only GET is served here";
+            return answer(stream, "405 Method Not Allowed", "", TEXT, why).await;
+        }
         Head::TooLarge => {
             return answer(stream, "431 Request Header Fields Too Large", "", TEXT, "").await;
         }
@@ -115,6 +121,8 @@ enum Head {
     /// The parsed request and any bytes that came after its blank line.
     Complete(Box<Request>, Vec<u8>),
     Invalid(String),
+    /// A well-formed request with another method than GET (POST, HEAD...).
+    NotGet,
     TooLarge,
 }
 
@@ -125,13 +133,15 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
     let mut chunk = [0u8; 2048];
     loop {
         // `try_parse` returns `None` until the head is complete. It refuses
-        // anything but `GET` over HTTP/1.1 or later, which is all we serve.
+        // anything but `GET` over HTTP/1.1 or later, which is all we serve:
+        // another method gets 405, anything else it refuses 400.
         match Request::try_parse(&head) {
             Ok(Some((length, request))) => {
                 let leftover = head.split_off(length);
                 return Ok(Head::Complete(Box::new(request), leftover));
             }
             Ok(None) => {}
+            Err(Error::Protocol(ProtocolError::WrongHttpMethod)) => return Ok(Head::NotGet),
             Err(error) => return Ok(Head::Invalid(error.to_string())),
         }
         if head.len() >= MAX_HEAD_BYTES {
@@ -155,10 +165,16 @@ async fn answer(
     body: &str,
 ) -> io::Result<Accepted> {
     // `Content-Length` tells the client where the body ends, and
-    // `Connection: close` that we close after it.
+    // `Connection: close` that we close after it. A 405 must say which
+    // methods are allowed.
+    let allow = if status.starts_with("405") {
+        "Allow: GET\r\n"
+    } else {
+        ""
+    };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
+         {allow}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

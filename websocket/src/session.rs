@@ -110,8 +110,9 @@ impl Session<'_> {
         let end = loop {
             // Answers are batched: while more messages are already waiting we
             // only queue answers in tungstenite's write buffer, and write them
-            // all (`flush`, one system call) when the input runs dry. `now_or_never` asks "is another
-            // message ready right now?" without waiting.
+            // all (`flush`, one system call) when the input runs dry.
+            // `now_or_never` asks "is another message ready right now?"
+            // without waiting.
             let ready = if batch < BATCH && !self.shared.stop.is_cancelled() {
                 self.ws.next().now_or_never()
             } else {

@@ -26,8 +26,13 @@
 //! cargo run -p websocket --bin websocket_client
 //! ```
 //!
-//! A chat: start the server with `--chat --port 9000`, then open
-//! `http://127.0.0.1:9000/` in two browser tabs, or run
+//! A chat on another port:
+//!
+//! ```text
+//! cargo run -p websocket --bin websocket_server -- --chat --port 9000
+//! ```
+//!
+//! then open `http://127.0.0.1:9000/` in two browser tabs, or run
 //! `cargo run -p websocket --bin websocket_client -- --url ws://127.0.0.1:9000`
 //! in two terminals. What one types, the others see as
 //! `[127.0.0.1:50312] hello`. Terminal 1 logs each connect and disconnect with
