@@ -99,7 +99,13 @@ pub async fn run(
     loop {
         // `select!` waits for whichever comes first: a new connection or the
         // shutdown signal. https://docs.rs/tokio/latest/tokio/macro.select.html
+        // `biased` polls the branches in order, shutdown first, so a stop
+        // request wins over a waiting client. It also matters once: the
+        // binary's Ctrl-C/SIGTERM handlers are installed by the first poll of
+        // `shutdown` (until then a signal kills the process), and this way
+        // that happens before we serve anyone.
         let (socket, peer) = tokio::select! {
+            biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
