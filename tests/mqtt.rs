@@ -45,7 +45,18 @@ fn subscribe_config(port: u16, id: &str, filter: &str, qos: QoS) -> SubscribeCon
 /// A raw MQTT 3.1.1 CONNECT with a clean session, keep-alive 60 s, and a
 /// username and password.
 fn connect_packet(client_id: &str, username: &str, password: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 60];
+    connect_packet_with_keep_alive(client_id, username, password, 60)
+}
+
+/// The same CONNECT with a chosen keep-alive, in seconds (0: none).
+fn connect_packet_with_keep_alive(
+    client_id: &str,
+    username: &str,
+    password: &str,
+    keep_alive: u16,
+) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010];
+    body.extend_from_slice(&keep_alive.to_be_bytes());
     for field in [client_id, username, password] {
         body.extend_from_slice(&(field.len() as u16).to_be_bytes());
         body.extend_from_slice(field.as_bytes());
@@ -197,6 +208,25 @@ async fn rumqttd_closes_without_connack_on_bad_credentials() {
     assert_eq!(bad, b"", "spec: [0x20, 0x02, 0x00, 0x05]");
     let good = first_answer(broker.addr, &connect_packet("raw", "alice", "secret")).await;
     assert_eq!(good, [0x20, 0x02, 0x00, 0x00]);
+}
+
+/// Departure from MQTT 3.1.1 section 3.1.2.10: a keep-alive of 0 turns the
+/// keep-alive mechanism off, and the CONNECT should be accepted (CONNACK 0).
+/// rumqttd refuses it, closing the connection without a CONNACK.
+#[tokio::test]
+async fn rumqttd_refuses_a_keep_alive_of_zero() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let none = connect_packet_with_keep_alive("raw", "any", "any", 0);
+    assert_eq!(
+        first_answer(broker.addr, &none).await,
+        b"",
+        "spec: [0x20, 0x02, 0x00, 0x00]"
+    );
+    let some = connect_packet_with_keep_alive("raw", "any", "any", 5);
+    assert_eq!(
+        first_answer(broker.addr, &some).await,
+        [0x20, 0x02, 0x00, 0x00]
+    );
 }
 
 /// Departure from MQTT 3.1.1 section 3.3.1.3: only a *retained* message with

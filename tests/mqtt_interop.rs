@@ -130,7 +130,18 @@ async fn subscriber(port: &str, args: &[&str]) -> Process {
 
 /// A raw MQTT 3.1.1 CONNECT with a username and password.
 fn connect_packet(client_id: &str, username: &str, password: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 60];
+    connect_packet_with_keep_alive(client_id, username, password, 60)
+}
+
+/// The same CONNECT with a chosen keep-alive, in seconds (0: none).
+fn connect_packet_with_keep_alive(
+    client_id: &str,
+    username: &str,
+    password: &str,
+    keep_alive: u16,
+) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010];
+    body.extend_from_slice(&keep_alive.to_be_bytes());
     for field in [client_id, username, password] {
         body.extend_from_slice(&(field.len() as u16).to_be_bytes());
         body.extend_from_slice(field.as_bytes());
@@ -271,6 +282,25 @@ async fn mosquitto_answers_a_bad_password_with_connack_5() {
     let args = ["--port", &port, "-u", "alice", "-P", "secret", "-q", "2"];
     let (status, _, stderr) = run("mqtt_publisher", &args, b"").await;
     assert!(status.success(), "{stderr}");
+}
+
+/// Mosquitto follows MQTT 3.1.1 section 3.1.2.10: a keep-alive of 0 (none)
+/// is accepted with CONNACK 0 (rumqttd closes the connection; see
+/// tests/mqtt.rs).
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_accepts_a_keep_alive_of_zero() {
+    let mosquitto = Mosquitto::start(None).await;
+    let mut stream = within("connect", TcpStream::connect(mosquitto.addr))
+        .await
+        .unwrap();
+    let connect = connect_packet_with_keep_alive("raw", "any", "any", 0);
+    stream.write_all(&connect).await.unwrap();
+    let mut answer = [0u8; 4];
+    within("the CONNACK", stream.read_exact(&mut answer))
+        .await
+        .unwrap();
+    assert_eq!(answer, [0x20, 0x02, 0x00, 0x00]);
 }
 
 /// Mosquitto follows MQTT 3.1.1 section 3.3.1.3: an empty message that is not

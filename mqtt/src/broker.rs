@@ -33,6 +33,8 @@
 //! - On a bad username or password it closes the connection without the
 //!   CONNACK with return code 5 (spec 3.2.2.3), so a client cannot tell why.
 //!   Over the connection limit it also just closes (instead of CONNACK 3).
+//! - It refuses a CONNECT with a keep-alive of 0, which the spec (3.1.2.10)
+//!   accepts as "no keep-alive", again by closing without a CONNACK.
 //! - Any message with an empty payload removes the topic's retained message;
 //!   the spec (3.3.1.3) says only a *retained* empty message does.
 //! - Retained messages and sessions live in memory: a restart loses them.
