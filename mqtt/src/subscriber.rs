@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use rumqttc::{
     AsyncClient, ConnAck, Event, Outgoing, Packet, Publish, QoS, SubscribeFilter,
     SubscribeReasonCode,
@@ -82,20 +82,23 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
             Ok(Ok(event)) => event,
             Ok(Err(error)) if !connected => return Err(explain(&error, &addr, false)),
             Ok(Err(error)) => {
+                let cause = explain(&error, &addr, true);
+                let wake = Instant::now() + retry;
+                // `-W` holds while the broker is away too: if the silence
+                // would outlast it before our next attempt, we stop.
+                if let Some(quiet) = quiet_until.filter(|quiet| *quiet <= wake) {
+                    warn!("{cause}");
+                    tokio::time::sleep_until(quiet).await;
+                    return Err(silence(&config, received));
+                }
                 // Without this pause, the next `poll()` would retry at once,
                 // fail at once, and spin.
-                warn!(
-                    "{}; reconnecting in {retry:?}",
-                    explain(&error, &addr, true)
-                );
-                tokio::time::sleep(retry).await;
+                warn!("{cause}; reconnecting in {retry:?}");
+                tokio::time::sleep_until(wake).await;
                 retry = (retry * 2).min(LONGEST_RETRY);
                 continue;
             }
-            Err(_) => bail!(
-                "no message for {:?} ({received} received)",
-                config.timeout.unwrap_or_default()
-            ),
+            Err(_) => return Err(silence(&config, received)),
         };
         if config.show_packets
             && let Some(line) = packets::describe(&event, config.qos)
@@ -129,6 +132,12 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
             _ => {}
         }
     }
+}
+
+/// The `-W` error: no message for the whole timeout.
+fn silence(config: &SubscribeConfig, received: u64) -> anyhow::Error {
+    let timeout = config.timeout.unwrap_or_default();
+    anyhow!("no message for {timeout:?} ({received} received)")
 }
 
 /// Subscribes to every filter, unless the broker says it kept our session
