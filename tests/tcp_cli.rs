@@ -5,9 +5,12 @@
 
 mod common;
 
+use std::process::Stdio;
+
 use common::{Process, Server, run, within};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::process::Command;
 
 /// `tcp_client -m` sends one line and prints exactly the echoed answer.
 #[tokio::test]
@@ -55,10 +58,12 @@ async fn client_pipes_stdin_and_prints_every_answer() {
 /// Nobody listening: one `error:` line naming the address, exit code 1.
 #[tokio::test]
 async fn client_without_server_fails_clearly() {
-    let port = {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        free.local_addr().expect("addr").port()
-    };
+    // A socket that is bound but not listening holds the port (no other test
+    // can take it) and makes our kernel refuse connections to it.
+    let held = TcpSocket::new_v4().expect("socket");
+    held.bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let port = held.local_addr().expect("addr").port();
     let (status, out, err) =
         run("tcp_client", &["--port", &port.to_string(), "-m", "x"], b"").await;
     assert_eq!(status.code(), Some(1));
@@ -67,6 +72,67 @@ async fn client_without_server_fails_clearly() {
     assert_eq!(lines.len(), 1, "one line on stderr: {err}");
     assert!(
         lines[0].starts_with(&format!("error: cannot connect to 127.0.0.1:{port}: ")),
+        "{err}"
+    );
+}
+
+/// Ctrl-C ends the client's input as Ctrl-D does: it half-closes (the
+/// server reads EOF while stdin is still open), prints what the server sends
+/// after that, and exits 0 when the server closes.
+#[tokio::test]
+async fn client_ctrl_c_half_closes_and_prints_the_last_answers() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let mut client = Process::spawn("tcp_client", &["--port", &port]);
+    let (mut socket, _) = within("accept", listener.accept()).await.expect("accept");
+    client.write_stdin(b"hello\n").await;
+    let mut hello = [0u8; 6];
+    within("the client's line", socket.read_exact(&mut hello))
+        .await
+        .expect("read");
+    assert_eq!(&hello, b"hello\n");
+    client.signal("INT");
+    let mut rest = Vec::new();
+    within("the client's FIN", socket.read_to_end(&mut rest))
+        .await
+        .expect("read");
+    assert_eq!(rest, b"", "nothing after the line, then EOF");
+    socket.write_all(b"last words\n").await.expect("write");
+    drop(socket);
+    assert_eq!(client.line().await.as_deref(), Some("last words"));
+    let (status, out, err) = client.finish().await;
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    assert_eq!(out, "");
+}
+
+/// A closed stdout (as in `tcp_client | head -1`) is reported as an output
+/// error, not as a failed connection.
+#[tokio::test]
+async fn client_reports_a_closed_output() {
+    let server = Server::start("tcp_server", &[]).await;
+    let mut client = Command::new(common::binary("tcp_client"))
+        .args(["--port", &server.port()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tcp_client");
+    // Close our end of its stdout first; only then send the line to echo.
+    drop(client.stdout.take());
+    let mut stdin = client.stdin.take().expect("stdin");
+    within("writing stdin", stdin.write_all(b"hello\n"))
+        .await
+        .expect("write");
+    drop(stdin);
+    let output = within("the client", client.wait_with_output())
+        .await
+        .expect("wait");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(
+        err.lines().last(),
+        Some("error: cannot write output: Broken pipe (os error 32)"),
         "{err}"
     );
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Opens a TCP connection: the kernel sends SYN, the server's kernel answers
@@ -43,8 +43,8 @@ pub async fn connect(host: &str, port: u16, wait: Duration) -> anyhow::Result<Tc
 /// on their way, and the server closes its half when it has sent them. So
 /// `printf 'a\nb\n' | tcp_client` prints both answers before it exits.
 ///
-/// Errors: the connection was reset, or the server closed it before our input
-/// ended (everything it sent is printed first).
+/// Errors: the connection was reset, the server closed it before our input
+/// ended (everything it sent is printed first), or `output` failed.
 pub async fn run<I, O>(stream: TcpStream, input: I, mut output: O) -> anyhow::Result<()>
 where
     I: Stream<Item = io::Result<Bytes>>,
@@ -67,9 +67,27 @@ where
             .await
             .with_context(|| format!("cannot close the connection to {server}"))
     };
-    // `copy` writes each chunk as it arrives and flushes whenever the socket
-    // has nothing more for the moment, so lines appear as the server sends them.
-    let receive = tokio::io::copy(&mut from_server, &mut output);
+    // Each chunk is printed and flushed as it arrives, so lines appear as the
+    // server sends them. The error says which side failed: the connection, or
+    // our output (`tcp_client | head -1` ends with a broken pipe).
+    let receive = async move {
+        let mut chunk = vec![0u8; 8 * 1024];
+        loop {
+            let n = from_server
+                .read(&mut chunk)
+                .await
+                .with_context(|| format!("connection to {server} failed"))?;
+            if n == 0 {
+                // The server's FIN: it has sent everything it will send.
+                return Ok::<_, anyhow::Error>(());
+            }
+            output
+                .write_all(&chunk[..n])
+                .await
+                .context("cannot write output")?;
+            output.flush().await.context("cannot write output")?;
+        }
+    };
     tokio::pin!(send, receive);
 
     let mut sending = true;
@@ -83,7 +101,7 @@ where
                 send_error = sent.err();
             }
             received = &mut receive => {
-                received.with_context(|| format!("connection to {server} failed"))?;
+                received?;
                 if let Some(error) = send_error {
                     return Err(error);
                 }

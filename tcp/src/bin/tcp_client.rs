@@ -17,7 +17,8 @@
 //! cargo run -p tcp --bin tcp_client -- -m hello
 //! ```
 //!
-//! or type lines yourself (Ctrl-D ends input), or pipe them in:
+//! or type lines yourself (Ctrl-D or Ctrl-C ends input; a second Ctrl-C
+//! quits without waiting for the server), or pipe them in:
 //! `printf 'a\nb\n' | cargo run -p tcp --bin tcp_client` prints `a` and `b`.
 //! `-m ping --count 5 --interval-ms 200` sends five lines, 200 ms apart.
 //! Only what the server sends goes to stdout; status goes to stderr.
@@ -33,7 +34,10 @@
 use std::time::Duration;
 
 use clap::Parser;
+use futures_util::StreamExt;
 use tcp::client;
+use tokio_util::io::ReaderStream;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// A TCP client: sends lines from stdin (or one line with -m) and prints
@@ -77,24 +81,32 @@ async fn talk(args: Args) -> anyhow::Result<()> {
         stream.local_addr()?
     );
 
-    let stdout = tokio::io::stdout();
     // Both inputs are streams of byte chunks: a repeated line for -m, or
     // whatever arrives on stdin (a terminal hands over one line at a time).
-    let session = async {
-        match &args.message {
-            Some(message) => {
-                let interval = Duration::from_millis(args.interval_ms);
-                let lines = client::repeat_line(message, args.count, interval);
-                client::run(stream, lines, stdout).await
-            }
-            None => {
-                let stdin = tokio_util::io::ReaderStream::new(tokio::io::stdin());
-                client::run(stream, stdin, stdout).await
-            }
+    let input = match &args.message {
+        Some(message) => {
+            let interval = Duration::from_millis(args.interval_ms);
+            client::repeat_line(message, args.count, interval).left_stream()
         }
+        None => ReaderStream::new(tokio::io::stdin()).right_stream(),
     };
+    // Ctrl-C ends the input, as Ctrl-D does: we half-close and still print
+    // the answers on their way. A second Ctrl-C quits without waiting.
+    let ctrl_c = CancellationToken::new();
+    let input = input.take_until(ctrl_c.clone().cancelled_owned());
+    let session = client::run(stream, input, tokio::io::stdout());
+    tokio::pin!(session);
     tokio::select! {
-        result = session => result,
+        // `biased` polls the signal first, and its first poll installs the
+        // Ctrl-C handler: so it is in place before we send anything.
+        biased;
+        () = networking_protocols::shutdown_signal() => ctrl_c.cancel(),
+        result = &mut session => return result,
+    }
+    info!("input ended; waiting for the server to close (Ctrl-C again quits now)");
+    tokio::select! {
+        biased;
         () = networking_protocols::shutdown_signal() => Ok(()),
+        result = session => result,
     }
 }
