@@ -468,12 +468,12 @@ async fn client_prints_every_answer_before_eof() {
 /// Nobody listening: the client's error names the address and suggests why.
 #[tokio::test]
 async fn client_reports_connection_refused() {
-    // Bind then drop: the port is free and (almost surely) nobody listens.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    // A socket that is bound but not listening holds the port (no other test
+    // can take it) and makes our kernel refuse connections to it.
+    let held = tokio::net::TcpSocket::new_v4().expect("socket");
+    held.bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let addr = held.local_addr().expect("addr");
     let error = tcp::client::connect("127.0.0.1", addr.port(), common::WAIT)
         .await
         .expect_err("nobody listens");
