@@ -317,8 +317,14 @@ async fn raw_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
     within("a frame", tcp.read_exact(&mut header))
         .await
         .unwrap();
-    assert!(header[1] < 126, "test frames are short");
-    let mut payload = vec![0u8; header[1] as usize];
+    assert!(header[1] & 0x80 == 0, "server frames are not masked");
+    // 0..=125 is the length itself; 126 and 127 say it follows in 2 or 8 bytes.
+    let length = match header[1] {
+        126 => u64::from(within("a 16-bit length", tcp.read_u16()).await.unwrap()),
+        127 => within("a 64-bit length", tcp.read_u64()).await.unwrap(),
+        short => u64::from(short),
+    };
+    let mut payload = vec![0u8; usize::try_from(length).unwrap()];
     within("a frame payload", tcp.read_exact(&mut payload))
         .await
         .unwrap();
@@ -420,25 +426,40 @@ async fn chat_fans_out_and_announces_leaving() {
     server.stop().await;
 }
 
-/// Chat: a client that stops reading does not hold up the others.
+/// Chat: a client that stops reading does not hold up the others; when it
+/// reads again, it is told how many messages it missed.
 #[tokio::test]
 async fn chat_slow_reader_does_not_hold_up_others() {
     let server = start(chat()).await;
     let (mut a, _) = connect(&server).await;
-    // `slow` upgrades and then never reads a byte.
-    let slow = raw_upgrade(server.addr).await;
+    // `slow` upgrades and then reads nothing until the burst is over.
+    let mut slow = raw_upgrade(server.addr).await;
     let (mut b, _) = connect(&server).await;
     // a sees slow's and b's joins.
     next(&mut a).await;
     next(&mut a).await;
+    // 16 MiB: more than the socket buffers on the way to `slow` hold (a few
+    // MiB on loopback) plus the chat backlog (256 messages), so its session
+    // blocks and then falls behind.
     let big = "x".repeat(32 * 1024);
-    for i in 0..200 {
+    for i in 0..512 {
         a.send(Message::text(format!("{i} {big}"))).await.unwrap();
         let Message::Text(text) = next(&mut b).await else {
             panic!("text expected")
         };
         assert!(text.as_str().ends_with(&format!("] {i} {big}")));
     }
+    let skipped = within("the notice of skipped messages", async {
+        loop {
+            let (first, payload) = raw_frame(&mut slow).await;
+            let text = String::from_utf8_lossy(&payload);
+            if first == 0x81 && text.starts_with("[server] you are reading too slowly: ") {
+                return text.into_owned();
+            }
+        }
+    })
+    .await;
+    assert!(skipped.ends_with(" message(s) skipped"), "{skipped}");
     drop(slow);
     a.close(None).await.unwrap();
     b.close(None).await.unwrap();
@@ -504,6 +525,51 @@ async fn silent_peer_is_dropped_after_two_ping_intervals() {
     live.send(Message::text("alive")).await.unwrap();
     assert_eq!(next(&mut live).await, Message::text("alive"));
     live.close(None).await.unwrap();
+    server.stop().await;
+}
+
+/// A peer that keeps sending but stops reading fills the TCP window, so our
+/// echoes stall; after two ping intervals of that, the server drops it, and
+/// keeps serving others.
+#[tokio::test]
+async fn peer_that_stops_reading_is_dropped() {
+    let interval = Duration::from_millis(300);
+    let server = start(Config {
+        ping_interval: interval,
+        ..echo()
+    })
+    .await;
+    let tcp = raw_upgrade(server.addr).await;
+    let (mut reader, mut writer) = tcp.into_split();
+    // 8 MiB of masked binary frames (key 0, so the payload is unchanged): the
+    // echoes are more than the socket buffers hold while we do not read.
+    let mut frame = vec![0x82, 0xFE, 0xFF, 0xFF, 0, 0, 0, 0];
+    frame.resize(8 + 0xFFFF, 7);
+    let sending = tokio::spawn(async move {
+        for _ in 0..128 {
+            if writer.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+        // Then a small frame every third of an interval, so the server always
+        // hears from us once it reads again: only the stall can end this.
+        loop {
+            tokio::time::sleep(interval / 3).await;
+            if writer.write_all(&[0x82, 0x80, 0, 0, 0, 0]).await.is_err() {
+                return;
+            }
+        }
+    });
+    // We read nothing for three intervals; the stalled echo gives up after two.
+    tokio::time::sleep(3 * interval).await;
+    let mut sink = Vec::new();
+    match within("the server to drop us", reader.read_to_end(&mut sink)).await {
+        Ok(_) => {}
+        // Closing a socket with our bytes unread makes the kernel reset it.
+        Err(error) => assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error}"),
+    }
+    sending.abort();
+    assert_echo_works(&server).await;
     server.stop().await;
 }
 

@@ -109,8 +109,10 @@ pub enum End {
     Shutdown,
     /// The peer broke a rule: we send this Close (1002, 1007, 1009).
     Violation(CloseFrame),
-    /// The peer answered nothing (or read nothing) for two ping intervals.
+    /// The peer answered nothing for two ping intervals.
     Dead,
+    /// The peer read nothing for two ping intervals: our writes are stuck.
+    Stalled,
     /// The TCP connection broke.
     Failed(Error),
 }
@@ -170,6 +172,10 @@ pub async fn finish(mut ws: WebSocketStream<TcpStream>, peer: SocketAddr, end: E
         End::Dead => {
             warn!(peer = %peer, "no answer for two ping intervals; dropping the connection");
             "none: peer unresponsive".to_string()
+        }
+        End::Stalled => {
+            warn!(peer = %peer, "not reading for two ping intervals; dropping the connection");
+            "none: peer not reading".to_string()
         }
         End::Failed(error) => format!("none: {error}"),
     }

@@ -261,7 +261,7 @@ impl Session<'_> {
                 let stall = 2 * self.shared.ping_interval;
                 tokio::select! {
                     result = timeout(stall, poll_fn(|cx| step(ws, cx))) => {
-                        result.map_err(|_| End::Dead)?
+                        result.map_err(|_| End::Stalled)?
                     }
                     () = self.shared.stop.cancelled() => return Err(End::Shutdown),
                 }
