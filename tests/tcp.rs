@@ -445,6 +445,54 @@ async fn chat_shutdown_tells_clients() {
     within("shutdown", stopping).await.expect("stop");
 }
 
+/// In chat mode, a client that never reads fills its TCP window and its
+/// relay waits; the others still talk, and shutdown still ends that wait
+/// instead of running into the grace period.
+#[tokio::test]
+async fn chat_client_that_never_reads_stalls_neither_others_nor_shutdown() {
+    let server = start(Config {
+        // Longer than any wait in this test: only a prompt shutdown passes.
+        shutdown_grace: Duration::from_secs(60),
+        ..chat()
+    })
+    .await;
+    let hog = connect(server.addr).await;
+    let mut talker = connect(server.addr).await;
+    // 32 MiB of chat, far more than the kernel buffers between the server
+    // and the hog hold: the hog's relay ends up waiting on a full window.
+    let flood: Vec<u8> = vec![b'z'; 1023].into_iter().chain([b'\n']).collect();
+    within("the flood", async {
+        for _ in 0..32 * 1024 {
+            talker.get_mut().write_all(&flood).await.expect("write");
+        }
+    })
+    .await;
+
+    let mut listener = connect(server.addr).await;
+    let mut speaker = connect(server.addr).await;
+    let speaker_addr = speaker.get_ref().local_addr().expect("addr");
+    speaker
+        .get_mut()
+        .write_all(b"still here\n")
+        .await
+        .expect("write");
+    let expected = format!("[{speaker_addr}] still here\n");
+    // The listener may first get the tail of the flood and the join notice.
+    within("the speaker's line", async {
+        loop {
+            let heard = line(&mut listener).await;
+            assert!(!heard.is_empty(), "the listener was disconnected");
+            if heard == expected.as_bytes() {
+                break;
+            }
+        }
+    })
+    .await;
+
+    server.stop().await;
+    drop((hog, talker, listener, speaker));
+}
+
 /// The client sends all of its input, half-closes, and prints every answer
 /// before returning at EOF.
 #[tokio::test]

@@ -5,12 +5,16 @@
 //! https://docs.rs/tokio/latest/tokio/sync/broadcast/index.html
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::broadcast;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
 
 use super::connection::{Connection, End};
+use crate::LineError;
 
 /// A line on its way through the chat, with who sent it (so the sender's own
 /// task can skip it).
@@ -50,7 +54,7 @@ impl Connection {
                         let _ = chat.send(ChatLine { from: peer, text: Bytes::from(text) });
                     }
                     None => break End::ClientClosed,
-                    Some(Err(error)) => break self.fail(error),
+                    Some(Err(error)) => break End::from(error),
                 },
                 heard = others.recv() => {
                     if let Err(end) = self.relay(heard, &mut others).await {
@@ -85,19 +89,37 @@ impl Connection {
                 Err(RecvError::Closed) => return Err(End::Shutdown),
             };
             if let Some(text) = text {
-                // `feed` writes out the queue when it is full; a client that
-                // does not read makes that wait, for at most `idle_timeout`.
-                match tokio::time::timeout(self.idle_timeout, self.answers.feed(text)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => return Err(self.fail(error)),
-                    Err(_) => return Err(End::Idle),
-                }
+                // `feed` writes out the queue when it is full.
+                let fed = self.answers.feed(text);
+                bounded(&self.stop, self.idle_timeout, fed).await?;
             }
             heard = match others.try_recv() {
                 Ok(line) => Ok(line),
                 Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-                Err(TryRecvError::Empty | TryRecvError::Closed) => return self.flush().await,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => {
+                    let flushed = self.answers.flush();
+                    return bounded(&self.stop, self.idle_timeout, flushed).await;
+                }
             };
         }
+    }
+}
+
+/// Waits for a write of our answers to a client. One that stops reading fills
+/// its TCP window, then our send buffer, and the write waits: we give up after
+/// `idle_timeout`, and at once when shutdown begins (the connection's own
+/// loop cannot see shutdown while it waits here).
+async fn bounded(
+    stop: &CancellationToken,
+    idle_timeout: Duration,
+    write: impl Future<Output = Result<(), LineError>>,
+) -> Result<(), End> {
+    tokio::select! {
+        () = stop.cancelled() => Err(End::Shutdown),
+        written = timeout(idle_timeout, write) => match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(End::from(error)),
+            Err(_) => Err(End::Idle),
+        },
     }
 }

@@ -161,7 +161,7 @@ impl Connection {
                                 last_heard = Instant::now();
                                 next
                             }
-                            Err(error) => return self.fail(error),
+                            Err(error) => return End::from(error),
                         },
                     }
                 }
@@ -171,30 +171,23 @@ impl Connection {
                 // The client closed its side (EOF). `serve` sends what is
                 // still queued before closing ours: no answer is lost.
                 None => return End::ClientClosed,
-                Some(Err(error)) => return self.fail(error),
+                Some(Err(error)) => return End::from(error),
             };
             self.count += 1;
             // `feed` only queues the answer: the queue is below its limit, so
             // it does not write. We stop reading while the queue is full, so a
             // client that sends without reading is slowed down, not buffered.
             if let Err(error) = self.answers.feed(line.freeze()).await {
-                return self.fail(error);
+                return End::from(error);
             }
         }
     }
+}
 
-    /// Sends every queued answer. A client that stops reading fills its TCP
-    /// window, our write waits, and after `idle_timeout` we give up on it.
-    pub(super) async fn flush(&mut self) -> Result<(), End> {
-        match timeout(self.idle_timeout, self.answers.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(self.fail(error)),
-            Err(_) => Err(End::Idle),
-        }
-    }
-
-    /// Turns a codec error into how the connection ends.
-    pub(super) fn fail(&self, error: LineError) -> End {
+/// A codec error ends the connection: a line over the limit, or the socket's
+/// own error.
+impl From<LineError> for End {
+    fn from(error: LineError) -> Self {
         match error {
             LineError::TooLong { max_line_bytes } => End::TooLong(max_line_bytes),
             LineError::Io(error) => End::Failed(error),
