@@ -32,11 +32,15 @@ fn sequence_payloads_round_trip() {
     assert_eq!(sequence::payload(42, 0), b"seq 42");
     assert_eq!(sequence::payload(7, 12), b"seq 7 ......");
     assert_eq!(sequence::parse(&sequence::payload(7, 12)), Some(7));
+    assert_eq!(sequence::payload(5, 6), b"seq 5 ");
+    assert_eq!(sequence::parse(b"seq 5 "), Some(5));
     assert_eq!(sequence::parse(b"seq 18446744073709551615"), Some(u64::MAX));
     for other in [
         &b"m00000042xxxxxxxxxxx"[..],
         b"seq ",
         b"seq 1x",
+        b"seq 5 hello",
+        b"seq 5 ..x",
         b"seq -1",
         b"seq 99999999999999999999",
         b"hello",
@@ -47,16 +51,18 @@ fn sequence_payloads_round_trip() {
 }
 
 /// Lost, duplicated and reordered follow the definitions exactly:
-/// lost = numbers never seen up to the highest; duplicated = number already
-/// seen; reordered = new number arriving after a higher one.
+/// lost = numbers never seen up to the highest (6 and 7); duplicated =
+/// datagrams whose number was already seen (the second 3 and the second 4);
+/// reordered = datagrams that arrive after one with a higher number (2 after
+/// 3, 4 after 5, and the copy of 4, which is also a duplicate).
 #[test]
 fn tally_counts_loss_duplication_and_reordering() {
     let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
     let mut tally = Tally::default();
     for n in [0, 1, 3, 2, 3, 5, 4, 4, 8] {
-        tally.count(from, &sequence::payload(n, 0));
+        tally.count(from, &sequence::payload(n, 0), false);
     }
-    tally.count(from, b"not sequenced");
+    tally.count(from, b"not sequenced", false);
     assert_eq!(
         tally.summary(),
         Summary {
@@ -65,12 +71,12 @@ fn tally_counts_loss_duplication_and_reordering() {
             unique: 7,
             lost: 2,
             duplicated: 2,
-            reordered: 2,
+            reordered: 3,
         }
     );
     assert_eq!(
         tally.summary().to_string(),
-        "received=10 unique=7 lost=2 duplicated=2 reordered=2"
+        "received=10 unique=7 lost=2 duplicated=2 reordered=3"
     );
 }
 
@@ -79,12 +85,12 @@ fn tally_counts_loss_duplication_and_reordering() {
 #[test]
 fn tally_keeps_senders_apart() {
     let mut tally = Tally::default();
-    tally.count("127.0.0.1:5000".parse().unwrap(), b"hello");
+    tally.count("127.0.0.1:5000".parse().unwrap(), b"hello", false);
     assert_eq!(tally.summary().to_string(), "received=1");
     for port in [5001, 5002] {
         let from = SocketAddr::from(([127, 0, 0, 1], port));
         for n in 0..3 {
-            tally.count(from, &sequence::payload(n, 0));
+            tally.count(from, &sequence::payload(n, 0), false);
         }
     }
     assert_eq!(
@@ -257,6 +263,33 @@ async fn truncation_is_reported() {
     assert_eq!(&answer[..len], b"0123456789");
     let nothing = tokio::time::timeout(QUIET, client.recv(&mut answer)).await;
     assert!(nothing.is_err(), "unexpected answer: {nothing:?}");
+}
+
+/// A truncated datagram's number counts only if it arrived whole: `seq 1 `
+/// (cut from `seq 1 .....`) is number 1, but `seq 10` (cut from `seq 100`)
+/// may be any number, so it is received but not counted as 10.
+#[tokio::test]
+async fn truncated_numbers_count_only_when_whole() {
+    let (socket, addr) = loopback().await;
+    let (client, _) = loopback().await;
+    let config = Config {
+        max_size: 6,
+        count: Some(3),
+        ..Config::default()
+    };
+    for payload in [&b"seq 0"[..], b"seq 1 .....", b"seq 100"] {
+        client.send_to(payload, addr).await.unwrap();
+    }
+    let summary = within(
+        "three datagrams",
+        receiver::run(&socket, &config, std::io::sink(), std::future::pending()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        summary.to_string(),
+        "received=3 unique=2 lost=0 duplicated=0 reordered=0"
+    );
 }
 
 /// The shutdown future stops the receiver, which returns its counts.

@@ -135,8 +135,9 @@ async fn sender_prints_the_echo() {
 }
 
 /// The receiver's summary through a deliberately faulty relay: it drops 3 and
-/// 7, duplicates 5 and 10, and delays 12 until after 15 and 16 until after
-/// 18. Exactly 2 lost, 2 duplicated and 2 reordered arrive.
+/// 7, duplicates 5 at once and 10 late (the copy follows 11), and delays 12
+/// until after 15 and 16 until after 18. Exactly 2 are lost, 2 duplicated,
+/// and 3 reordered: the late copy of 10 (also a duplicate), 12 and 16.
 #[tokio::test]
 async fn summary_counts_what_a_faulty_relay_did() {
     let receiver = Server::start("udp_receiver", &["--count", "20"]).await;
@@ -154,12 +155,16 @@ async fn summary_counts_what_a_faulty_relay_did() {
         let datagram = buffer[..len].to_vec();
         let mut forward = match sequence::parse(&datagram).unwrap() {
             3 | 7 => vec![],
-            5 | 10 => vec![datagram.clone(), datagram],
+            5 => vec![datagram.clone(), datagram],
+            10 => {
+                held.push(datagram.clone());
+                vec![datagram]
+            }
             12 | 16 => {
                 held.push(datagram);
                 vec![]
             }
-            15 | 18 => vec![datagram, held.remove(0)],
+            11 | 15 | 18 => vec![datagram, held.remove(0)],
             _ => vec![datagram],
         };
         for datagram in forward.drain(..) {
@@ -179,12 +184,12 @@ async fn summary_counts_what_a_faulty_relay_did() {
     assert_eq!(
         order,
         [
-            0, 1, 2, 4, 5, 5, 6, 8, 9, 10, 10, 11, 13, 14, 15, 12, 17, 18, 16, 19
+            0, 1, 2, 4, 5, 5, 6, 8, 9, 10, 11, 10, 13, 14, 15, 12, 17, 18, 16, 19
         ]
     );
     assert_eq!(
         out.lines().last().unwrap(),
-        "received=20 unique=18 lost=2 duplicated=2 reordered=2"
+        "received=20 unique=18 lost=2 duplicated=2 reordered=3"
     );
 }
 
@@ -380,6 +385,36 @@ async fn errors_are_one_clear_line() {
             busy.addr
         )
     );
+}
+
+/// Flags the system would only refuse with a vague error are checked first:
+/// a `--multicast` address outside 224.0.0.0/4, a multicast TTL above 255,
+/// and port 0, which no datagram can be sent to. Exit 2, like any bad flag.
+#[tokio::test]
+async fn bad_flags_are_refused_with_the_reason() {
+    let cases = [
+        (
+            "udp_receiver",
+            &["--multicast", "10.1.2.3"][..],
+            "error: invalid value '10.1.2.3' for '--multicast <MULTICAST>': not a multicast group",
+        ),
+        (
+            "udp_sender",
+            &["--multicast-ttl", "256", "-m", "x"],
+            "error: invalid value '256' for '--multicast-ttl <MULTICAST_TTL>'",
+        ),
+        (
+            "udp_sender",
+            &["--port", "0", "-m", "x"],
+            "error: invalid value '0' for '--port <PORT>'",
+        ),
+    ];
+    for (bin, args, expected) in cases {
+        let (status, out, err) = run(bin, args, b"").await;
+        assert_eq!(status.code(), Some(2), "{bin} {args:?}: {err}");
+        assert_eq!(out, "");
+        assert!(err.starts_with(expected), "{bin} {args:?}: {err}");
+    }
 }
 
 /// Ctrl-C (SIGINT) stops the receiver cleanly: exit 0 and the summary.

@@ -90,7 +90,7 @@ pub async fn run(
             };
             let truncated = len > max_size;
             let payload = &buffer[..len.min(max_size)];
-            tally.count(from, payload);
+            tally.count(from, payload, truncated);
             show(&mut lines, config, from, payload, truncated);
             // A truncated datagram cannot be echoed unchanged, so it gets no
             // echo at all: its sender will count it as lost.

@@ -30,15 +30,29 @@ pub fn payload(number: u64, size: usize) -> Vec<u8> {
     payload
 }
 
-/// The sequence number in `payload`, if it is one that [`payload`] made.
+/// The sequence number in `payload`, if it has the form [`payload`] makes:
+/// `seq `, decimal digits, and optionally a space and dots.
 pub fn parse(payload: &[u8]) -> Option<u64> {
     let rest = payload.strip_prefix(PREFIX)?;
-    let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-    let digits = &rest[..end];
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    let (digits, padding) = match rest.iter().position(|&b| b == b' ') {
+        Some(space) => (&rest[..space], &rest[space + 1..]),
+        None => (rest, &[][..]),
+    };
+    if digits.is_empty()
+        || !digits.iter().all(u8::is_ascii_digit)
+        || !padding.iter().all(|&b| b == b'.')
+    {
         return None;
     }
     std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The sequence number at the start of a truncated datagram, if it arrived
+/// whole: `seq 1` may be what is left of `seq 10`, but in `seq 1 ...` the
+/// space after the digits shows that the number ended there.
+fn parse_truncated(payload: &[u8]) -> Option<u64> {
+    let number = parse(payload)?;
+    payload[PREFIX.len()..].contains(&b' ').then_some(number)
 }
 
 /// What one sender's numbered datagrams looked like on arrival.
@@ -53,11 +67,17 @@ struct Stream {
 /// Counts every datagram, and checks the numbered ones sender by sender (two
 /// senders both counting from 0 are two streams, not a stream of duplicates).
 ///
-/// Each numbered datagram is exactly one of: new and in order; new but late
-/// (*reordered*: a higher number arrived before it); or a number already seen
-/// (*duplicated*). *Lost* counts the numbers never seen, from 0 up to the
-/// highest seen; a loss after the highest number is invisible to the receiver,
-/// which is why the sender's own count (`udp_sender --wait-reply-ms`) matters.
+/// For the numbered datagrams of each sender:
+///
+/// - *unique*: the distinct numbers seen;
+/// - *lost*: the numbers never seen, from 0 up to the highest seen (a loss
+///   after the highest number is invisible to the receiver, which is why the
+///   sender's own count, `udp_sender --wait-reply-ms`, matters);
+/// - *duplicated*: datagrams whose number was already seen;
+/// - *reordered*: datagrams that arrive after one with a higher number.
+///
+/// So `received = unique + duplicated` for numbered traffic, while a datagram
+/// can be both duplicated and reordered: a copy of 4 that arrives after 5.
 #[derive(Debug, Default)]
 pub struct Tally {
     received: u64,
@@ -78,20 +98,27 @@ pub struct Summary {
 }
 
 impl Tally {
-    /// Counts one datagram from `from`.
+    /// Counts one datagram from `from`; `truncated` says that `payload` is
+    /// only the start of it, whose number counts only if it arrived whole.
     ///
     /// Memory grows with the number of distinct numbers seen (a few bytes
     /// each), so it is bounded by the traffic that really arrived, not by how
     /// large a number a sender writes.
-    pub fn count(&mut self, from: SocketAddr, payload: &[u8]) {
+    pub fn count(&mut self, from: SocketAddr, payload: &[u8], truncated: bool) {
         self.received += 1;
-        let Some(number) = parse(payload) else {
+        let number = if truncated {
+            parse_truncated(payload)
+        } else {
+            parse(payload)
+        };
+        let Some(number) = number else {
             return;
         };
         let stream = self.streams.entry(from).or_default();
         if !stream.seen.insert(number) {
             stream.duplicated += 1;
-        } else if stream.highest.is_some_and(|highest| number < highest) {
+        }
+        if stream.highest.is_some_and(|highest| number < highest) {
             stream.reordered += 1;
         }
         stream.highest = stream.highest.max(Some(number));

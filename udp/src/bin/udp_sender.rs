@@ -52,7 +52,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     /// Destination port
-    #[arg(long, default_value_t = 12345)]
+    #[arg(long, default_value_t = 12345, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
     /// Send this text as one datagram instead of reading stdin
     #[arg(short, long, conflicts_with = "count")]
@@ -76,7 +76,7 @@ struct Args {
     #[arg(long)]
     multicast_interface: Option<Ipv4Addr>,
     /// For a multicast group: how many routers it may cross (1: this network only)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
     multicast_ttl: u32,
 }
 
