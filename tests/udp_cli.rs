@@ -387,6 +387,33 @@ async fn errors_are_one_clear_line() {
     );
 }
 
+/// A multicast receiver shares its port only with sockets that allow it
+/// (SO_REUSEADDR): one that holds the port alone makes it a bind error.
+#[tokio::test]
+async fn multicast_port_held_without_sharing_is_in_use() {
+    let group = "239.255.43.22";
+    let alone = UdpSocket::bind((group, 0)).await.unwrap();
+    let taken = alone.local_addr().unwrap();
+    let port = taken.port().to_string();
+    let join = [
+        "--port",
+        &port,
+        "--multicast",
+        group,
+        "--interface",
+        "127.0.0.1",
+    ];
+    let (status, out, err) = run("udp_receiver", &join, b"").await;
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(out, "");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("error: cannot listen on {taken}: "))
+            && err.trim_end().ends_with("pass --port"),
+        "{err}"
+    );
+}
+
 /// Flags the system would only refuse with a vague error are checked first:
 /// a `--multicast` address outside 224.0.0.0/4, a multicast TTL above 255,
 /// and port 0, which no datagram can be sent to. Exit 2, like any bad flag.

@@ -115,6 +115,11 @@ async fn receive(args: Args) -> anyhow::Result<()> {
         Some(group) => {
             let addr = SocketAddr::new(group.into(), args.port);
             receiver::multicast_socket(group, args.port, args.interface).map_err(|error| {
+                // Shared only with sockets that also allow it (SO_REUSEADDR):
+                // a plain receiver on that port keeps it for itself.
+                if error.kind() == std::io::ErrorKind::AddrInUse {
+                    return networking_protocols::bind_error(addr, error);
+                }
                 let interface = args.interface;
                 anyhow!("cannot join {addr} on interface {interface}: {error}")
             })?
