@@ -257,7 +257,10 @@ impl fmt::Display for Report {
 ///
 /// With `wait`, after each datagram we wait that long for an answer and time
 /// the round trip; answers to text datagrams are written to `output`, one per
-/// line, while answers to sequenced ones are only counted.
+/// line, while answers to sequenced ones are only counted. A sequenced
+/// datagram's answer is matched by its number; for text, the first datagram
+/// that comes back is the answer, so an echo that arrives after its wait has
+/// ended stands in for the next line's.
 pub async fn run<D, O>(
     sender: &Sender,
     datagrams: D,
