@@ -49,7 +49,10 @@ impl Default for Config {
 /// `output` is a plain blocking writer. While a write waits (a terminal
 /// paused with Ctrl-S, a pipe nobody reads), datagrams queue in the kernel's
 /// receive buffer, and once it is full the kernel drops new ones without a
-/// word to anybody: UDP has no flow control to slow the sender down.
+/// word to anybody: UDP has no flow control to slow the sender down. A stop
+/// signal waits too, until the write returns: Ctrl-C in a terminal also
+/// resumes output that Ctrl-S paused, but a pipe nobody reads holds SIGTERM
+/// off until its reader reads or exits.
 pub async fn run(
     socket: &UdpSocket,
     config: &Config,
