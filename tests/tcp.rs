@@ -186,6 +186,37 @@ async fn chat_relays_to_others_not_the_sender() {
     server.stop().await;
 }
 
+/// An idle timeout too long to add to the clock (`--idle-timeout-secs` at its
+/// largest) still lets chat lines through: the timer is never armed past the
+/// clock's end, so nothing panics.
+#[tokio::test]
+async fn chat_with_the_longest_idle_timeout_still_relays() {
+    let server = start(Config {
+        idle_timeout: Duration::from_secs(u64::MAX),
+        ..chat()
+    })
+    .await;
+    let mut alice = connect(server.addr).await;
+    let mut bob = connect(server.addr).await;
+    let bob_addr = bob.get_ref().local_addr().expect("addr");
+    assert_eq!(
+        line(&mut alice).await,
+        format!("[server] {bob_addr} joined\n").as_bytes()
+    );
+    for text in ["one", "two"] {
+        bob.get_mut()
+            .write_all(format!("{text}\n").as_bytes())
+            .await
+            .expect("write");
+        assert_eq!(
+            line(&mut alice).await,
+            format!("[{bob_addr}] {text}\n").as_bytes()
+        );
+    }
+    drop((alice, bob));
+    server.stop().await;
+}
+
 /// A line over --max-line-bytes gets an error line and the connection
 /// closes; lines before it are still answered, and other clients are not
 /// affected.

@@ -45,7 +45,9 @@ impl Connection {
                 next = self.lines.next() => match next {
                     Some(Ok(line)) => {
                         self.count += 1;
-                        idle.as_mut().reset(tokio::time::Instant::now() + self.idle_timeout);
+                        // A fresh timer: unlike `now + idle_timeout`, `sleep`
+                        // accepts any duration, even one past the clock's end.
+                        idle.set(tokio::time::sleep(self.idle_timeout));
                         let mut text = format!("[{peer}] ").into_bytes();
                         text.extend_from_slice(&line);
                         if !text.ends_with(b"\n") {
