@@ -229,6 +229,19 @@ async fn chat_between_two_real_clients() {
     assert!(listener.finish().await.0.success());
 }
 
+/// An idle timeout of 0 would drop every client at once: it is refused as a
+/// bad flag (clap's exit code 2) instead.
+#[tokio::test]
+async fn server_refuses_a_zero_idle_timeout() {
+    let (status, out, err) = run("tcp_server", &["--idle-timeout-secs", "0"], b"").await;
+    assert_eq!(status.code(), Some(2), "stderr: {err}");
+    assert_eq!(out, "");
+    assert!(
+        err.starts_with("error: invalid value '0' for '--idle-timeout-secs"),
+        "{err}"
+    );
+}
+
 /// `--help` documents every flag with its default.
 #[tokio::test]
 async fn help_shows_flags_and_defaults() {

@@ -23,7 +23,8 @@
 //! cargo run -p tcp --bin tcp_client
 //! ```
 //!
-//! A chat: start the server with `--chat --port 7000`, then run
+//! A chat: start the server with
+//! `cargo run -p tcp --bin tcp_server -- --chat --port 7000`, then run
 //! `cargo run -p tcp --bin tcp_client -- --port 7000` in two more terminals.
 //! What one types, the other sees as `[127.0.0.1:50312] hello`. Terminal 1
 //! logs each connect and disconnect, with how long it lasted and how many lines
@@ -64,7 +65,7 @@ struct Args {
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
     /// Disconnect a client that sends nothing (or reads nothing) for this many seconds
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_secs: u64,
 }
 
