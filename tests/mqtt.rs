@@ -90,13 +90,15 @@ async fn library_publisher_and_subscriber_round_trip_at_qos_2() {
     let mut config = subscribe_config(port, "lib-sub", "lib/+", QoS::ExactlyOnce);
     config.count = Some(50);
     // The subscriber writes into a pipe we read; SUBACK is not visible from
-    // here, so a retained "ready" message tells us it is subscribed.
-    let (mut reader, writer) = tokio::io::duplex(1 << 16);
-    let sub = tokio::spawn(subscriber::run(config, writer));
+    // here, so a retained "ready" message tells us it is subscribed. It is
+    // retained before the subscriber starts: published while the
+    // subscription is being made, it could arrive twice, live and retained.
     let mut ready = publish_config(port, "lib-ready", "lib/ready", QoS::AtLeastOnce);
     ready.retain = true;
     let one = publisher::repeat(Bytes::from_static(b"ready"), 1, Duration::ZERO);
     publisher::run(ready, one).await.unwrap();
+    let (mut reader, writer) = tokio::io::duplex(1 << 16);
+    let sub = tokio::spawn(subscriber::run(config, writer));
     let mut first = [0u8; 6];
     within("the ready message", reader.read_exact(&mut first))
         .await
