@@ -95,15 +95,18 @@ pub fn rumqttd_config(config: &BrokerConfig, addr: SocketAddr) -> Config {
         // (QoS 1 and 2 are limited by rumqttd's fixed window of 100 unacked
         // messages instead). Larger batches mean fewer wake-ups per message.
         max_outgoing_packet_count: 200,
-        // rumqttd keeps every topic's messages in an in-memory log of
-        // segments, whether or not anybody subscribes, and drops the oldest
-        // segment when there are more than `max_segment_count`. A subscriber
-        // that falls further behind than that loses messages, so this is also
-        // the memory each topic may take: 32 x 1 MiB. (A segment must be at
-        // least 1 KiB, or rumqttd panics.)
+        // rumqttd keeps one in-memory log per subscription filter (`home/#`,
+        // `home/+/temp`): a message is appended to the log of every filter it
+        // matches (a message no filter matches is not stored), and each
+        // subscriber reads from its filters' logs. A log keeps at most
+        // `max_segment_count` segments, dropping the oldest to start a new
+        // one when the newest is full. A subscriber that falls further
+        // behind than that loses messages, and this is also the memory each
+        // filter's log may keep: 32 x 1 MiB. (A segment must be at least
+        // 1 KiB, or rumqttd panics.)
         max_segment_size: 1024 * 1024,
         max_segment_count: 32,
-        // No per-topic overrides, no topics created up front.
+        // No per-filter overrides, no filters created up front.
         custom_segment: None,
         initialized_filters: None,
         // `$share/group/topic` subscriptions take turns.
@@ -122,8 +125,11 @@ pub fn rumqttd_config(config: &BrokerConfig, addr: SocketAddr) -> Config {
         // `None` lets anybody in; `Some` requires a listed name and password.
         auth: (!users.is_empty()).then_some(users),
         external_auth: None,
-        // A publish to a topic that no subscription matches creates a log for
-        // it; without this, rumqttd disconnects the publisher.
+        // Meant to create a log for a topic that no subscription matches
+        // (without it, rumqttd would disconnect the publisher). In rumqttd
+        // 0.20 it changes nothing: its matching never reports "no filter", so
+        // such a publish is acknowledged and dropped either way. We set the
+        // value rumqttd's own example config uses.
         dynamic_filters: true,
     };
     let server = ServerSettings {
