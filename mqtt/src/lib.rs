@@ -32,7 +32,8 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use rumqttc::{
-    ConnectReturnCode, ConnectionError, MqttOptions, NetworkOptions, QoS, StateError, mqttbytes,
+    ConnectReturnCode, ConnectionError, EventLoop, MqttOptions, NetworkOptions, QoS, StateError,
+    mqttbytes,
 };
 
 /// The largest packet our clients send or accept: the embedded broker's
@@ -101,6 +102,20 @@ impl ClientConfig {
         network.set_connection_timeout(5);
         network
     }
+}
+
+/// After our DISCONNECT has gone out, waits (at most a second) for the
+/// broker to close the connection, rather than closing it first.
+///
+/// The spec has the client close the connection after DISCONNECT, and the
+/// server close it if the client has not. Closing first can hurt with
+/// rumqttd: it then handles our goodbye twice, once for the DISCONNECT and
+/// once for the closed socket, and if a new client has taken our
+/// connection's slot in between, the second goodbye disconnects *that*
+/// client. Letting the broker close first avoids this, and costs nothing.
+pub async fn await_close(eventloop: &mut EventLoop) {
+    let closed = async { while eventloop.poll().await.is_ok() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
 }
 
 /// Reads a QoS level as MQTT numbers it: 0, 1 or 2.

@@ -158,6 +158,7 @@ where
             _ => {}
         }
     }
+    crate::await_close(&mut eventloop).await;
     info!(
         "published {} message(s), {} acknowledged; disconnected",
         summary.published, summary.acknowledged

@@ -128,7 +128,10 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
             Event::Incoming(Packet::SubAck(ack)) if ack.return_codes.contains(&REFUSED) => {
                 bail!("{addr} refused the subscription to {:?}", config.filters);
             }
-            Event::Outgoing(Outgoing::Disconnect) => return Ok(received),
+            Event::Outgoing(Outgoing::Disconnect) => {
+                crate::await_close(&mut eventloop).await;
+                return Ok(received);
+            }
             _ => {}
         }
     }
