@@ -24,7 +24,7 @@
 //! # Where rumqttd 0.20 departs from MQTT 3.1.1
 //!
 //! So that its behaviour does not teach you the wrong protocol (the tests in
-//! `tests/mqtt.rs` pin each one down, and `tests/mqtt_interop.rs` shows
+//! `tests/mqtt.rs` pin down the first four, and `tests/mqtt_interop.rs` shows
 //! Mosquitto doing what the spec says):
 //!
 //! - It delivers at the subscription's QoS, not at the minimum of the
