@@ -50,7 +50,7 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After a plain HTTP answer, how long we keep reading (and discarding)
 /// before we close; see [`close_gently`].
-const LINGER: Duration = Duration::from_secs(2);
+pub const LINGER: Duration = Duration::from_secs(2);
 
 /// What became of a new connection.
 #[derive(Debug)]

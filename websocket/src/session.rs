@@ -4,7 +4,7 @@
 //! whichever comes first: a message from its client, a message from another
 //! client (chat), the keep-alive timer, or the server shutting down. Every
 //! way it can end is an [`End`], and each end closes the connection in the
-//! way RFC 6455 asks for (see [`Session::finish`]).
+//! way RFC 6455 asks for (see [`close::finish`]).
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
