@@ -26,6 +26,10 @@ struct Running {
 
 async fn start(config: Config) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    start_on(listener, config)
+}
+
+fn start_on(listener: TcpListener, config: Config) -> Running {
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = oneshot::channel::<()>();
     let shutdown = async {
@@ -427,6 +431,54 @@ async fn client_that_never_reads_is_dropped_after_idle_timeout() {
         while hog_write.write_all(&line_of).await.is_ok() {}
     })
     .await;
+    server.stop().await;
+}
+
+/// A client that sends everything, half-closes, and only then reads (slowly)
+/// still gets every answer: the server waits for it as for any reader (up to
+/// the idle timeout), not just a moment before closing.
+#[tokio::test]
+async fn slow_reader_after_half_close_gets_every_answer() {
+    // Small, fixed kernel buffers, so a few KiB of answers fill the way to
+    // the client. Accepted sockets inherit the listener's SO_SNDBUF.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_send_buffer_size(4096).expect("SO_SNDBUF");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    socket.bind(&any.into()).expect("bind");
+    socket.listen(128).expect("listen");
+    socket.set_nonblocking(true).expect("non-blocking");
+    let server = start_on(
+        TcpListener::from_std(socket.into()).expect("listener"),
+        echo(),
+    );
+    // Where the buffers fill up depends on the kernel, so we try every
+    // length up to well past it: for some of them, the last answers are the
+    // ones that do not fit while the client is not reading.
+    let clients = (1..=64usize).map(|lines| {
+        let addr = server.addr;
+        tokio::spawn(async move {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+            let mut conn = within("connect", socket.connect(addr))
+                .await
+                .expect("connect");
+            let line: Vec<u8> = vec![b'q'; 1023].into_iter().chain([b'\n']).collect();
+            conn.write_all(&line.repeat(lines)).await.expect("write");
+            conn.shutdown().await.expect("half-close");
+            // The slow reader: nothing for longer than the server's
+            // two-second linger, then everything.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            let mut answers = Vec::new();
+            within("the answers", conn.read_to_end(&mut answers))
+                .await
+                .expect("read");
+            assert_eq!(answers.len(), lines * 1024, "answers to {lines} lines");
+        })
+    });
+    for client in clients.collect::<Vec<_>>() {
+        within("a client", client).await.expect("client task");
+    }
     server.stop().await;
 }
 

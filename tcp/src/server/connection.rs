@@ -85,9 +85,7 @@ impl Connection {
             return info!(%peer, lines, ?duration, %error, "connection failed");
         }
         info!(%peer, lines, ?duration, reason = ?end, "disconnected");
-        // Answers still queued go out first (for at most LINGER: a client that
-        // does not read cannot hold us here).
-        let _ = timeout(LINGER, self.answers.flush()).await;
+        self.send_queued_answers(&end).await;
         let notice = match end {
             // The client sent FIN and we have answered everything: dropping
             // the socket sends our FIN.
@@ -109,6 +107,25 @@ impl Connection {
         let writer = self.answers.into_inner();
         if let Ok(socket) = reader.reunite(writer) {
             close_gently(socket, Bytes::from(notice)).await;
+        }
+    }
+
+    /// Sends the answers still queued when the connection ends. A client
+    /// that closed its sending side may still be reading, as slowly as any
+    /// client: it gets the idle timeout (cut to LINGER if shutdown begins).
+    /// After a refusal, or at shutdown, we wait at most LINGER: a client that
+    /// does not read cannot hold us here.
+    async fn send_queued_answers(&mut self, end: &End) {
+        let mut flush = self.answers.flush();
+        if !matches!(end, End::ClientClosed) {
+            let _ = timeout(LINGER, flush).await;
+            return;
+        }
+        tokio::select! {
+            _ = timeout(self.idle_timeout, &mut flush) => {}
+            () = self.stop.cancelled() => {
+                let _ = timeout(LINGER, flush).await;
+            }
         }
     }
 
