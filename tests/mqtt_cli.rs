@@ -293,6 +293,24 @@ async fn subscriber_survives_a_broker_restart() {
     );
 }
 
+/// Two subscribers with the same client id knock each other off the broker
+/// (a new connection replaces the older one with that id). Every reconnect
+/// gets its CONNACK, yet the pause keeps doubling: a connection that breaks
+/// at once is no reason to hurry back.
+#[tokio::test]
+async fn reconnects_back_off_even_when_each_connection_is_accepted() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let first = subscriber(&port, &["-i", "twin"]).await;
+    let second = subscriber(&port, &["-i", "twin"]).await;
+    within("a pause of 2 s", async {
+        while !(first.stderr() + &second.stderr()).contains("reconnecting in 2s") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
 /// Bytes that are not MQTT get that one connection closed; the broker keeps
 /// serving everyone else. Its terminal shows each client connecting and
 /// disconnecting, and none of rumqttd's ERROR lines for such ordinary events.
@@ -353,7 +371,10 @@ async fn oversized_payloads_are_clear_errors() {
     let big = "x".repeat(200);
     let (ok, stderr) = publish(&port, &["-m", &big, "-q", "1"], b"").await;
     assert!(!ok);
-    assert!(stderr.contains("closed the connection; a broker does that to a client whose packet exceeds its size limit"), "{stderr}");
+    assert!(
+        stderr.contains("closed the connection; a broker does that when it stops, when another client connects with our client id (-i), or when our packet exceeds its size limit"),
+        "{stderr}"
+    );
 
     // Over the publisher's own 1 MiB limit: it stops reading at the limit
     // (so our write may meet a closed pipe) and says why, after delivering

@@ -158,6 +158,14 @@ pub fn explain(error: &ConnectionError, addr: &str, connected: bool) -> anyhow::
             };
             anyhow!("broker at {addr} refused the connection (CONNACK {code:?}): {why}")
         }
+        (
+            ConnectionError::MqttState(StateError::Deserialization(
+                mqttbytes::Error::PayloadSizeLimitExceeded(size),
+            )),
+            _,
+        ) => anyhow!(
+            "{addr} sent a packet of {size} bytes, more than our limit of {MAX_PACKET_BYTES}"
+        ),
         (ConnectionError::NetworkTimeout, _) => {
             anyhow!("cannot connect to {addr}: no answer within 5 s; check --host and --port")
         }
@@ -179,8 +187,9 @@ pub fn explain(error: &ConnectionError, addr: &str, connected: bool) -> anyhow::
             _,
             Some(ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
         ) => anyhow!(
-            "broker at {addr} closed the connection; a broker does that to a client \
-             whose packet exceeds its size limit, or when it stops"
+            "broker at {addr} closed the connection; a broker does that when it stops, \
+             when another client connects with our client id (-i), or when our packet \
+             exceeds its size limit"
         ),
         // Something answered our CONNECT, but not with a CONNACK: an HTTP or
         // WebSocket server, say, whose reply rumqttc reads as a random packet

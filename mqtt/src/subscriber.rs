@@ -62,6 +62,8 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
 
     let mut connected = false;
     let mut retry = FIRST_RETRY;
+    // When the current connection got its CONNACK, if it is up.
+    let mut up_since: Option<Instant> = None;
     let mut received = 0;
     // `-W`: the moment after which silence is an error, moved on by every message.
     let mut quiet_until = config.timeout.map(|timeout| Instant::now() + timeout);
@@ -83,6 +85,16 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
             Ok(Err(error)) if !connected => return Err(explain(&error, &addr, false)),
             Ok(Err(error)) => {
                 let cause = explain(&error, &addr, true);
+                // A connection that lasted starts the backoff over. One that
+                // broke at once (another client with our id knocking us off,
+                // a message too large for us) would break again at once: we
+                // keep backing off instead of reconnecting 4 times a second.
+                if up_since
+                    .take()
+                    .is_some_and(|up| up.elapsed() >= LONGEST_RETRY)
+                {
+                    retry = FIRST_RETRY;
+                }
                 let wake = Instant::now() + retry;
                 // `-W` holds while the broker is away too: if the silence
                 // would outlast it before our next attempt, we stop.
@@ -108,7 +120,7 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
         match event {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 connected = true;
-                retry = FIRST_RETRY;
+                up_since = Some(Instant::now());
                 subscribe_unless_resumed(&client, &config, &ack, &addr)?;
             }
             // After the last wanted message, stragglers that arrive before our
