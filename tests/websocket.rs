@@ -236,6 +236,42 @@ async fn too_big_message_gets_1009() {
     server.stop().await;
 }
 
+/// The limit is for messages: under a tiny one, control frames (up to their
+/// own 125 bytes) still pass, while a data frame over it gets 1009.
+#[tokio::test]
+async fn control_frames_pass_a_small_limit() {
+    let server = start(Config {
+        max_message_bytes: 10,
+        ..echo()
+    })
+    .await;
+    let (mut ws, _) = connect(&server).await;
+    let payload = vec![b'p'; 125];
+    ws.send(Message::Ping(payload.clone().into()))
+        .await
+        .unwrap();
+    match within("the pong", ws.next()).await {
+        Some(Ok(Message::Pong(pong))) => assert_eq!(&pong[..], &payload[..]),
+        other => panic!("expected Pong, got {other:?}"),
+    }
+    let reason = "a closing reason longer than the limit";
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: reason.into(),
+    }))
+    .await
+    .unwrap();
+    match next(&mut ws).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected Close 1000, got {other:?}"),
+    }
+
+    let (mut ws, _) = connect(&server).await;
+    ws.send(Message::binary(vec![0u8; 11])).await.unwrap();
+    assert_eq!(closed_with(&mut ws).await.code, CloseCode::Size);
+    server.stop().await;
+}
+
 /// Fragments that add up to more than the limit also get 1009.
 #[tokio::test]
 async fn too_big_fragmented_message_gets_1009() {

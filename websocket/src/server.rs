@@ -62,6 +62,9 @@ impl Default for Config {
 /// than the TCP chat does.
 const CHAT_BACKLOG: usize = 256;
 
+/// The largest payload of a control frame (RFC 6455 section 5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
 /// Serves connections from `listener` until `shutdown` resolves, then stops
 /// accepting, sends every client Close 1001, waits for their answers (for at
 /// most `config.shutdown_grace`) and returns.
@@ -72,9 +75,11 @@ pub async fn run(
 ) -> io::Result<()> {
     // tungstenite refuses a message over the limit, and also any single frame
     // over it, as soon as it reads the frame's length: it never buffers more.
+    // The frame limit never goes below 125 bytes, the most a control frame
+    // (ping, pong, close) may carry: those must pass even under a tiny limit.
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_message_bytes))
-        .max_frame_size(Some(config.max_message_bytes));
+        .max_frame_size(Some(config.max_message_bytes.max(MAX_CONTROL_PAYLOAD)));
     // A semaphore counts open connections: each holds a permit until it ends.
     let permits = Arc::new(Semaphore::new(config.max_connections));
     // `TaskTracker` lets us wait for every connection task at shutdown, and
