@@ -80,7 +80,8 @@ impl ClientConfig {
     pub fn mqtt_options(&self) -> MqttOptions {
         let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
         // The broker drops us if it hears nothing for 1.5 x this, so rumqttc
-        // sends PINGREQ when we are idle. (rumqttd refuses 0, "never".)
+        // sends a PINGREQ every 30 s (busy or idle: it does not track our
+        // traffic). rumqttd refuses 0, which the spec allows as "never".
         options.set_keep_alive(Duration::from_secs(30));
         options.set_clean_session(self.clean_session);
         options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
