@@ -22,7 +22,7 @@
 //!   publisher to broker to subscriber). MQTT waits for the publisher's
 //!   acknowledgement too before sending the next message.
 //! - **throughput**: messages per second with many in flight: the sender
-//!   sends 20,000 as fast as it can while the receiver counts them (the
+//!   sends 50,000 as fast as it can while the receiver counts them (the
 //!   median of three runs).
 //! - **lost**: messages that never came back, of all those sent to time
 //!   latency and throughput.
@@ -64,7 +64,7 @@ const LATENCY_MESSAGES: u64 = 2_000;
 /// ...and for at most this long.
 const LATENCY_TIME: Duration = Duration::from_millis(1_500);
 /// Messages sent back to back for the throughput figure.
-const THROUGHPUT_MESSAGES: u64 = 20_000;
+const THROUGHPUT_MESSAGES: u64 = 50_000;
 /// How many times we measure throughput (we report the median).
 const THROUGHPUT_RUNS: usize = 3;
 /// Messages sent one at a time through the byte-counting relay.
