@@ -346,17 +346,24 @@ impl Mqtt {
         let (client, mut eventloop) = AsyncClient::new(config.mqtt_options(), 100);
         eventloop.set_network_options(config.network_options());
         let (events, mut received) = mpsc::unbounded_channel();
+        let (failed_tx, failed) = tokio::sync::oneshot::channel();
         // rumqttc does all network work inside `poll`, so something must
-        // poll it for as long as the client lives.
+        // poll it for as long as the client lives. Its first error ends the
+        // client, explained the way our binaries explain it.
         let task = tokio::spawn(async move {
+            let mut connected = false;
             loop {
                 match eventloop.poll().await {
                     Ok(event) => {
+                        connected |= matches!(event, Event::Incoming(Packet::ConnAck(_)));
                         if events.send(event).is_err() {
                             return;
                         }
                     }
-                    Err(_) => return,
+                    Err(error) => {
+                        let _ = failed_tx.send(mqtt::explain(&error, &addr.to_string(), connected));
+                        return;
+                    }
                 }
             }
         });
@@ -364,7 +371,11 @@ impl Mqtt {
             match received.recv().await {
                 Some(Event::Incoming(Packet::ConnAck(_))) => break,
                 Some(_) => {}
-                None => bail!("cannot connect to the broker at {addr}"),
+                None => {
+                    return Err(failed.await.unwrap_or_else(|_| {
+                        anyhow!("the broker at {addr} closed the connection")
+                    }));
+                }
             }
         }
         Ok((client, received, task))
