@@ -112,7 +112,8 @@ impl Measured {
     }
 }
 
-#[tokio::main]
+// The clients run on this one thread; the servers have one of their own.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let started = Instant::now();
     let servers = match Servers::start().await {

@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use websocket::Message;
 
@@ -76,41 +76,48 @@ pub struct Servers {
     pub websocket: SocketAddr,
     pub mqtt: SocketAddr,
     stop: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Servers {
+    /// Starts the TCP, UDP and WebSocket servers on a thread of their own
+    /// (with a single-threaded tokio runtime), and the MQTT broker on
+    /// rumqttd's threads. The clients run on the caller's thread, so on a
+    /// 2-core machine each side has a core, as two processes would.
     pub async fn start() -> anyhow::Result<Servers> {
         let stop = CancellationToken::new();
-        let mut tasks = Vec::new();
-
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let tcp = listener.local_addr()?;
-        let config = tcp::server::Config::default();
-        let shutdown = stop.clone().cancelled_owned();
-        tasks.push(tokio::spawn(async move {
-            let _ = tcp::server::run(listener, config, shutdown).await;
-        }));
-
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
-        let udp = socket.local_addr()?;
-        let config = udp::receiver::Config {
-            echo: true,
-            ..Default::default()
-        };
-        let shutdown = stop.clone().cancelled_owned();
-        tasks.push(tokio::spawn(async move {
-            // The receiver prints a line per datagram; we do not need them.
-            let _ = udp::receiver::run(&socket, &config, std::io::sink(), shutdown).await;
-        }));
-
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let websocket = listener.local_addr()?;
-        let config = websocket::server::Config::default();
-        let shutdown = stop.clone().cancelled_owned();
-        tasks.push(tokio::spawn(async move {
-            let _ = websocket::server::run(listener, config, shutdown).await;
-        }));
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let token = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("servers".to_string())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error.into()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let mut tasks = JoinSet::new();
+                    let started = spawn_servers(&mut tasks, &token).await;
+                    let failed = started.is_err();
+                    let _ = ready_tx.send(started);
+                    if failed {
+                        return;
+                    }
+                    token.cancelled().await;
+                    // Each server stops on the token; give them a moment.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        while tasks.join_next().await.is_some() {}
+                    })
+                    .await;
+                });
+            })?;
+        let (tcp, udp, websocket) = ready.await.context("the servers' thread ended")??;
 
         // rumqttd runs on threads of its own and has no stop: it ends with
         // this process. `start` blocks until it listens.
@@ -128,17 +135,52 @@ impl Servers {
             websocket,
             mqtt: broker.addr,
             stop,
-            tasks,
+            thread,
         })
     }
 
-    /// Stops the TCP, UDP and WebSocket servers and waits (a little) for them.
+    /// Stops the TCP, UDP and WebSocket servers and waits for their thread.
     pub async fn stop(self) {
         self.stop.cancel();
-        for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-        }
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
+}
+
+/// Binds 127.0.0.1:0 for each server and starts it in `tasks`; returns the
+/// TCP, UDP and WebSocket addresses.
+async fn spawn_servers(
+    tasks: &mut JoinSet<()>,
+    stop: &CancellationToken,
+) -> anyhow::Result<(SocketAddr, SocketAddr, SocketAddr)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let tcp = listener.local_addr()?;
+    let config = tcp::server::Config::default();
+    let shutdown = stop.clone().cancelled_owned();
+    tasks.spawn(async move {
+        let _ = tcp::server::run(listener, config, shutdown).await;
+    });
+
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let udp = socket.local_addr()?;
+    let config = udp::receiver::Config {
+        echo: true,
+        ..Default::default()
+    };
+    let shutdown = stop.clone().cancelled_owned();
+    tasks.spawn(async move {
+        // The receiver prints a line per datagram; we do not need them.
+        let _ = udp::receiver::run(&socket, &config, std::io::sink(), shutdown).await;
+    });
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let websocket = listener.local_addr()?;
+    let config = websocket::server::Config::default();
+    let shutdown = stop.clone().cancelled_owned();
+    tasks.spawn(async move {
+        let _ = websocket::server::run(listener, config, shutdown).await;
+    });
+    Ok((tcp, udp, websocket))
 }
 
 // ---------------------------------------------------------------- TCP
