@@ -13,6 +13,7 @@
 //! - a failure prints one `error: ...` line on stderr and exits non-zero
 //!   ([`exit`], and [`bind_error`] for the most common failure of all).
 
+use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 
@@ -66,32 +67,47 @@ pub fn bind_error(addr: SocketAddr, error: std::io::Error) -> anyhow::Error {
 /// Resolves when the user asks the program to stop: Ctrl-C (SIGINT) in the
 /// terminal, or SIGTERM from `kill` or a service manager.
 ///
-/// Servers race this against their accept loop with `tokio::select!`, so they
-/// can stop accepting, let open connections finish, and exit 0.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        // If the handler cannot be installed, never resolve: the default
-        // action (terminate the process) still applies.
-        if tokio::signal::ctrl_c().await.is_err() {
+/// The handlers are installed when this function is called, not when the
+/// future is first polled: until a handler is installed, the signal's default
+/// action applies and kills the process. So a server calls this *before* it
+/// prints `listening on`, since from that line on a script may signal it.
+/// Servers then race the future against their accept loop with
+/// `tokio::select!`, so they can stop accepting, let open connections finish,
+/// and exit 0. Call it from inside the tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        // If a handler cannot be installed, that branch never resolves and
+        // the signal keeps its default action (ending the process).
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let ctrl_c = async {
+                match interrupt {
+                    Ok(mut signal) => signal.recv().await,
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let term = async {
+                match terminate {
+                    Ok(mut signal) => signal.recv().await,
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+                _ = term => tracing::info!("SIGTERM received, shutting down"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("Ctrl-C received, shutting down");
+        } else {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
-        () = terminate => tracing::info!("SIGTERM received, shutting down"),
     }
 }
 
@@ -99,8 +115,8 @@ pub async fn shutdown_signal() {
 /// status, printing `error: <what failed>: <cause>` for a failure.
 ///
 /// `{:#}` prints an [`anyhow::Error`] with its whole chain of causes on one
-/// line, e.g. `error: cannot bind 127.0.0.1:9999: Address already in use (os
-/// error 98); is another server running? pass --port`.
+/// line, e.g. `error: cannot listen on 127.0.0.1:9999: Address already in use
+/// (os error 98); is another server on that port? pass --port`.
 ///
 /// We end the process here rather than returning from `main`: a program that
 /// reads stdin has a read parked on a blocking thread, and tokio's runtime

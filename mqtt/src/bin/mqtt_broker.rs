@@ -86,6 +86,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     // `start` waits (briefly, blocking) until rumqttd accepts connections.
     let mut running = tokio::task::spawn_blocking(move || broker::start(&config)).await??;
+    // Ctrl-C and SIGTERM are ours before anyone can learn where we listen.
+    let shutdown = networking_protocols::shutdown_signal();
     networking_protocols::print_listening(running.addr);
 
     // rumqttd has no stop method: its threads run until the process ends. So
@@ -93,7 +95,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // closes every client connection (clients see the broker go away, as in
     // a crash; a persistent client reconnects when a broker is back).
     tokio::select! {
-        () = networking_protocols::shutdown_signal() => {}
+        () = shutdown => {}
         () = running.failed() => return Err(anyhow!("rumqttd stopped unexpectedly")),
     }
     info!("stopping rumqttd with the process (it has no stop API)");

@@ -97,8 +97,8 @@ async fn talk(args: Args) -> anyhow::Result<()> {
     let session = client::run(stream, input, tokio::io::stdout());
     tokio::pin!(session);
     tokio::select! {
-        // `biased` polls the signal first, and its first poll installs the
-        // Ctrl-C handler: so it is in place before we send anything.
+        // The Ctrl-C handler is installed when `shutdown_signal()` is called,
+        // before the session first runs; `biased` checks it first each time.
         biased;
         () = networking_protocols::shutdown_signal() => ctrl_c.cancel(),
         result = &mut session => return result,

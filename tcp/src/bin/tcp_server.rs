@@ -83,6 +83,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|error| networking_protocols::bind_error(addr, error))?;
+    // Ctrl-C and SIGTERM are ours from here on, before anyone can learn
+    // where we listen: then the server runs until one of them comes, and
+    // shuts down gracefully.
+    let shutdown = networking_protocols::shutdown_signal();
     networking_protocols::print_listening(listener.local_addr()?);
 
     let config = Config {
@@ -92,7 +96,6 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         ..Config::default()
     };
-    // The server runs until Ctrl-C or SIGTERM, then shuts down gracefully.
-    server::run(listener, config, networking_protocols::shutdown_signal()).await?;
+    server::run(listener, config, shutdown).await?;
     Ok(())
 }

@@ -131,6 +131,8 @@ async fn receive(args: Args) -> anyhow::Result<()> {
                 .map_err(|error| networking_protocols::bind_error(addr, error))?
         }
     };
+    // Ctrl-C and SIGTERM are ours before anyone can learn where we listen.
+    let shutdown = networking_protocols::shutdown_signal();
     networking_protocols::print_listening(socket.local_addr()?);
 
     let config = Config {
@@ -143,7 +145,6 @@ async fn receive(args: Args) -> anyhow::Result<()> {
     // microseconds, and meanwhile this thread has nothing else to do. tokio's
     // async stdout would hand every write to a helper thread and back.
     let stdout = std::io::stdout().lock();
-    let shutdown = networking_protocols::shutdown_signal();
     let summary = receiver::run(&socket, &config, stdout, shutdown).await?;
     // The last line: how many datagrams came, and what happened to the
     // numbered ones on the way.

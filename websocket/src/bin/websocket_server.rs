@@ -88,6 +88,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|error| networking_protocols::bind_error(addr, error))?;
+    // Ctrl-C and SIGTERM are ours before anyone can learn where we listen.
+    let shutdown = networking_protocols::shutdown_signal();
     networking_protocols::print_listening(listener.local_addr()?);
 
     let config = Config {
@@ -99,6 +101,6 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     // The server runs until Ctrl-C or SIGTERM, then closes every connection
     // with 1001 ("going away") and exits.
-    server::run(listener, config, networking_protocols::shutdown_signal()).await?;
+    server::run(listener, config, shutdown).await?;
     Ok(())
 }
