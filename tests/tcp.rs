@@ -10,47 +10,21 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::within;
+use common::{InProcess, within};
 use tcp::server::{self, Config, Mode};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-/// A server running in this test process, and the means to stop it.
-struct Running {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<io::Result<()>>,
+/// The server, running in this test process on 127.0.0.1:0.
+async fn start(config: Config) -> InProcess {
+    InProcess::start(|listener, shutdown| server::run(listener, config, shutdown)).await
 }
 
-async fn start(config: Config) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    start_on(listener, config)
-}
-
-fn start_on(listener: TcpListener, config: Config) -> Running {
-    let addr = listener.local_addr().expect("local addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = async {
-        let _ = stopped.await;
-    };
-    let task = tokio::spawn(server::run(listener, config, shutdown));
-    Running {
-        addr,
-        stop: Some(stop),
-        task,
-    }
-}
-
-impl Running {
-    async fn stop(mut self) {
-        let _ = self.stop.take().expect("stopped once").send(());
-        within("the server to return", self.task)
-            .await
-            .expect("join")
-            .expect("server result");
-    }
+/// The server, on a listener the test bound itself.
+fn start_on(listener: TcpListener, config: Config) -> InProcess {
+    InProcess::start_on(listener, |listener, shutdown| {
+        server::run(listener, config, shutdown)
+    })
 }
 
 fn echo() -> Config {

@@ -10,12 +10,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::within;
+use common::{InProcess, within};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -25,43 +23,19 @@ use websocket::{CloseCode, CloseFrame, Message};
 
 type Ws = WebSocketStream<TcpStream>;
 
-/// A server running in this test process, and the means to stop it.
-struct Running {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<io::Result<()>>,
+/// The server, running in this test process on 127.0.0.1:0.
+async fn start(config: Config) -> InProcess {
+    InProcess::start(|listener, shutdown| server::run(listener, config, shutdown)).await
 }
 
-async fn start(config: Config) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = async {
-        let _ = stopped.await;
-    };
-    let task = tokio::spawn(server::run(listener, config, shutdown));
-    Running {
-        addr,
-        stop: Some(stop),
-        task,
-    }
+/// The `ws://` URL of a server running in this test process.
+trait Url {
+    fn url(&self) -> String;
 }
 
-impl Running {
+impl Url for InProcess {
     fn url(&self) -> String {
         format!("ws://{}", self.addr)
-    }
-
-    fn shutdown(&mut self) {
-        let _ = self.stop.take().expect("stopped once").send(());
-    }
-
-    async fn stop(mut self) {
-        self.shutdown();
-        within("the server to return", self.task)
-            .await
-            .expect("join")
-            .expect("server result");
     }
 }
 
@@ -78,7 +52,7 @@ fn chat() -> Config {
 
 /// Connects a tungstenite client; its address is what the server logs and
 /// what chat messages are tagged with.
-async fn connect(server: &Running) -> (Ws, SocketAddr) {
+async fn connect(server: &InProcess) -> (Ws, SocketAddr) {
     let tcp = within("connect", TcpStream::connect(server.addr))
         .await
         .expect("connect");
@@ -124,7 +98,7 @@ async fn closed_with(ws: &mut Ws) -> CloseFrame {
     }
 }
 
-async fn assert_echo_works(server: &Running) {
+async fn assert_echo_works(server: &InProcess) {
     let (mut ws, _) = connect(server).await;
     ws.send(Message::text("still serving")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("still serving"));
@@ -623,12 +597,10 @@ async fn shutdown_sends_1001() {
         assert_eq!(frame.code, CloseCode::Away);
         assert_eq!(frame.reason.as_str(), "server shutting down");
     }
-    within("the server to return", server.task)
-        .await
-        .unwrap()
-        .unwrap();
+    let addr = server.addr;
+    server.stop().await;
     // The port is closed now.
-    assert!(TcpStream::connect(server.addr).await.is_err());
+    assert!(TcpStream::connect(addr).await.is_err());
 }
 
 /// Sends one raw HTTP request and reads the whole answer until the server closes.

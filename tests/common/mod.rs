@@ -8,14 +8,20 @@
 #![allow(dead_code)] // Each test file uses its own share of these helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::TcpListener;
 use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// How long any single network or process wait may take before the test
 /// fails. Generous, so a loaded CI machine does not fail a correct program.
@@ -200,4 +206,64 @@ pub async fn run(bin: &str, args: &[&str], stdin: &[u8]) -> (ExitStatus, String,
     let mut process = Process::spawn(bin, args);
     process.write_stdin(stdin).await;
     process.finish().await
+}
+
+/// What a server's `run` function gets as its shutdown signal in tests: it
+/// resolves when the test calls [`InProcess::shutdown`] or [`InProcess::stop`].
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A server running inside the test process through its crate's library
+/// (`server::run(listener, config, shutdown)`), and the means to stop it as
+/// Ctrl-C would.
+pub struct InProcess {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl InProcess {
+    /// Binds 127.0.0.1:0 and runs `serve(listener, shutdown)` on it.
+    pub async fn start<F, Fut>(serve: F) -> InProcess
+    where
+        F: FnOnce(TcpListener, Shutdown) -> Fut,
+        Fut: Future<Output = io::Result<()>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        InProcess::start_on(listener, serve)
+    }
+
+    /// Runs `serve(listener, shutdown)` on a listener the test bound itself.
+    pub fn start_on<F, Fut>(listener: TcpListener, serve: F) -> InProcess
+    where
+        F: FnOnce(TcpListener, Shutdown) -> Fut,
+        Fut: Future<Output = io::Result<()>> + Send + 'static,
+    {
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown: Shutdown = Box::pin(async {
+            let _ = stopped.await;
+        });
+        let task = tokio::spawn(serve(listener, shutdown));
+        InProcess {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Fires the shutdown signal without waiting for the server to return.
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Fires the shutdown signal and waits for `run` to return `Ok`.
+    pub async fn stop(mut self) {
+        self.shutdown();
+        within("the server to return", self.task)
+            .await
+            .expect("join")
+            .expect("server result");
+    }
 }
