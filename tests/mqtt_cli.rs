@@ -55,8 +55,8 @@ async fn assert_silent(process: &mut Process) {
 }
 
 /// Each QoS level exchanges exactly its packets: QoS 0 a lone PUBLISH, QoS 1
-/// PUBLISH and PUBACK, QoS 2 PUBLISH, PUBREC, PUBREL, PUBCOMP; and the
-/// message arrives.
+/// PUBLISH and PUBACK, QoS 2 PUBLISH, PUBREC, PUBREL, PUBCOMP, on the
+/// publisher's side and on the subscriber's; and the message arrives.
 #[tokio::test]
 async fn each_qos_level_delivers_with_its_own_handshake() {
     let broker = broker(&[]).await;
@@ -86,9 +86,28 @@ async fn each_qos_level_delivers_with_its_own_handshake() {
         want.extend_from_slice(packets);
         want.push("-> DISCONNECT");
         assert_eq!(&lines[1..], want, "{stderr}");
-        let (status, out, _) = sub.finish().await;
+        let (status, out, sub_stderr) = sub.finish().await;
         assert!(status.success());
         assert_eq!(out, format!("topic/learning {message}\n"));
+        // The subscriber's side of the same exchange, finished before it says
+        // goodbye: at QoS 2 it waits for PUBREL and answers PUBCOMP first.
+        let kinds: Vec<String> = sub_stderr
+            .lines()
+            .filter(|l| l.starts_with("<-") || l.starts_with("->"))
+            .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        let want: &[&str] = match qos.as_str() {
+            "0" => &["<- PUBLISH", "-> DISCONNECT"],
+            "1" => &["<- PUBLISH", "-> PUBACK", "-> DISCONNECT"],
+            _ => &[
+                "<- PUBLISH",
+                "-> PUBREC",
+                "<- PUBREL",
+                "-> PUBCOMP",
+                "-> DISCONNECT",
+            ],
+        };
+        assert_eq!(&kinds[kinds.len() - want.len()..], want, "{sub_stderr}");
     }
 }
 

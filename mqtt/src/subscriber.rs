@@ -7,6 +7,7 @@
 //! our session. So [`run`] waits between attempts (backing off from 250 ms to
 //! 5 s) and subscribes again after each CONNACK that does not resume a session.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -42,6 +43,10 @@ pub struct SubscribeConfig {
 /// A SUBACK return code saying "not subscribed".
 const REFUSED: SubscribeReasonCode = SubscribeReasonCode::Failure;
 
+/// With `-C`, how long we wait for the broker's PUBREL of the last QoS 2
+/// messages before we disconnect anyway.
+const FINISH_WAIT: Duration = Duration::from_secs(5);
+
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
 
@@ -67,6 +72,11 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
     let mut received = 0;
     // `-W`: the moment after which silence is an error, moved on by every message.
     let mut quiet_until = config.timeout.map(|timeout| Instant::now() + timeout);
+    // QoS 2 messages we printed and answered with PUBREC whose exchange is not
+    // over: the broker still owes us PUBREL, and we owe it PUBCOMP. With `-C`
+    // we disconnect only once they are done (or after FINISH_WAIT).
+    let mut unfinished: HashSet<u16> = HashSet::new();
+    let mut finish_by: Option<Instant> = None;
     loop {
         if config.show_packets && eventloop.network.is_none() {
             let options = &eventloop.mqtt_options;
@@ -76,7 +86,11 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
             );
         }
         let poll = eventloop.poll();
-        let polled = match quiet_until {
+        let deadline = match (quiet_until, finish_by) {
+            (Some(quiet), Some(finish)) => Some(quiet.min(finish)),
+            (quiet, finish) => quiet.or(finish),
+        };
+        let polled = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, poll).await,
             None => Ok(poll.await),
         };
@@ -110,6 +124,16 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
                 retry = (retry * 2).min(LONGEST_RETRY);
                 continue;
             }
+            // The broker did not finish the last QoS 2 exchanges in time:
+            // every message is printed, so we leave anyway.
+            Err(_) if finish_by.take().is_some() => {
+                warn!(
+                    "no PUBREL for {} message(s); disconnecting",
+                    unfinished.len()
+                );
+                client.try_disconnect().context("cannot queue DISCONNECT")?;
+                continue;
+            }
             Err(_) => return Err(silence(&config, received)),
         };
         if config.show_packets
@@ -133,9 +157,16 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
                 print(&mut out, &publish, config.verbose).await?;
                 received += 1;
                 quiet_until = config.timeout.map(|timeout| Instant::now() + timeout);
-                if config.count == Some(received) {
-                    client.try_disconnect().context("cannot queue DISCONNECT")?;
+                if publish.qos == QoS::ExactlyOnce {
+                    unfinished.insert(publish.pkid);
                 }
+                if config.count == Some(received) {
+                    finish_by = Some(Instant::now() + FINISH_WAIT);
+                }
+            }
+            // We sent PUBCOMP: that QoS 2 exchange is over.
+            Event::Outgoing(Outgoing::PubComp(pkid)) => {
+                unfinished.remove(&pkid);
             }
             Event::Incoming(Packet::SubAck(ack)) if ack.return_codes.contains(&REFUSED) => {
                 bail!("{addr} refused the subscription to {:?}", config.filters);
@@ -145,6 +176,13 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
                 return Ok(received);
             }
             _ => {}
+        }
+        // After the last wanted message, once no QoS 2 exchange is pending,
+        // we say goodbye. (Leaving right after PUBREC would not lose the
+        // message, but would leave the broker holding an unfinished one.)
+        if finish_by.is_some() && unfinished.is_empty() {
+            finish_by = None;
+            client.try_disconnect().context("cannot queue DISCONNECT")?;
         }
     }
 }
