@@ -17,7 +17,9 @@ use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Filter, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// Sends diagnostics to stderr, leaving stdout for the data a program was asked
 /// to show.
@@ -28,15 +30,35 @@ use tracing_subscriber::EnvFilter;
 pub fn init_logging(default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    install(filter);
+}
+
+/// Like [`init_logging`], but when `RUST_LOG` is unset, `default` picks the
+/// lines to show from each call site's metadata alone (target, level, name):
+/// tracing asks once per call site and remembers the answer, so the lines it
+/// turns off cost nothing at run time. (An `EnvFilter` that names spans, such
+/// as `rumqttd[incoming_connect]=info`, must instead check every span and event
+/// of that crate as it happens.)
+pub fn init_logging_with(default: fn(&tracing::Metadata<'_>) -> bool) {
+    match EnvFilter::try_from_default_env() {
+        Ok(filter) => install(filter),
+        Err(_) => install(tracing_subscriber::filter::filter_fn(default)),
+    }
+}
+
+fn install<F>(filter: F)
+where
+    F: Filter<Registry> + Send + Sync + 'static,
+{
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colours only for a terminal, not for a file or a test's pipe.
         .with_ansi(std::io::stderr().is_terminal())
         // Seconds since the program started: enough to see what came when.
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .with_target(false)
-        .init();
+        .with_filter(filter);
+    tracing_subscriber::registry().with(stderr).init();
 }
 
 /// Prints the first stdout line of every server: `listening on <ip:port>`.

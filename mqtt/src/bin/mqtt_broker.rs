@@ -73,7 +73,7 @@ fn user(text: &str) -> anyhow::Result<(String, String)> {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    networking_protocols::init_logging(broker::LOG_FILTER);
+    networking_protocols::init_logging_with(broker::log_filter);
     networking_protocols::exit(serve(args).await)
 }
 
