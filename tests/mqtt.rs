@@ -42,31 +42,6 @@ fn subscribe_config(port: u16, id: &str, filter: &str, qos: QoS) -> SubscribeCon
     }
 }
 
-/// A raw MQTT 3.1.1 CONNECT with a clean session, keep-alive 60 s, and a
-/// username and password.
-fn connect_packet(client_id: &str, username: &str, password: &str) -> Vec<u8> {
-    connect_packet_with_keep_alive(client_id, username, password, 60)
-}
-
-/// The same CONNECT with a chosen keep-alive, in seconds (0: none).
-fn connect_packet_with_keep_alive(
-    client_id: &str,
-    username: &str,
-    password: &str,
-    keep_alive: u16,
-) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010];
-    body.extend_from_slice(&keep_alive.to_be_bytes());
-    for field in [client_id, username, password] {
-        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        body.extend_from_slice(field.as_bytes());
-    }
-    assert!(body.len() < 128, "one-byte remaining length");
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend_from_slice(&body);
-    packet
-}
-
 /// Sends `packet` as the first bytes of a connection and returns everything
 /// the broker sends back until it closes the connection.
 async fn first_answer(addr: std::net::SocketAddr, packet: &[u8]) -> Vec<u8> {
@@ -206,9 +181,17 @@ async fn rumqttd_delivers_at_the_subscription_qos() {
 #[tokio::test]
 async fn rumqttd_closes_without_connack_on_bad_credentials() {
     let broker = Server::start("mqtt_broker", &["--user", "alice:secret"]).await;
-    let bad = first_answer(broker.addr, &connect_packet("raw", "alice", "wrong")).await;
+    let bad = first_answer(
+        broker.addr,
+        &common::mqtt::connect_packet("raw", "alice", "wrong"),
+    )
+    .await;
     assert_eq!(bad, b"", "spec: [0x20, 0x02, 0x00, 0x05]");
-    let good = first_answer(broker.addr, &connect_packet("raw", "alice", "secret")).await;
+    let good = first_answer(
+        broker.addr,
+        &common::mqtt::connect_packet("raw", "alice", "secret"),
+    )
+    .await;
     assert_eq!(good, [0x20, 0x02, 0x00, 0x00]);
 }
 
@@ -218,13 +201,13 @@ async fn rumqttd_closes_without_connack_on_bad_credentials() {
 #[tokio::test]
 async fn rumqttd_refuses_a_keep_alive_of_zero() {
     let broker = Server::start("mqtt_broker", &[]).await;
-    let none = connect_packet_with_keep_alive("raw", "any", "any", 0);
+    let none = common::mqtt::connect_packet_with_keep_alive("raw", "any", "any", 0);
     assert_eq!(
         first_answer(broker.addr, &none).await,
         b"",
         "spec: [0x20, 0x02, 0x00, 0x00]"
     );
-    let some = connect_packet_with_keep_alive("raw", "any", "any", 5);
+    let some = common::mqtt::connect_packet_with_keep_alive("raw", "any", "any", 5);
     assert_eq!(
         first_answer(broker.addr, &some).await,
         [0x20, 0x02, 0x00, 0x00]

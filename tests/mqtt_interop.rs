@@ -128,29 +128,6 @@ async fn subscriber(port: &str, args: &[&str]) -> Process {
     process
 }
 
-/// A raw MQTT 3.1.1 CONNECT with a username and password.
-fn connect_packet(client_id: &str, username: &str, password: &str) -> Vec<u8> {
-    connect_packet_with_keep_alive(client_id, username, password, 60)
-}
-
-/// The same CONNECT with a chosen keep-alive, in seconds (0: none).
-fn connect_packet_with_keep_alive(
-    client_id: &str,
-    username: &str,
-    password: &str,
-    keep_alive: u16,
-) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010];
-    body.extend_from_slice(&keep_alive.to_be_bytes());
-    for field in [client_id, username, password] {
-        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        body.extend_from_slice(field.as_bytes());
-    }
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend_from_slice(&body);
-    packet
-}
-
 /// mosquitto_sub and mosquitto_pub work through `mqtt_broker` at every QoS,
 /// with wildcards and retained messages.
 #[tokio::test]
@@ -261,7 +238,7 @@ async fn mosquitto_answers_a_bad_password_with_connack_5() {
         .await
         .unwrap();
     stream
-        .write_all(&connect_packet("raw", "alice", "wrong"))
+        .write_all(&common::mqtt::connect_packet("raw", "alice", "wrong"))
         .await
         .unwrap();
     let mut answer = Vec::new();
@@ -294,7 +271,7 @@ async fn mosquitto_accepts_a_keep_alive_of_zero() {
     let mut stream = within("connect", TcpStream::connect(mosquitto.addr))
         .await
         .unwrap();
-    let connect = connect_packet_with_keep_alive("raw", "any", "any", 0);
+    let connect = common::mqtt::connect_packet_with_keep_alive("raw", "any", "any", 0);
     stream.write_all(&connect).await.unwrap();
     let mut answer = [0u8; 4];
     within("the CONNACK", stream.read_exact(&mut answer))

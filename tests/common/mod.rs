@@ -8,6 +8,8 @@
 #![allow(dead_code)] // Each test file uses its own share of these helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
 
+pub mod mqtt;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;

@@ -76,9 +76,9 @@ struct Args {
     /// Join this IPv4 multicast group; binds the group address instead of --host, port shared
     #[arg(long, value_parser = multicast_group)]
     multicast: Option<Ipv4Addr>,
-    /// With --multicast: the interface to join on (0.0.0.0: the system's choice)
-    #[arg(long, default_value = "0.0.0.0", requires = "multicast")]
-    interface: Ipv4Addr,
+    /// With --multicast: the interface to join on (default: the system's choice)
+    #[arg(long, requires = "multicast")]
+    interface: Option<Ipv4Addr>,
 }
 
 /// Parses `--multicast`: an IPv4 address in 224.0.0.0/4, the multicast range.
@@ -114,13 +114,14 @@ async fn receive(args: Args) -> anyhow::Result<()> {
     let socket = match args.multicast {
         Some(group) => {
             let addr = SocketAddr::new(group.into(), args.port);
-            receiver::multicast_socket(group, args.port, args.interface).map_err(|error| {
+            // The unspecified address lets the system pick the interface.
+            let interface = args.interface.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            receiver::multicast_socket(group, args.port, interface).map_err(|error| {
                 // Shared only with sockets that also allow it (SO_REUSEADDR):
                 // a plain receiver on that port keeps it for itself.
                 if error.kind() == std::io::ErrorKind::AddrInUse {
                     return networking_protocols::bind_error(addr, error);
                 }
-                let interface = args.interface;
                 anyhow!("cannot join {addr} on interface {interface}: {error}")
             })?
         }
