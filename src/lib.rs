@@ -71,6 +71,19 @@ pub fn print_listening(addr: SocketAddr) {
     println!("listening on {addr}");
 }
 
+/// Raises this process's soft limit on open files to its hard limit, and
+/// returns the new soft limit (`None` where the platform has no such limit
+/// or it cannot be read).
+///
+/// Every connection is a file descriptor, and the usual soft limit is 1024:
+/// a server that keeps it cannot hold more than about a thousand clients,
+/// however much memory it has. The hard limit (often 524,288 on Linux) is
+/// the most an unprivileged process may raise it to. Servers call this once
+/// at start.
+pub fn raise_open_file_limit() -> Option<u64> {
+    rlimit::increase_nofile_limit(u64::MAX).ok()
+}
+
 /// Explains why a server could not bind its address, with the fix where one
 /// is obvious: `cannot listen on 127.0.0.1:9999: Address already in use (os
 /// error 98); is another server on that port? pass --port`.

@@ -1,42 +1,38 @@
-//! The embedded broker: rumqttd, configured in code and started on its own
-//! threads.
+//! The embedded broker: rumqttd as the router, behind our front door.
 //!
-//! [rumqttd](https://docs.rs/rumqttd) is a whole MQTT broker in a library.
-//! It is built to be configured from a TOML file, and its
+//! [rumqttd](https://docs.rs/rumqttd) is a whole MQTT broker in a library:
+//! it keeps subscriptions, sessions, retained messages and the QoS flows.
+//! We use it for that, but clients never reach it directly: [`start`] binds
+//! the port clients connect to and serves it with [`crate::frontdoor`], which
+//! checks each client the way the spec says and connects it to rumqttd on
+//! an internal loopback port. (How rumqttd 0.20 behaves with clients in
+//! front of it is why: see `frontdoor.rs`.)
+//!
+//! rumqttd is built to be configured from a TOML file, and its
 //! [`RouterConfig::default`] is all zeros, which among other things allows
 //! *zero* connections. So we fill in every field ourselves, each with the
 //! reason for its value, in [`rumqttd_config`].
 //!
-//! Three things about rumqttd shape this module:
+//! It runs on its own threads (a router thread, plus one thread with a small
+//! tokio runtime per listener), not on our tokio runtime, and it has no stop
+//! API: it stops when the process ends.
 //!
-//! - It binds its listening socket itself and never says which port it got,
-//!   so `--port 0` cannot be handed to it. [`start`] binds the address first
-//!   (for port 0 the kernel picks a free port), notes the port, releases it,
-//!   and gives rumqttd that exact address. Another program could grab the port
-//!   in the instant between; on a learner's machine that does not happen.
-//! - It runs on its own threads (a router thread, plus one thread with a small
-//!   tokio runtime per listener), not on our tokio runtime, and it has no stop
-//!   API. A broker stops when its process ends: the kernel then closes every
-//!   client's connection, which clients see as the broker going away.
-//! - It logs an ERROR for every client that simply goes away, and more lines
-//!   per connection besides. [`log_filter`] keeps what a learner wants.
+//! # Where the broker still departs from MQTT 3.1.1
 //!
-//! # Where rumqttd 0.20 departs from MQTT 3.1.1
-//!
-//! So that its behaviour does not teach you the wrong protocol (the tests in
-//! `tests/mqtt.rs` pin down the first four, and `tests/mqtt_interop.rs` shows
-//! Mosquitto doing what the spec says):
+//! The front door answers every CONNECT refusal with the spec's CONNACK
+//! code, accepts a keep-alive of 0, closes clients that break the spec's
+//! rules, and publishes wills. What rumqttd still does its own way (the
+//! tests in `tests/mqtt.rs` pin these down, and `tests/mqtt_conformance.rs`
+//! runs the same cases against Mosquitto):
 //!
 //! - It delivers at the subscription's QoS, not at the minimum of the
 //!   publish and subscription QoS (spec 3.8.4): a QoS 0 publish reaches a
 //!   QoS 2 subscriber as QoS 2.
-//! - On a bad username or password it closes the connection without the
-//!   CONNACK with return code 5 (spec 3.2.2.3), so a client cannot tell why.
-//!   Over the connection limit it also just closes (instead of CONNACK 3).
-//! - It refuses a CONNECT with a keep-alive of 0, which the spec (3.1.2.10)
-//!   accepts as "no keep-alive", again by closing without a CONNACK.
 //! - Any message with an empty payload removes the topic's retained message;
 //!   the spec (3.3.1.3) says only a *retained* empty message does.
+//! - It has no `$SYS/` topics: a SUBSCRIBE to a `$` filter (other than
+//!   `$share/group/...`) gets the failure code 0x80 in its SUBACK, where
+//!   Mosquitto grants it and publishes its statistics there.
 //! - Retained messages and sessions live in memory: a restart loses them.
 
 use std::collections::HashMap;
@@ -48,30 +44,23 @@ use anyhow::{Context, bail};
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
 use tokio::sync::oneshot;
 
-/// Which log lines a learner sees when `RUST_LOG` is unset: ours at info, and
-/// of rumqttd's only its router's lines for a client connecting, subscribing
-/// and disconnecting (`incoming_connect{client_id="..."}: Client connection
-/// registered`), inside the three spans that name the client. Its other lines,
-/// including an ERROR for every ordinary disconnect, and the spans it opens
-/// for every packet, are off. `RUST_LOG=info` shows everything.
+use crate::frontdoor::{self, FrontDoorConfig, relay::Limits};
+
+/// Which log lines a learner sees when `RUST_LOG` is unset: ours at info
+/// (the front door logs each client connecting, being refused or closed,
+/// and disconnecting), and of rumqttd's only its warnings about a log
+/// segment dropped under a subscriber. Its other lines are about the
+/// front door's internal connections, not about clients, and include an
+/// ERROR for every ordinary disconnect. `RUST_LOG=info` shows everything.
 ///
 /// The choice is made from each call site's metadata alone, so tracing makes
-/// it once per call site: the per-packet spans then cost nothing. (The same
-/// selection as an `EnvFilter` string, `rumqttd[incoming_connect]=info` and
-/// so on, is checked as every span and event happens, and cost the broker
-/// about 50% more CPU per message under load.)
+/// it once per call site: rumqttd's per-packet spans then cost nothing.
 pub fn log_filter(line: &tracing::Metadata<'_>) -> bool {
     let info_or_worse = *line.level() <= tracing::Level::INFO;
     if !line.target().starts_with("rumqttd") {
         return info_or_worse;
     }
-    if line.is_span() {
-        return matches!(
-            line.name(),
-            "incoming_connect" | "incoming_payload" | "incoming_disconnect"
-        );
-    }
-    line.target() == "rumqttd::router::routing" && info_or_worse
+    line.target().starts_with("rumqttd::segments") && *line.level() <= tracing::Level::WARN
 }
 
 /// The broker's settings; [`BrokerConfig::default`] gives the binary's defaults.
@@ -79,14 +68,23 @@ pub fn log_filter(line: &tracing::Metadata<'_>) -> bool {
 pub struct BrokerConfig {
     /// Where to listen. Port 0 means "any free port".
     pub addr: SocketAddr,
-    /// The largest PUBLISH (topic, packet id and payload) accepted; a client
-    /// that sends a larger one is disconnected.
+    /// The largest packet accepted, in bytes after the fixed header (for a
+    /// PUBLISH: topic, packet id and payload); a client that sends a larger
+    /// one is disconnected.
     pub max_payload_bytes: usize,
-    /// Most clients connected at once.
+    /// Most clients connected at once; one more gets CONNACK 3.
     pub max_connections: usize,
-    /// If not empty, clients must log in with one of these (name, password).
+    /// If not empty, clients must log in with one of these (name, password);
+    /// anyone else gets CONNACK 5.
     pub users: Vec<(String, String)>,
+    /// Bytes queued for one client that reads slower than messages arrive;
+    /// past this, a client that is not reading loses messages (logged). See
+    /// `frontdoor/congestion.rs`.
+    pub max_queued_bytes: usize,
 }
+
+/// The default for `--max-queued-bytes`: 8 MiB per client.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
 
 /// The default for `--max-payload-bytes`: 1 MiB. MQTT allows 256 MiB, but a
 /// learner's broker that buffers messages in memory does better with a
@@ -100,6 +98,7 @@ impl Default for BrokerConfig {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_connections: 1000,
             users: Vec::new(),
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
         }
     }
 }
@@ -107,8 +106,10 @@ impl Default for BrokerConfig {
 /// Turns our settings into rumqttd's, setting every field we rely on.
 pub fn rumqttd_config(config: &BrokerConfig, addr: SocketAddr) -> Config {
     let router = RouterConfig {
-        // The default is 0, which refuses every client.
-        max_connections: config.max_connections,
+        // The default is 0, which refuses every client. The front door
+        // enforces our limit; rumqttd's is higher, so that a connection being
+        // taken over and its successor can briefly both be there.
+        max_connections: config.max_connections.saturating_mul(2).saturating_add(16),
         // How many QoS 0 messages the router hands a subscriber per turn
         // (QoS 1 and 2 are limited by rumqttd's fixed window of 100 unacked
         // messages instead). Larger batches mean fewer wake-ups per message.
@@ -130,18 +131,17 @@ pub fn rumqttd_config(config: &BrokerConfig, addr: SocketAddr) -> Config {
         // `$share/group/topic` subscriptions take turns.
         shared_subscriptions_strategy: rumqttd::Strategy::RoundRobin,
     };
-    let users: HashMap<String, String> = config.users.iter().cloned().collect();
     let connections = ConnectionSettings {
-        // A client must send CONNECT within 5 s of connecting, so silent
-        // connections cannot fill up the connection limit.
+        // Only the front door connects here, and it sends CONNECT at once.
         connection_timeout_ms: 5_000,
-        // Larger PUBLISH packets get the client disconnected.
-        max_payload_size: config.max_payload_bytes,
+        // The front door checks packet sizes; this is the same limit, plus
+        // room for a PUBLISH's fixed header.
+        max_payload_size: config.max_payload_bytes.saturating_add(5),
         // Despite the name, this is how many packets rumqttd reads from one
         // client's socket before passing them to the router as one batch.
         max_inflight_count: 100,
-        // `None` lets anybody in; `Some` requires a listed name and password.
-        auth: (!users.is_empty()).then_some(users),
+        // The front door checks logins; rumqttd lets its connections in.
+        auth: None,
         external_auth: None,
         // Meant to create a log for a topic that no subscription matches
         // (without it, rumqttd would disconnect the publisher). In rumqttd
@@ -153,11 +153,11 @@ pub fn rumqttd_config(config: &BrokerConfig, addr: SocketAddr) -> Config {
     let server = ServerSettings {
         name: "mqtt-v4".to_string(),
         listen: addr,
-        // No TLS: these lessons are about MQTT itself.
+        // Only the front door connects here, over loopback: no TLS.
         tls: None,
-        // rumqttd pauses this long after each accept: at most 1000 new
-        // connections per second, a cheap brake on connection floods.
-        next_connection_delay_ms: 1,
+        // rumqttd can pause after each accept; the front door's connection
+        // limit is our brake, so it does not.
+        next_connection_delay_ms: 0,
         connections,
     };
     Config {
@@ -170,33 +170,91 @@ pub fn rumqttd_config(config: &BrokerConfig, addr: SocketAddr) -> Config {
     }
 }
 
-/// The broker, running on its own threads.
+/// The broker: our front door on the caller's tokio runtime, rumqttd on
+/// threads of its own.
 #[derive(Debug)]
 pub struct RunningBroker {
-    /// The address it listens on (the real port, also for `--port 0`).
+    /// The address clients connect to (the real port, also for `--port 0`).
     pub addr: SocketAddr,
+    /// rumqttd's internal address, on loopback.
+    pub upstream: SocketAddr,
     /// Resolves (with an error) if rumqttd's threads end.
     ended: oneshot::Receiver<()>,
+    front_door: tokio::task::JoinHandle<()>,
 }
 
 impl RunningBroker {
-    /// Resolves if rumqttd stops, which only happens when it fails: wait for
-    /// this next to Ctrl-C, so a broker that dies does not look alive.
-    pub async fn failed(&mut self) {
-        let _ = (&mut self.ended).await;
+    /// Resolves when the front door has closed every client after the
+    /// `shutdown` given to [`start`], or with an error if rumqttd's threads
+    /// end first (they only do when rumqttd fails), so a broker that dies
+    /// does not look alive.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = &mut self.ended => bail!("rumqttd stopped unexpectedly"),
+            _ = &mut self.front_door => Ok(()),
+        }
     }
 }
 
-/// Starts rumqttd on `config.addr` and returns once it accepts connections.
+/// Binds `config.addr`, starts rumqttd on an internal loopback port, and
+/// serves clients through the front door until `shutdown` resolves.
 ///
-/// This blocks the calling thread for at most a few seconds; call it before
-/// starting async work, or from `spawn_blocking`.
-pub fn start(config: &BrokerConfig) -> anyhow::Result<RunningBroker> {
-    // Bind first, ourselves: this turns port 0 into a real free port, and a
-    // port in use into a clear error now, rather than a log line from
-    // rumqttd's thread later.
-    let probe = TcpListener::bind(config.addr)
+/// Errors: the address cannot be bound (in use, not ours), or rumqttd does
+/// not start listening within 5 s.
+pub async fn start(
+    config: &BrokerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningBroker> {
+    networking_protocols::raise_open_file_limit();
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
         .map_err(|error| networking_protocols::bind_error(config.addr, error))?;
+    let addr = listener.local_addr()?;
+    let router_config = config.clone();
+    let (upstream, ended) = tokio::task::spawn_blocking(move || start_rumqttd(&router_config))
+        .await
+        .context("the rumqttd start task failed")??;
+    let front_door = tokio::spawn(frontdoor::run(
+        listener,
+        front_door_config(config, upstream),
+        shutdown,
+    ));
+    Ok(RunningBroker {
+        addr,
+        upstream,
+        ended,
+        front_door,
+    })
+}
+
+/// The front door's settings for `config`, in front of rumqttd at `upstream`.
+pub fn front_door_config(config: &BrokerConfig, upstream: SocketAddr) -> FrontDoorConfig {
+    FrontDoorConfig {
+        upstream,
+        max_connections: config.max_connections,
+        users: config.users.clone(),
+        connect_timeout: CONNECT_TIMEOUT,
+        limits: Limits {
+            // A PUBLISH's remaining length: topic, packet id and payload.
+            max_packet_bytes: config.max_payload_bytes,
+            max_queued_bytes: config.max_queued_bytes,
+        },
+    }
+}
+
+/// How long a new connection may take to send its CONNECT, so that silent
+/// connections cannot fill up the connection limit.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts rumqttd on a free loopback port and waits until it accepts
+/// connections: at most 5 s, blocking the calling thread.
+fn start_rumqttd(config: &BrokerConfig) -> anyhow::Result<(SocketAddr, oneshot::Receiver<()>)> {
+    // rumqttd binds its listening socket itself and never says which port
+    // it got, so we find a free port first (bind port 0, note the port,
+    // release it) and give rumqttd that one. Another program could take it
+    // in the instant between; then rumqttd fails to start, and we say so.
+    let probe = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .context("cannot find a free loopback port for rumqttd")?;
     let addr = probe.local_addr()?;
     drop(probe);
 
@@ -215,19 +273,19 @@ pub fn start(config: &BrokerConfig) -> anyhow::Result<RunningBroker> {
         })
         .context("cannot start the rumqttd thread")?;
 
-    // rumqttd binds on its own thread and does not tell us when it is ready,
-    // so we knock: once a TCP connection succeeds, it is listening. (rumqttd
-    // logs an error for our knock, which sends no CONNECT; that log is muted.)
+    // rumqttd does not tell us when it is ready, so we knock: once a TCP
+    // connection succeeds, it is listening. (rumqttd logs an error for our
+    // knock, which sends no CONNECT; that log is muted.)
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(RunningBroker { addr, ended });
+            return Ok((addr, ended));
         }
         if thread.is_finished() {
-            bail!("cannot listen on {addr}: rumqttd stopped (another program took the port?)");
+            bail!("rumqttd could not listen on {addr} (another program took the port?)");
         }
         if Instant::now() > deadline {
-            bail!("cannot listen on {addr}: rumqttd did not start listening within 5 s");
+            bail!("rumqttd did not start listening on {addr} within 5 s");
         }
         thread::sleep(Duration::from_millis(10));
     }

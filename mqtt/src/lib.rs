@@ -10,7 +10,9 @@
 //! The binaries in `src/bin/` are the story a learner reads first; this
 //! library is the machinery they share with the tests:
 //!
-//! - [`broker`] starts rumqttd, configured in code;
+//! - [`broker`] starts rumqttd, configured in code, behind [`frontdoor`],
+//!   our own code that checks every client before rumqttd sees it (and
+//!   [`wire`], the packet framing it reads and writes);
 //! - [`publisher::run`] publishes messages and waits until the broker has
 //!   acknowledged every one of them;
 //! - [`subscriber::run`] prints what arrives, and rides out broker restarts;
@@ -24,9 +26,11 @@
 //! while somebody calls its `poll()` in a loop.
 
 pub mod broker;
+pub mod frontdoor;
 pub mod packets;
 pub mod publisher;
 pub mod subscriber;
+pub mod wire;
 
 use std::time::Duration;
 

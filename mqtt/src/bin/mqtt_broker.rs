@@ -3,9 +3,11 @@
 //! MQTT clients never talk to each other: every message goes through a
 //! *broker*, which keeps track of who subscribed to which topics and forwards
 //! each published message to every matching subscriber. This binary is that
-//! broker: [rumqttd](https://docs.rs/rumqttd), embedded and configured in
-//! code, speaking MQTT 3.1.1 on 127.0.0.1:1883. Any MQTT client works with it
-//! (`mosquitto_pub`, `mosquitto_sub`, or the two next to this file).
+//! broker, speaking MQTT 3.1.1 on 127.0.0.1:1883: our own front door, which
+//! checks every client the way the spec says, in front of
+//! [rumqttd](https://docs.rs/rumqttd), embedded and configured in code, which
+//! routes the messages. Any MQTT client works with it (`mosquitto_pub`,
+//! `mosquitto_sub`, or the two next to this file).
 //!
 //! ## Try it
 //!
@@ -22,15 +24,18 @@
 //! cargo run -p mqtt --bin mqtt_publisher
 //! ```
 //!
-//! Terminal 2 prints `Hello MQTT!`; terminal 1 logs each client connecting,
-//! subscribing and disconnecting. With flags: `--port 1884 --user
-//! alice:secret` requires a login, so only `mqtt_publisher --port 1884 -u
-//! alice -P secret` gets in. Ctrl-C stops the broker.
+//! Terminal 2 prints `Hello MQTT!`; terminal 1 logs each client connecting
+//! and disconnecting. With flags: `--port 1884 --user alice:secret` requires
+//! a login, so only `mqtt_publisher --port 1884 -u alice -P secret` gets in;
+//! anyone else is refused with CONNACK code 5, and terminal 1 says why.
+//! Ctrl-C stops the broker.
 //!
 //! ## Read next
 //!
-//! `mqtt/src/broker.rs` (rumqttd's settings, each explained, and where rumqttd
-//! departs from the MQTT spec), then `mqtt/src/bin/mqtt_publisher.rs`.
+//! `mqtt/src/frontdoor.rs` (what a broker checks before it trusts a client),
+//! `mqtt/src/broker.rs` (rumqttd's settings, each explained, and where the
+//! broker still departs from the MQTT spec), then
+//! `mqtt/src/bin/mqtt_publisher.rs`.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -52,15 +57,27 @@ struct Args {
     port: u16,
     /// Largest PUBLISH accepted (topic plus payload), in bytes; a client sending
     /// a larger one is disconnected
-    #[arg(long, default_value_t = broker::DEFAULT_MAX_PAYLOAD_BYTES)]
-    max_payload_bytes: usize,
+    #[arg(long, default_value_t = broker::DEFAULT_MAX_PAYLOAD_BYTES as u32,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_PACKET))]
+    max_payload_bytes: u32,
     /// Require clients to log in as NAME with PASSWORD (repeat for more users)
     #[arg(long, value_name = "NAME:PASSWORD", value_parser = user)]
     user: Vec<(String, String)>,
-    /// Most clients connected at once; one more is disconnected
-    #[arg(long, default_value_t = 1000)]
-    max_connections: usize,
+    /// Most clients connected at once; one more is refused with CONNACK 3
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_CONNECTIONS))]
+    max_connections: u32,
+    /// Bytes queued for one client that reads slower than messages arrive;
+    /// past this, a client that has stopped reading loses messages (logged)
+    #[arg(long, default_value_t = broker::DEFAULT_MAX_QUEUED_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(64 * 1024..=1 << 40))]
+    max_queued_bytes: u64,
 }
+
+/// MQTT's largest remaining length: 256 MiB - 1 (spec §2.2.3).
+const MAX_PACKET: i64 = 268_435_455;
+/// rumqttd sizes tables by its connection limit, which is twice ours.
+const MAX_CONNECTIONS: i64 = 1_000_000;
 
 /// Parses `NAME:PASSWORD`, splitting at the first colon.
 fn user(text: &str) -> anyhow::Result<(String, String)> {
@@ -80,24 +97,22 @@ async fn main() {
 async fn serve(args: Args) -> anyhow::Result<()> {
     let config = BrokerConfig {
         addr: SocketAddr::new(args.host, args.port),
-        max_payload_bytes: args.max_payload_bytes,
-        max_connections: args.max_connections,
+        // Both fit: clap's ranges above keep them far below usize::MAX.
+        max_payload_bytes: args.max_payload_bytes as usize,
+        max_connections: args.max_connections as usize,
         users: args.user,
+        max_queued_bytes: usize::try_from(args.max_queued_bytes).unwrap_or(usize::MAX),
     };
-    // `start` waits (briefly, blocking) until rumqttd accepts connections.
-    let mut running = tokio::task::spawn_blocking(move || broker::start(&config)).await??;
     // Ctrl-C and SIGTERM are ours before anyone can learn where we listen.
     let shutdown = networking_protocols::shutdown_signal();
+    // `start` binds the port, starts rumqttd and opens the front door.
+    let running = broker::start(&config, shutdown).await?;
     networking_protocols::print_listening(running.addr);
 
-    // rumqttd has no stop method: its threads run until the process ends. So
-    // on Ctrl-C or SIGTERM we simply return, `main` exits, and the kernel
-    // closes every client connection (clients see the broker go away, as in
-    // a crash; a persistent client reconnects when a broker is back).
-    tokio::select! {
-        () = shutdown => {}
-        () = running.failed() => return Err(anyhow!("rumqttd stopped unexpectedly")),
-    }
-    info!("stopping rumqttd with the process (it has no stop API)");
+    // On Ctrl-C or SIGTERM the front door closes every client's connection
+    // and returns. rumqttd has no stop method: its threads end with the
+    // process, when `main` returns.
+    running.wait().await?;
+    info!("stopped");
     Ok(())
 }

@@ -1,0 +1,416 @@
+//! The front door: what a broker checks before it trusts a client.
+//!
+//! `mqtt_broker` listens itself; rumqttd, the router that keeps
+//! subscriptions, sessions and retained messages, listens only on an
+//! internal loopback port that clients never see. For each client the front
+//! door:
+//!
+//! 1. **reads the CONNECT** within [`FrontDoorConfig::connect_timeout`] and
+//!    checks it ([`connect`]): a malformed one closes the connection, a
+//!    refused one gets the CONNACK return code the spec names (1 protocol
+//!    level, 2 client id, 3 server unavailable, 5 not authorized);
+//! 2. **takes over** an older connection with the same client id
+//!    [MQTT-3.1.4-2]: that one is closed (and its will published) before the
+//!    new one goes further, so sessions never overlap;
+//! 3. **connects to rumqttd** with its own CONNECT: the client id written in
+//!    characters rumqttd accepts ([`connect::upstream_id`]), no will and no
+//!    login. It always finishes this handshake and closes it cleanly, even
+//!    if the client has vanished meanwhile: rumqttd 0.20 panics, and then
+//!    refuses every later client, when a connection fails half-way through
+//!    its handshake twice with the same client id (rumqtt issue 1062);
+//! 4. **relays** packets both ways ([`relay`]), checking the client's;
+//! 5. at the end, **publishes the will** unless the client sent DISCONNECT.
+//!
+//! The connection limit is ours too: one client too many gets CONNACK 3.
+
+pub mod congestion;
+pub mod connect;
+pub mod relay;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::wire::{self, ConnackCode, kind};
+use congestion::Congestion;
+use connect::{Connect, Refusal, Will};
+use relay::{End, Limits, Relay};
+
+/// The front door's settings.
+#[derive(Debug, Clone)]
+pub struct FrontDoorConfig {
+    /// rumqttd's internal address.
+    pub upstream: SocketAddr,
+    /// Most clients connected at once; one more gets CONNACK 3.
+    pub max_connections: usize,
+    /// If not empty, clients must log in with one of these (name, password).
+    pub users: Vec<(String, String)>,
+    /// How long a new connection may take to send its CONNECT.
+    pub connect_timeout: Duration,
+    /// The relay's limits: packet size and queued bytes per client.
+    pub limits: Limits,
+}
+
+/// Serves clients on `listener` until `shutdown` resolves, then closes them
+/// all and returns.
+pub async fn run(
+    listener: TcpListener,
+    config: FrontDoorConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let door = Arc::new(Door {
+        slots: Arc::new(Semaphore::new(config.max_connections)),
+        // Refusing costs a task that reads the CONNECT, so refusals are
+        // bounded too; past this many at once we just close.
+        refusals: Arc::new(Semaphore::new(64)),
+        clients: Mutex::new(HashMap::new()),
+        congestion: Congestion::default(),
+        stop: CancellationToken::new(),
+        config,
+    });
+    let tasks = TaskTracker::new();
+    let mut accept_errors = RateLimit::default();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors (EMFILE, ENFILE) or memory:
+                    // the connection waits in the kernel's queue. Pause so
+                    // we do not spin, and say so at most once a second.
+                    if accept_errors.ready() {
+                        warn!(%error, "cannot accept a connection; retrying");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let door = door.clone();
+        match door.slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                tasks.spawn(async move { door.serve(stream, peer, slot).await });
+            }
+            Err(_) => match door.refusals.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tasks.spawn(async move {
+                        door.refuse_busy(stream, peer).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => drop(stream),
+            },
+        }
+    }
+    door.stop.cancel();
+    tasks.close();
+    let _ = timeout(Duration::from_secs(2), tasks.wait()).await;
+}
+
+/// At most one log line a second for a repeating condition.
+#[derive(Debug, Default)]
+struct RateLimit {
+    last: Option<Instant>,
+}
+
+impl RateLimit {
+    fn ready(&mut self) -> bool {
+        let now = Instant::now();
+        let ready = self
+            .last
+            .is_none_or(|at| now >= at + Duration::from_secs(1));
+        if ready {
+            self.last = Some(now);
+        }
+        ready
+    }
+}
+
+/// Who is connected, by client id, so a new connection can take over.
+#[derive(Debug)]
+struct Occupant {
+    /// Cancelled to make the connection close.
+    kick: CancellationToken,
+    /// Cancelled once the connection has finished with rumqttd.
+    done: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Door {
+    config: FrontDoorConfig,
+    slots: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
+    clients: Mutex<HashMap<String, Arc<Occupant>>>,
+    congestion: Congestion,
+    /// Cancelled when the broker stops.
+    stop: CancellationToken,
+}
+
+impl Door {
+    /// The client table; a poisoned lock (a panic elsewhere) still holds a
+    /// whole table, so we go on with it rather than refuse everyone.
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Occupant>>> {
+        match self.clients.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// One more client than `--max-connections`: read its CONNECT and answer
+    /// CONNACK 3, "server unavailable" (spec §3.2.2.3).
+    async fn refuse_busy(&self, mut stream: TcpStream, peer: SocketAddr) {
+        if let Ok(Some(_)) = self.read_connect(&mut stream).await {
+            let _ = stream
+                .write_all(&wire::connack(false, ConnackCode::ServerUnavailable))
+                .await;
+            warn!(%peer, limit = self.config.max_connections,
+                "refused a client: connection limit reached (CONNACK 3)");
+        }
+        linger(stream).await;
+    }
+
+    /// Reads the first packet, if it comes within the connect timeout.
+    async fn read_connect(&self, stream: &mut TcpStream) -> io::Result<Option<wire::Frame>> {
+        let mut buffer = BytesMut::new();
+        let read = async {
+            loop {
+                match wire::next_frame(&mut buffer, self.config.limits.max_packet_bytes) {
+                    Ok(Some(frame)) => return Ok(Some(frame)),
+                    Ok(None) => {}
+                    Err(_) => return Ok(None),
+                }
+                buffer.reserve(256);
+                if stream.read_buf(&mut buffer).await? == 0 {
+                    return Ok(None);
+                }
+            }
+        };
+        timeout(self.config.connect_timeout, read)
+            .await
+            .unwrap_or(Ok(None))
+    }
+
+    async fn serve(&self, mut client: TcpStream, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
+        let frame = match self.read_connect(&mut client).await {
+            Ok(Some(frame)) => frame,
+            _ => return,
+        };
+        let connect = match connect::parse(&frame)
+            .and_then(|c| connect::check_login(&c, &self.config.users).map(|()| c))
+        {
+            Ok(connect) => connect,
+            Err(Refusal::Connack(code, why)) => {
+                warn!(%peer, "refused a client: {why} (CONNACK {})", code as u8);
+                let _ = client.write_all(&wire::connack(false, code)).await;
+                return linger(client).await;
+            }
+            Err(Refusal::Close(violation)) => {
+                warn!(%peer, "closed a connection: {violation}");
+                return;
+            }
+        };
+        // [MQTT-3.1.3-6]: a client that sent no id gets one from us. Its
+        // upstream name starts with a bare `%`, which `upstream_id` never
+        // produces, so it cannot meet a client's own id.
+        let (name, upstream_id) = if connect.client_id.is_empty() {
+            let name = format!("auto-{}", next_auto_id());
+            let upstream_id = format!("%{name}");
+            (name, upstream_id)
+        } else {
+            let name = connect.client_id.clone();
+            let upstream_id = connect::upstream_id(&name);
+            (name, upstream_id)
+        };
+
+        let me = Arc::new(Occupant {
+            kick: self.stop.child_token(),
+            done: CancellationToken::new(),
+        });
+        if !connect.client_id.is_empty() {
+            let previous = self.clients().insert(name.clone(), me.clone());
+            if let Some(previous) = previous {
+                info!(
+                    client = name,
+                    "a new connection takes over this client id [MQTT-3.1.4-2]"
+                );
+                previous.kick.cancel();
+                let _ = timeout(Duration::from_secs(5), previous.done.cancelled()).await;
+            }
+        }
+
+        let outcome = self
+            .session(&mut client, &name, &upstream_id, &connect, &me)
+            .await;
+        me.done.cancel();
+        let mut clients = self.clients();
+        if clients.get(&name).is_some_and(|c| Arc::ptr_eq(c, &me)) {
+            clients.remove(&name);
+        }
+        drop(clients);
+        if let Err(error) = outcome {
+            warn!(client = name, "rumqttd: {error}");
+        }
+    }
+
+    /// Connects the client to rumqttd, relays, and closes both sides.
+    async fn session(
+        &self,
+        client: &mut TcpStream,
+        name: &str,
+        upstream_id: &str,
+        connect: &Connect,
+        me: &Occupant,
+    ) -> io::Result<()> {
+        let (mut upstream, connack) = match self.connect_upstream(upstream_id, connect).await {
+            Ok(connected) => connected,
+            Err(error) => {
+                // rumqttd did not take the client: tell it we are unavailable.
+                let _ = client
+                    .write_all(&wire::connack(false, ConnackCode::ServerUnavailable))
+                    .await;
+                return Err(error);
+            }
+        };
+        if client.write_all(&connack).await.is_err() {
+            // The client left before its CONNACK: rumqttd's handshake is
+            // complete, so we end it the ordinary way.
+            return finish_upstream(&mut upstream, connect.will.as_ref()).await;
+        }
+        info!(
+            client = name,
+            keep_alive = connect.keep_alive,
+            clean_session = connect.clean_session,
+            "client connected"
+        );
+
+        let relay = Relay {
+            client,
+            upstream: &upstream,
+            name,
+            limits: &self.config.limits,
+            grace: (connect.keep_alive > 0)
+                .then(|| Duration::from_secs(u64::from(connect.keep_alive)).mul_f32(1.5)),
+            own_acks: connect.clean_session,
+            congestion: &self.congestion,
+        };
+        let end = relay.run(&me.kick).await;
+        match &end {
+            End::Disconnect => info!(client = name, "client disconnected"),
+            End::ClientGone(None) => info!(client = name, "client closed the connection"),
+            End::ClientGone(Some(error)) => {
+                info!(client = name, %error, "client connection failed")
+            }
+            End::Violation(violation) => {
+                warn!(client = name, "closing the connection: {violation}")
+            }
+            End::KeepAliveExpired(grace) => warn!(
+                client = name,
+                "closing the connection: nothing from the client for {grace:?}, 1.5 x its keep-alive [MQTT-3.1.2-24]"
+            ),
+            End::Kicked => info!(
+                client = name,
+                "closing the connection: taken over, or the broker stops"
+            ),
+            End::UpstreamGone => warn!(client = name, "rumqttd closed the connection"),
+        }
+        let will = connect.will.as_ref().filter(|_| end.publishes_will());
+        if let Some(will) = will {
+            info!(
+                client = name,
+                topic = will.topic,
+                "publishing the client's will"
+            );
+        }
+        if matches!(end, End::UpstreamGone) {
+            return Ok(());
+        }
+        finish_upstream(&mut upstream, will).await
+    }
+
+    /// Opens the client's connection to rumqttd and returns it with the
+    /// CONNACK rumqttd sent (which carries the session present flag).
+    async fn connect_upstream(
+        &self,
+        upstream_id: &str,
+        connect: &Connect,
+    ) -> io::Result<(TcpStream, Bytes)> {
+        let handshake = async {
+            let mut upstream = TcpStream::connect(self.config.upstream).await?;
+            upstream.set_nodelay(true)?;
+            upstream
+                .write_all(&connect::upstream_connect(
+                    upstream_id,
+                    connect.clean_session,
+                ))
+                .await?;
+            let mut connack = [0u8; 4];
+            upstream.read_exact(&mut connack).await?;
+            if connack[0] != kind::CONNACK << 4 || connack[3] != 0 {
+                return Err(io::Error::other(format!("rumqttd answered {connack:02x?}")));
+            }
+            Ok((upstream, Bytes::copy_from_slice(&connack)))
+        };
+        timeout(Duration::from_secs(5), handshake)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    }
+}
+
+/// Ends a connection to rumqttd: the will first if there is one, then
+/// DISCONNECT, then we wait (briefly) for rumqttd to close, so that it has
+/// finished with this client id before anyone else uses it.
+async fn finish_upstream(upstream: &mut TcpStream, will: Option<&Will>) -> io::Result<()> {
+    let mut goodbye = BytesMut::new();
+    if let Some(will) = will {
+        goodbye.extend_from_slice(&will_publish(will));
+    }
+    goodbye.extend_from_slice(&wire::DISCONNECT);
+    upstream.write_all(&goodbye).await?;
+    let mut sink = [0u8; 256];
+    let drain = async { while matches!(upstream.read(&mut sink).await, Ok(1..)) {} };
+    let _ = timeout(Duration::from_secs(1), drain).await;
+    Ok(())
+}
+
+/// The will as a PUBLISH to rumqttd. rumqttd delivers every message at the
+/// subscriber's QoS whatever its own (see `broker.rs`), so a QoS 2 will goes
+/// to it as QoS 1: one round trip, no exchange to finish while closing.
+fn will_publish(will: &Will) -> Bytes {
+    let qos = will.qos.min(1);
+    let mut body = BytesMut::with_capacity(will.topic.len() + will.payload.len() + 4);
+    wire::put_string(&mut body, will.topic.as_bytes());
+    if qos > 0 {
+        body.put_u16(1);
+    }
+    body.extend_from_slice(&will.payload);
+    wire::packet(kind::PUBLISH << 4 | qos << 1 | u8::from(will.retain), &body)
+}
+
+/// After a refusal, waits (at most a second) for the client to close first,
+/// so our answer is read rather than lost to a reset.
+async fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 256];
+    let drain = async { while matches!(stream.read(&mut sink).await, Ok(1..)) {} };
+    let _ = timeout(Duration::from_secs(1), drain).await;
+}
+
+fn next_auto_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
