@@ -10,104 +10,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::mqtt::{Mosquitto, program};
 use common::{Process, Server, run, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-
-/// The full path of an installed program: found on `PATH`, or in the sbin
-/// folders where Debian puts `mosquitto` (not on a normal user's `PATH`).
-fn program(name: &str) -> String {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let dirs = path.split(':').chain(["/usr/sbin", "/usr/local/sbin"]);
-    dirs.map(|dir| std::path::Path::new(dir).join(name))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!("{name} not found; apt-get install -y mosquitto mosquitto-clients")
-        })
-        .display()
-        .to_string()
-}
-
-/// A Mosquitto broker of our own, stopped when dropped.
-struct Mosquitto {
-    _child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Mosquitto {
-    /// Starts Mosquitto on a free loopback port, configured as the benchmark
-    /// configures it; with `user`, it requires that name and password.
-    async fn start(user: Option<(&str, &str)>) -> Mosquitto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("mqtt-interop-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut config = format!(
-            "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 1000000\n\
-             max_inflight_messages 20\nlog_dest stderr\n"
-        );
-        match user {
-            None => config.push_str("allow_anonymous true\n"),
-            Some((name, password)) => {
-                let file = dir.join("passwords");
-                let status = std::process::Command::new(program("mosquitto_passwd"))
-                    .args(["-b", "-c"])
-                    .arg(&file)
-                    .args([name, password])
-                    .status()
-                    .unwrap();
-                assert!(status.success(), "mosquitto_passwd failed");
-                config.push_str(&format!(
-                    "allow_anonymous false\npassword_file {}\n",
-                    file.display()
-                ));
-            }
-        }
-        let config_file = dir.join("mosquitto.conf");
-        std::fs::write(&config_file, config).unwrap();
-        let child = Command::new(program("mosquitto"))
-            .arg("-c")
-            .arg(&config_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start mosquitto");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        // Ready when it accepts a connection; retry until then.
-        within("mosquitto to listen", async {
-            while TcpStream::connect(addr).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        Mosquitto {
-            _child: child,
-            addr,
-            dir,
-        }
-    }
-
-    fn port(&self) -> String {
-        self.addr.port().to_string()
-    }
-}
 
 /// Waits until `process` has printed `text` on stderr.
 async fn wait_stderr(process: &Process, text: &str) {

@@ -183,13 +183,18 @@ impl Door {
         linger(stream).await;
     }
 
-    /// Reads the first packet, if it comes within the connect timeout.
-    async fn read_connect(&self, stream: &mut TcpStream) -> io::Result<Option<wire::Frame>> {
+    /// Reads the first packet, if it comes within the connect timeout, and
+    /// returns it with any bytes read after it (a client need not wait for
+    /// CONNACK before sending its next packets).
+    async fn read_connect(
+        &self,
+        stream: &mut TcpStream,
+    ) -> io::Result<Option<(wire::Frame, BytesMut)>> {
         let mut buffer = BytesMut::new();
         let read = async {
             loop {
                 match wire::next_frame(&mut buffer, self.config.limits.max_packet_bytes) {
-                    Ok(Some(frame)) => return Ok(Some(frame)),
+                    Ok(Some(frame)) => return Ok(Some((frame, buffer))),
                     Ok(None) => {}
                     Err(_) => return Ok(None),
                 }
@@ -205,8 +210,8 @@ impl Door {
     }
 
     async fn serve(&self, mut client: TcpStream, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
-        let frame = match self.read_connect(&mut client).await {
-            Ok(Some(frame)) => frame,
+        let (frame, early) = match self.read_connect(&mut client).await {
+            Ok(Some(read)) => read,
             _ => return,
         };
         let connect = match connect::parse(&frame)
@@ -253,7 +258,7 @@ impl Door {
         }
 
         let outcome = self
-            .session(&mut client, &name, &upstream_id, &connect, &me)
+            .session(&mut client, &name, &upstream_id, &connect, early, &me)
             .await;
         me.done.cancel();
         let mut clients = self.clients();
@@ -273,6 +278,7 @@ impl Door {
         name: &str,
         upstream_id: &str,
         connect: &Connect,
+        early: BytesMut,
         me: &Occupant,
     ) -> io::Result<()> {
         let (mut upstream, connack) = match self.connect_upstream(upstream_id, connect).await {
@@ -288,7 +294,7 @@ impl Door {
         if client.write_all(&connack).await.is_err() {
             // The client left before its CONNACK: rumqttd's handshake is
             // complete, so we end it the ordinary way.
-            return finish_upstream(&mut upstream, connect.will.as_ref()).await;
+            return finish_upstream(&mut upstream, &[], connect.will.as_ref()).await;
         }
         info!(
             client = name,
@@ -307,7 +313,7 @@ impl Door {
             own_acks: connect.clean_session,
             congestion: &self.congestion,
         };
-        let end = relay.run(&me.kick).await;
+        let (end, unsent) = relay.run(early, &me.kick).await;
         match &end {
             End::Disconnect => info!(client = name, "client disconnected"),
             End::ClientGone(None) => info!(client = name, "client closed the connection"),
@@ -338,7 +344,7 @@ impl Door {
         if matches!(end, End::UpstreamGone) {
             return Ok(());
         }
-        finish_upstream(&mut upstream, will).await
+        finish_upstream(&mut upstream, &unsent, will).await
     }
 
     /// Opens the client's connection to rumqttd and returns it with the
@@ -370,11 +376,19 @@ impl Door {
     }
 }
 
-/// Ends a connection to rumqttd: the will first if there is one, then
-/// DISCONNECT, then we wait (briefly) for rumqttd to close, so that it has
-/// finished with this client id before anyone else uses it.
-async fn finish_upstream(upstream: &mut TcpStream, will: Option<&Will>) -> io::Result<()> {
+/// Ends a connection to rumqttd: what the client sent that is still
+/// unsent, the will if there is one, then DISCONNECT; then we wait
+/// (briefly) for rumqttd to close, so that it has finished with this client
+/// id before anyone else uses it.
+async fn finish_upstream(
+    upstream: &mut TcpStream,
+    unsent: &[Bytes],
+    will: Option<&Will>,
+) -> io::Result<()> {
     let mut goodbye = BytesMut::new();
+    for chunk in unsent {
+        goodbye.extend_from_slice(chunk);
+    }
     if let Some(will) = will {
         goodbye.extend_from_slice(&will_publish(will));
     }

@@ -82,9 +82,9 @@ pub struct Servers {
 }
 
 impl Servers {
-    /// Starts the TCP, UDP and WebSocket servers on a thread of their own
-    /// (with a single-threaded tokio runtime), and the MQTT broker on
-    /// rumqttd's threads. The clients run on the caller's thread, so on a
+    /// Starts the TCP, UDP and WebSocket servers and the MQTT broker's front
+    /// door on a thread of their own (with a single-threaded tokio runtime);
+    /// rumqttd runs on threads of its own. The clients run on the caller's thread, so on a
     /// 2-core machine each side has a core, as two processes would.
     pub async fn start() -> anyhow::Result<Servers> {
         let stop = CancellationToken::new();
@@ -119,23 +119,13 @@ impl Servers {
                     .await;
                 });
             })?;
-        let (tcp, udp, websocket) = ready.await.context("the servers' thread ended")??;
-
-        // rumqttd runs on threads of its own and has no stop: it ends with
-        // this process. `start` blocks until it listens.
-        let broker = tokio::task::spawn_blocking(|| {
-            mqtt::broker::start(&mqtt::broker::BrokerConfig {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                ..Default::default()
-            })
-        })
-        .await??;
+        let (tcp, udp, websocket, mqtt) = ready.await.context("the servers' thread ended")??;
 
         Ok(Servers {
             tcp,
             udp,
             websocket,
-            mqtt: broker.addr,
+            mqtt,
             stop,
             thread,
         })
@@ -150,11 +140,11 @@ impl Servers {
 }
 
 /// Binds 127.0.0.1:0 for each server and starts it in `tasks`; returns the
-/// TCP, UDP and WebSocket addresses.
+/// TCP, UDP, WebSocket and MQTT addresses.
 async fn spawn_servers(
     tasks: &mut JoinSet<()>,
     stop: &CancellationToken,
-) -> anyhow::Result<(SocketAddr, SocketAddr, SocketAddr)> {
+) -> anyhow::Result<(SocketAddr, SocketAddr, SocketAddr, SocketAddr)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let tcp = listener.local_addr()?;
     let config = tcp::server::Config::default();
@@ -182,5 +172,17 @@ async fn spawn_servers(
     tasks.spawn(async move {
         let _ = websocket::server::run(listener, config, shutdown).await;
     });
-    Ok((tcp, udp, websocket))
+
+    // rumqttd runs on threads of its own and has no stop: it ends with this
+    // process. The front door stops with the others.
+    let config = mqtt::broker::BrokerConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Default::default()
+    };
+    let broker = mqtt::broker::start(&config, stop.clone().cancelled_owned()).await?;
+    let mqtt = broker.addr;
+    tasks.spawn(async move {
+        let _ = broker.wait().await;
+    });
+    Ok((tcp, udp, websocket, mqtt))
 }

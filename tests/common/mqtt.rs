@@ -1,5 +1,16 @@
 //! Raw MQTT packets, for tests that must see exactly which bytes a broker
-//! answers (rumqttc hides a broker that closes without a CONNACK).
+//! answers (rumqttc hides a broker that closes without a CONNACK), and a
+//! Mosquitto of the test's own to compare with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use super::within;
 
 /// A raw MQTT 3.1.1 CONNECT with a clean session, keep-alive 60 s, and a
 /// username and password.
@@ -24,4 +35,99 @@ pub fn connect_packet_with_keep_alive(
     let mut packet = vec![0x10, body.len() as u8];
     packet.extend_from_slice(&body);
     packet
+}
+
+/// The full path of an installed program: found on `PATH`, or in the sbin
+/// folders where Debian puts `mosquitto` (not on a normal user's `PATH`).
+pub fn program(name: &str) -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let dirs = path.split(':').chain(["/usr/sbin", "/usr/local/sbin"]);
+    dirs.map(|dir| std::path::Path::new(dir).join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} not found; apt-get install -y mosquitto mosquitto-clients")
+        })
+        .display()
+        .to_string()
+}
+
+/// A Mosquitto broker of our own, stopped when dropped.
+pub struct Mosquitto {
+    _child: Child,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto on a free loopback port, configured as the benchmark
+    /// configures it; with `user`, it requires that name and password.
+    pub async fn start(user: Option<(&str, &str)>) -> Mosquitto {
+        Self::start_with(user, "").await
+    }
+
+    /// The same, with more lines for its configuration file.
+    pub async fn start_with(user: Option<(&str, &str)>, extra: &str) -> Mosquitto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("mqtt-interop-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config = format!(
+            "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 1000000\n\
+             max_inflight_messages 20\nlog_dest stderr\n"
+        );
+        match user {
+            None => config.push_str("allow_anonymous true\n"),
+            Some((name, password)) => {
+                let file = dir.join("passwords");
+                let status = std::process::Command::new(program("mosquitto_passwd"))
+                    .args(["-b", "-c"])
+                    .arg(&file)
+                    .args([name, password])
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "mosquitto_passwd failed");
+                config.push_str(&format!(
+                    "allow_anonymous false\npassword_file {}\n",
+                    file.display()
+                ));
+            }
+        }
+        config.push_str(extra);
+        let config_file = dir.join("mosquitto.conf");
+        std::fs::write(&config_file, config).unwrap();
+        let child = Command::new(program("mosquitto"))
+            .arg("-c")
+            .arg(&config_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start mosquitto");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Ready when it accepts a connection; retry until then.
+        within("mosquitto to listen", async {
+            while TcpStream::connect(addr).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        Mosquitto {
+            _child: child,
+            addr,
+            dir,
+        }
+    }
+
+    pub fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
 }

@@ -8,8 +8,9 @@
 //!
 //! What the relay does besides passing bytes along:
 //! - it closes a client that breaks a rule of the spec, naming the rule;
-//! - it answers PINGREQ itself, and drops a client it has not heard from in
-//!   1.5 times its keep-alive [MQTT-3.1.2-24];
+//! - it drops a client it has not heard from in 1.5 times its keep-alive
+//!   [MQTT-3.1.2-24], and keeps its own connection to rumqttd alive with
+//!   PINGREQs of its own, whose answers it keeps to itself;
 //! - it answers SUBSCRIBE to `$` filters (`$SYS/#`) with a failure code,
 //!   because rumqttd would close the connection for them;
 //! - for clean sessions, it acknowledges rumqttd's QoS 1 and 2 deliveries
@@ -204,17 +205,24 @@ struct State {
     last_heard: Instant,
     last_to_upstream: Instant,
     pressure: Pressure,
+    /// Our own PINGREQs to rumqttd not yet answered.
+    own_pings: u32,
     /// Messages dropped for this client since the last log line about it.
     dropped: u64,
     dropped_logged: Option<Instant>,
 }
 
 impl Relay<'_> {
-    /// Relays until either side ends, or `kick` is cancelled.
-    pub async fn run(&self, kick: &CancellationToken) -> End {
+    /// Relays until either side ends, or `kick` is cancelled. Returns how it
+    /// ended, and the client's packets not yet written to rumqttd (a
+    /// PUBLISH followed at once by DISCONNECT, say), which the caller sends
+    /// before it closes.
+    ///
+    /// `early` holds bytes the client sent right after its CONNECT.
+    pub async fn run(&self, early: BytesMut, kick: &CancellationToken) -> (End, Vec<Bytes>) {
         let now = Instant::now();
         let mut state = State {
-            from_client: BytesMut::new(),
+            from_client: early,
             from_upstream: BytesMut::new(),
             to_client: Outbox::default(),
             to_upstream: Outbox::default(),
@@ -223,9 +231,16 @@ impl Relay<'_> {
             last_heard: now,
             last_to_upstream: now,
             pressure: self.congestion.pressure(),
+            own_pings: 0,
             dropped: 0,
             dropped_logged: None,
         };
+        if let Err(end) = self
+            .client_packets(&mut state)
+            .and_then(|()| self.flush(&mut state))
+        {
+            return (end, state.to_upstream.chunks.into());
+        }
         let timer = tokio::time::sleep_until(self.deadline(&state));
         tokio::pin!(timer);
         loop {
@@ -239,7 +254,7 @@ impl Relay<'_> {
             let read_upstream = state.to_client.bytes < self.limits.max_queued_bytes
                 || (self.own_acks && state.pressure.stalled(Instant::now()));
             let result = tokio::select! {
-                () = kick.cancelled() => return End::Kicked,
+                () = kick.cancelled() => Err(End::Kicked),
                 ready = self.client.readable(), if read_client => match ready {
                     Ok(()) => self.read_client(&mut state),
                     Err(error) => Err(End::ClientGone(Some(error))),
@@ -263,11 +278,8 @@ impl Relay<'_> {
                 }
                 () = &mut timer => self.on_timer(&mut state),
             };
-            if let Err(end) = result {
-                return end;
-            }
-            if let Err(end) = self.flush(&mut state) {
-                return end;
+            if let Err(end) = result.and_then(|()| self.flush(&mut state)) {
+                return (end, state.to_upstream.chunks.into());
             }
             timer.as_mut().reset(self.deadline(&state));
         }
@@ -298,6 +310,7 @@ impl Relay<'_> {
         }
         if now >= state.last_to_upstream + UPSTREAM_PING {
             state.to_upstream.push(Bytes::from_static(&wire::PINGREQ));
+            state.own_pings += 1;
         }
         if self.own_acks {
             let (queued, max) = (state.to_client.bytes, self.limits.max_queued_bytes);
@@ -341,6 +354,11 @@ impl Relay<'_> {
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(error) => return Err(End::ClientGone(Some(error))),
         }
+        self.client_packets(state)
+    }
+
+    /// Handles each whole packet the client has sent so far.
+    fn client_packets(&self, state: &mut State) -> Result<(), End> {
         loop {
             let frame = match wire::next_frame(&mut state.from_client, self.limits.max_packet_bytes)
             {
@@ -386,8 +404,10 @@ impl Relay<'_> {
             kind::SUBSCRIBE => self.subscribe(state, frame)?,
             kind::UNSUBSCRIBE => self.unsubscribe(state, frame)?,
             kind::PINGREQ => {
+                // Through rumqttd, so the PINGRESP comes after the answers
+                // to what the client sent before it.
                 empty_body(&frame)?;
-                state.to_client.push(Bytes::from_static(&wire::PINGRESP));
+                state.to_upstream.push(frame.bytes.freeze());
             }
             kind::DISCONNECT => {
                 empty_body(&frame)?;
@@ -516,8 +536,8 @@ impl Relay<'_> {
     /// One packet from rumqttd, on its way to the client.
     fn upstream_packet(&self, state: &mut State, mut frame: Frame) {
         match frame.kind {
-            // Only our own pings get answers: the client's we answer ourselves.
-            kind::PINGRESP => {}
+            // rumqttd answers pings in order: ours first, as we sent them.
+            kind::PINGRESP if state.own_pings > 0 => state.own_pings -= 1,
             kind::SUBACK => {
                 let packet_id = packet_id_of(&frame);
                 match state.subacks.iter().position(|p| p.packet_id == packet_id) {
