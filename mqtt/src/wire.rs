@@ -313,6 +313,7 @@ pub fn packet(first: u8, body: &[u8]) -> Bytes {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In a test, a panic is a failure report.
 mod tests {
     use super::*;
 

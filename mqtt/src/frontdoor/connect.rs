@@ -218,6 +218,7 @@ pub fn upstream_connect(upstream_id: &str, clean_session: bool) -> Bytes {
 pub const UPSTREAM_KEEP_ALIVE_SECS: u16 = u16::MAX;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In a test, a panic is a failure report.
 mod tests {
     use super::*;
 
