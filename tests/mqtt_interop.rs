@@ -1,7 +1,8 @@
 //! MQTT with an independent implementation on the other side: Mosquitto's
 //! clients against `mqtt_broker`, and `mqtt_publisher`/`mqtt_subscriber`
 //! against a Mosquitto broker (the original project's setup). Mosquitto also
-//! shows the spec's behaviour where rumqttd departs from it.
+//! shows the spec's behaviour where rumqttd departs from it (see also
+//! `tests/mqtt_conformance.rs`, which runs one list of cases against both).
 //!
 //! Each test starts its own `mosquitto -c <config>` on a free loopback port;
 //! a system-wide Mosquitto service is neither needed nor used.
@@ -136,7 +137,7 @@ async fn mosquitto_delivers_at_the_lower_qos() {
 }
 
 /// Mosquitto follows MQTT 3.1.1 section 3.2.2.3: a bad password gets CONNACK
-/// with return code 5 (rumqttd just closes; see tests/mqtt.rs), so our
+/// with return code 5 (as `mqtt_broker` does; see tests/mqtt.rs), so our
 /// publisher can name the cause.
 #[tokio::test]
 #[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
@@ -170,8 +171,7 @@ async fn mosquitto_answers_a_bad_password_with_connack_5() {
 }
 
 /// Mosquitto follows MQTT 3.1.1 section 3.1.2.10: a keep-alive of 0 (none)
-/// is accepted with CONNACK 0 (rumqttd closes the connection; see
-/// tests/mqtt.rs).
+/// is accepted with CONNACK 0 (as `mqtt_broker` does; see tests/mqtt.rs).
 #[tokio::test]
 #[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
 async fn mosquitto_accepts_a_keep_alive_of_zero() {

@@ -85,7 +85,8 @@ impl ClientConfig {
         let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
         // The broker drops us if it hears nothing for 1.5 x this, so rumqttc
         // sends a PINGREQ every 30 s (busy or idle: it does not track our
-        // traffic). rumqttd refuses 0, which the spec allows as "never".
+        // traffic). 0 would mean "never"; brokers then cannot tell a
+        // silent client from a vanished one.
         options.set_keep_alive(Duration::from_secs(30));
         options.set_clean_session(self.clean_session);
         options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
@@ -177,8 +178,9 @@ pub fn explain(error: &ConnectionError, addr: &str, connected: bool) -> anyhow::
         (_, Some(ErrorKind::ConnectionRefused)) => {
             anyhow!("cannot connect to {addr}: connection refused; is a broker running there?")
         }
-        // rumqttd answers a bad login, or one client too many, by closing the
-        // connection without a CONNACK, so "closed" is all we can know.
+        // Some brokers answer a bad login, or one client too many, by closing
+        // the connection without a CONNACK (rumqttd alone does; our
+        // mqtt_broker answers CONNACK 5 or 3), so "closed" is all we know.
         (
             _,
             Some(ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
