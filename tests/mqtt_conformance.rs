@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::mqtt::Mosquitto;
-use common::{Server, within};
+use common::{Process, Server, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -709,4 +709,38 @@ async fn every_acknowledged_qos_1_message_reaches_a_reading_subscriber() {
         .expect("the subscriber to finish")
         .unwrap();
     assert_eq!(delivered, COUNT, "PUBACKed {acked}, delivered {delivered}");
+}
+
+/// Each client costs the broker three file descriptors (its connection, the
+/// front door's to rumqttd, rumqttd's end of that), so at start the broker
+/// fits `--max-connections` to the open-file limit and says so: it never
+/// runs out of descriptors, where rumqttd's accept loop would spin. Under
+/// `ulimit -n 256`, 1000 becomes 42, and client 43 gets CONNACK 3.
+#[tokio::test]
+async fn the_connection_limit_fits_the_open_file_limit() {
+    let broker = common::binary("mqtt_broker");
+    let script = "ulimit -n 256 && exec \"$0\" --port 0 --max-connections 1000";
+    let mut process = Process::spawn("/bin/sh", &["-c", script, broker.to_str().unwrap()]);
+    let first = process.line().await.expect("the listening line");
+    let addr: SocketAddr = first
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .expect("listening on <addr>");
+    within("the warning", async {
+        while !process.stderr().contains("serving=42") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..42 {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(&connect(format!("fd-{i}").as_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(read_connack(&mut client).await, "CONNACK 0", "client {i}");
+        clients.push(client);
+    }
+    assert_eq!(observe(addr, &[ok(b"one-more")]).await, "CONNACK 3, closed");
 }

@@ -205,7 +205,7 @@ pub async fn start(
     config: &BrokerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningBroker> {
-    networking_protocols::raise_open_file_limit();
+    let config = &fit_open_file_limit(config, networking_protocols::raise_open_file_limit())?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|error| networking_protocols::bind_error(config.addr, error))?;
@@ -225,6 +225,43 @@ pub async fn start(
         ended,
         front_door,
     })
+}
+
+/// File descriptors one client costs this process: its connection, the
+/// front door's connection to rumqttd, and rumqttd's end of that.
+pub const FILES_PER_CLIENT: u64 = 3;
+
+/// File descriptors kept for everything else: the listeners, refusals in
+/// progress (at most 64), log files, rumqttd's internals.
+pub const FILES_SPARE: u64 = 128;
+
+/// Lowers `max_connections` to what the open-file limit can hold, with a
+/// warning, so that the broker never runs out of descriptors (rumqttd's
+/// accept loop spins at 100% CPU when it does). `limit` is the soft limit,
+/// `None` if unknown. Errors if not even one client fits.
+pub fn fit_open_file_limit(
+    config: &BrokerConfig,
+    limit: Option<u64>,
+) -> anyhow::Result<BrokerConfig> {
+    let mut config = config.clone();
+    let Some(limit) = limit else {
+        return Ok(config);
+    };
+    let fits =
+        usize::try_from(limit.saturating_sub(FILES_SPARE) / FILES_PER_CLIENT).unwrap_or(usize::MAX);
+    if fits == 0 {
+        bail!("the open-file limit ({limit}) leaves no room for clients; raise it with ulimit -n");
+    }
+    if config.max_connections > fits {
+        tracing::warn!(
+            requested = config.max_connections,
+            serving = fits,
+            "--max-connections is more than the open-file limit ({limit}) can hold at \
+             {FILES_PER_CLIENT} files per client; raise it with ulimit -n"
+        );
+        config.max_connections = fits;
+    }
+    Ok(config)
 }
 
 /// The front door's settings for `config`, in front of rumqttd at `upstream`.
