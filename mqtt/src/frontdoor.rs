@@ -173,7 +173,7 @@ impl Door {
     /// One more client than `--max-connections`: read its CONNECT and answer
     /// CONNACK 3, "server unavailable" (spec §3.2.2.3).
     async fn refuse_busy(&self, mut stream: TcpStream, peer: SocketAddr) {
-        if let Ok(Some(_)) = self.read_connect(&mut stream).await {
+        if self.read_connect(&mut stream).await.is_ok() {
             let _ = stream
                 .write_all(&wire::connack(false, ConnackCode::ServerUnavailable))
                 .await;
@@ -183,36 +183,57 @@ impl Door {
         linger(stream).await;
     }
 
-    /// Reads the first packet, if it comes within the connect timeout, and
-    /// returns it with any bytes read after it (a client need not wait for
-    /// CONNACK before sending its next packets).
+    /// Reads the first packet, if it is a CONNECT that comes within the
+    /// connect timeout, and returns it with any bytes read after it (a client
+    /// need not wait for CONNACK before sending its next packets). Otherwise
+    /// returns why not, for the log.
     async fn read_connect(
         &self,
         stream: &mut TcpStream,
-    ) -> io::Result<Option<(wire::Frame, BytesMut)>> {
+    ) -> Result<(wire::Frame, BytesMut), String> {
         let mut buffer = BytesMut::new();
         let read = async {
             loop {
+                // The first byte is enough to tell a CONNECT [MQTT-3.1.0-1]:
+                // anything else (an HTTP request, say) is closed at once.
+                if let Some(&first) = buffer.first()
+                    && first >> 4 != kind::CONNECT
+                {
+                    return Err(format!(
+                        "the first packet is type {}, not CONNECT [MQTT-3.1.0-1]",
+                        first >> 4
+                    ));
+                }
                 match wire::next_frame(&mut buffer, self.config.limits.max_packet_bytes) {
-                    Ok(Some(frame)) => return Ok(Some((frame, buffer))),
+                    Ok(Some(frame)) => return Ok((frame, buffer)),
                     Ok(None) => {}
-                    Err(_) => return Ok(None),
+                    Err(violation) => return Err(violation.to_string()),
                 }
                 buffer.reserve(256);
-                if stream.read_buf(&mut buffer).await? == 0 {
-                    return Ok(None);
+                match stream.read_buf(&mut buffer).await {
+                    Ok(0) => return Err("the client closed before its CONNECT".to_string()),
+                    Ok(_) => {}
+                    Err(error) => return Err(format!("reading the CONNECT failed: {error}")),
                 }
             }
         };
         timeout(self.config.connect_timeout, read)
             .await
-            .unwrap_or(Ok(None))
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no CONNECT within {:?}",
+                    self.config.connect_timeout
+                ))
+            })
     }
 
     async fn serve(&self, mut client: TcpStream, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
         let (frame, early) = match self.read_connect(&mut client).await {
-            Ok(Some(read)) => read,
-            _ => return,
+            Ok(read) => read,
+            Err(why) => {
+                info!(%peer, "closed a connection: {why}");
+                return;
+            }
         };
         let connect = match connect::parse(&frame)
             .and_then(|c| connect::check_login(&c, &self.config.users).map(|()| c))

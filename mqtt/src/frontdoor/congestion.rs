@@ -99,6 +99,12 @@ impl Pressure {
         let _ = self.paused.changed().await;
     }
 
+    /// Records that the client's queue is empty: whatever comes next, the
+    /// client has not been slow yet.
+    pub fn caught_up(&mut self) {
+        self.last_progress = Instant::now();
+    }
+
     /// Whether the client has taken nothing from a non-empty queue for [`STALL`].
     pub fn stalled(&self, now: Instant) -> bool {
         now >= self.last_progress + STALL

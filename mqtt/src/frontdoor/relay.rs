@@ -514,6 +514,10 @@ impl Relay<'_> {
 
     /// Reads what rumqttd sent and handles each whole packet.
     fn read_upstream_side(&self, state: &mut State) -> Result<(), End> {
+        if state.to_client.is_empty() {
+            // Nothing was waiting for the client: it is not behind.
+            state.pressure.caught_up();
+        }
         match read_some(self.upstream, &mut state.from_upstream) {
             Ok(0) => return Err(End::UpstreamGone),
             Ok(_) => {}
@@ -568,7 +572,7 @@ impl Relay<'_> {
                 state
                     .to_upstream
                     .push(Bytes::copy_from_slice(&wire::ack(answer, upstream_id)));
-                if !self.has_room(state, frame.bytes.len()) {
+                if self.must_drop(state, frame.bytes.len()) {
                     self.drop_message(state);
                     return;
                 }
@@ -580,7 +584,7 @@ impl Relay<'_> {
                 state.to_client.push(frame.bytes.freeze());
             }
             kind::PUBLISH => {
-                if self.own_acks && !self.has_room(state, frame.bytes.len()) {
+                if self.own_acks && self.must_drop(state, frame.bytes.len()) {
                     self.drop_message(state);
                     return;
                 }
@@ -596,8 +600,13 @@ impl Relay<'_> {
         }
     }
 
-    fn has_room(&self, state: &State, bytes: usize) -> bool {
-        state.to_client.bytes + bytes <= self.limits.max_queued_bytes
+    /// Whether a message of `bytes` must be dropped: the client's queue is
+    /// full and the client has stopped reading. A client that is reading
+    /// takes it even over the limit (by at most one read from rumqttd, since
+    /// a full queue stops those reads), and publishers wait for it.
+    fn must_drop(&self, state: &State, bytes: usize) -> bool {
+        state.to_client.bytes + bytes > self.limits.max_queued_bytes
+            && state.pressure.stalled(Instant::now())
     }
 
     /// Counts a message the client's full queue had no room for, and says so
