@@ -17,7 +17,11 @@
 //!    login. It always finishes this handshake and closes it cleanly, even
 //!    if the client has vanished meanwhile: rumqttd 0.20 panics, and then
 //!    refuses every later client, when a connection fails half-way through
-//!    its handshake twice with the same client id (rumqtt issue 1062);
+//!    its handshake twice with the same client id (rumqtt issue 1062). A
+//!    clean session has nothing for rumqttd to find, so we answer its
+//!    CONNECT ourselves and connect it to rumqttd only when it first sends
+//!    something for it: rumqttd spends about 45 KB on each connection, and a
+//!    client that only connects (or only pings) then costs it nothing;
 //! 4. **relays** packets both ways ([`relay`]), checking the client's;
 //! 5. at the end, **publishes the will** unless the client sent DISCONNECT.
 //!
@@ -77,6 +81,7 @@ pub async fn run(
         clients: Mutex::new(HashMap::new()),
         congestion: Congestion::default(),
         stop: CancellationToken::new(),
+        rumqttd: Rumqttd::new(config.upstream),
         config,
     });
     let tasks = TaskTracker::new();
@@ -156,6 +161,7 @@ struct Door {
     refusals: Arc<Semaphore>,
     clients: Mutex<HashMap<String, Arc<Occupant>>>,
     congestion: Congestion,
+    rumqttd: Rumqttd,
     /// Cancelled when the broker stops.
     stop: CancellationToken,
 }
@@ -292,7 +298,13 @@ impl Door {
         }
     }
 
-    /// Connects the client to rumqttd, relays, and closes both sides.
+    /// Relays the client to rumqttd and closes both sides.
+    ///
+    /// A clean session has no state to find, so we answer its CONNECT
+    /// ourselves (session present 0, [MQTT-3.2.2-1]), and rumqttd sees the
+    /// client only once it sends something for rumqttd: a client that only
+    /// connects costs rumqttd nothing. A persistent session is connected
+    /// to rumqttd at once, whose CONNACK says whether it kept the session.
     async fn session(
         &self,
         client: &mut TcpStream,
@@ -302,20 +314,27 @@ impl Door {
         early: BytesMut,
         me: &Occupant,
     ) -> io::Result<()> {
-        let (mut upstream, connack) = match self.connect_upstream(upstream_id, connect).await {
-            Ok(connected) => connected,
-            Err(error) => {
-                // rumqttd did not take the client: tell it we are unavailable.
-                let _ = client
-                    .write_all(&wire::connack(false, ConnackCode::ServerUnavailable))
-                    .await;
-                return Err(error);
+        let rumqttd = &self.rumqttd;
+        let (upstream, connack) = if connect.clean_session {
+            (None, wire::connack(false, ConnackCode::Accepted))
+        } else {
+            match rumqttd.open(upstream_id, false).await {
+                Ok((upstream, connack)) => (Some(upstream), connack),
+                Err(error) => {
+                    // rumqttd did not take the client: we are unavailable.
+                    let refusal = wire::connack(false, ConnackCode::ServerUnavailable);
+                    let _ = client.write_all(&refusal).await;
+                    return Err(error);
+                }
             }
         };
         if client.write_all(&connack).await.is_err() {
-            // The client left before its CONNACK: rumqttd's handshake is
-            // complete, so we end it the ordinary way.
-            return finish_upstream(&mut upstream, &[], connect.will.as_ref()).await;
+            // The client left before its CONNACK. If rumqttd's handshake is
+            // complete, we end it the ordinary way.
+            if let Some(mut upstream) = upstream {
+                finish_upstream(&mut upstream, &[], connect.will.as_ref()).await?;
+            }
+            return Ok(());
         }
         info!(
             client = name,
@@ -326,7 +345,8 @@ impl Door {
 
         let relay = Relay {
             client,
-            upstream: &upstream,
+            rumqttd,
+            upstream_id,
             name,
             limits: &self.config.limits,
             grace: (connect.keep_alive > 0)
@@ -334,7 +354,7 @@ impl Door {
             own_acks: connect.clean_session,
             congestion: &self.congestion,
         };
-        let (end, unsent) = relay.run(early, &me.kick).await;
+        let (end, unsent, upstream) = relay.run(early, &me.kick, upstream).await;
         match &end {
             End::Disconnect => info!(client = name, "client disconnected"),
             End::ClientGone(None) => info!(client = name, "client closed the connection"),
@@ -365,31 +385,62 @@ impl Door {
         if matches!(end, End::UpstreamGone) {
             return Ok(());
         }
-        finish_upstream(&mut upstream, &unsent, will).await
+        let upstream = match upstream {
+            Some(upstream) => Some(upstream),
+            // The client never needed rumqttd, but its last packets or its
+            // will do.
+            None if will.is_some() || !unsent.is_empty() => {
+                Some(rumqttd.open(upstream_id, connect.clean_session).await?.0)
+            }
+            None => None,
+        };
+        match upstream {
+            Some(mut upstream) => finish_upstream(&mut upstream, &unsent, will).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// rumqttd's internal listener, as the front door reaches it.
+#[derive(Debug)]
+pub struct Rumqttd {
+    addr: SocketAddr,
+    /// rumqttd sets up one connection at a time (its router answers each
+    /// in turn), and its listener queues at most 1024 that wait for it; a
+    /// thousand clients at once would overflow that queue and wait seconds
+    /// for TCP's retries. So at most this many of our handshakes run at once.
+    handshakes: Semaphore,
+}
+
+impl Rumqttd {
+    fn new(addr: SocketAddr) -> Self {
+        Rumqttd {
+            addr,
+            handshakes: Semaphore::new(64),
+        }
     }
 
-    /// Opens the client's connection to rumqttd and returns it with the
-    /// CONNACK rumqttd sent (which carries the session present flag).
-    async fn connect_upstream(
+    /// Opens a client's connection to rumqttd under `upstream_id`, and
+    /// returns it with the CONNACK rumqttd sent (which carries the session
+    /// present flag). Errors if rumqttd refuses, or takes over 5 s once our
+    /// turn has come.
+    pub async fn open(
         &self,
         upstream_id: &str,
-        connect: &Connect,
-    ) -> io::Result<(TcpStream, Bytes)> {
+        clean_session: bool,
+    ) -> io::Result<(TcpStream, [u8; 4])> {
+        let _turn = self.handshakes.acquire().await.map_err(io::Error::other)?;
         let handshake = async {
-            let mut upstream = TcpStream::connect(self.config.upstream).await?;
+            let mut upstream = TcpStream::connect(self.addr).await?;
             upstream.set_nodelay(true)?;
-            upstream
-                .write_all(&connect::upstream_connect(
-                    upstream_id,
-                    connect.clean_session,
-                ))
-                .await?;
+            let connect = connect::upstream_connect(upstream_id, clean_session);
+            upstream.write_all(&connect).await?;
             let mut connack = [0u8; 4];
             upstream.read_exact(&mut connack).await?;
             if connack[0] != kind::CONNACK << 4 || connack[3] != 0 {
                 return Err(io::Error::other(format!("rumqttd answered {connack:02x?}")));
             }
-            Ok((upstream, Bytes::copy_from_slice(&connack)))
+            Ok((upstream, connack))
         };
         timeout(Duration::from_secs(5), handshake)
             .await

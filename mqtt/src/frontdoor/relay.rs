@@ -184,7 +184,9 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Relay<'a> {
     pub client: &'a TcpStream,
-    pub upstream: &'a TcpStream,
+    /// rumqttd, and the client id it knows this client by.
+    pub rumqttd: &'a super::Rumqttd,
+    pub upstream_id: &'a str,
     /// The client id, for log lines.
     pub name: &'a str,
     pub limits: &'a Limits,
@@ -196,6 +198,8 @@ pub struct Relay<'a> {
 }
 
 struct State {
+    /// The connection to rumqttd, once the client has sent something for it.
+    upstream: Option<TcpStream>,
     from_client: BytesMut,
     from_upstream: BytesMut,
     to_client: Outbox,
@@ -218,10 +222,19 @@ impl Relay<'_> {
     /// PUBLISH followed at once by DISCONNECT, say), which the caller sends
     /// before it closes.
     ///
-    /// `early` holds bytes the client sent right after its CONNECT.
-    pub async fn run(&self, early: BytesMut, kick: &CancellationToken) -> (End, Vec<Bytes>) {
+    /// `early` holds bytes the client sent right after its CONNECT;
+    /// `upstream` is the connection to rumqttd if there is one already (a
+    /// persistent session). Otherwise the relay opens it when the client
+    /// first sends something for rumqttd, and returns it at the end.
+    pub async fn run(
+        &self,
+        early: BytesMut,
+        kick: &CancellationToken,
+        upstream: Option<TcpStream>,
+    ) -> (End, Vec<Bytes>, Option<TcpStream>) {
         let now = Instant::now();
         let mut state = State {
+            upstream,
             from_client: early,
             from_upstream: BytesMut::new(),
             to_client: Outbox::default(),
@@ -235,11 +248,9 @@ impl Relay<'_> {
             dropped: 0,
             dropped_logged: None,
         };
-        if let Err(end) = self
-            .client_packets(&mut state)
-            .and_then(|()| self.flush(&mut state))
-        {
-            return (end, state.to_upstream.chunks.into());
+        let early = self.client_packets(&mut state);
+        if let Err(end) = self.settle(early, &mut state).await {
+            return (end, state.to_upstream.chunks.into(), state.upstream);
         }
         let timer = tokio::time::sleep_until(self.deadline(&state));
         tokio::pin!(timer);
@@ -259,7 +270,7 @@ impl Relay<'_> {
                     Ok(()) => self.read_client(&mut state),
                     Err(error) => Err(End::ClientGone(Some(error))),
                 },
-                ready = self.upstream.readable(), if read_upstream => match ready {
+                ready = readable(state.upstream.as_ref()), if read_upstream => match ready {
                     Ok(()) => self.read_upstream_side(&mut state),
                     Err(_) => Err(End::UpstreamGone),
                 },
@@ -267,7 +278,7 @@ impl Relay<'_> {
                     Ok(()) => Ok(()),
                     Err(error) => Err(End::ClientGone(Some(error))),
                 },
-                ready = self.upstream.writable(), if !state.to_upstream.is_empty() => match ready {
+                ready = writable(state.upstream.as_ref()), if !state.to_upstream.is_empty() => match ready {
                     Ok(()) => Ok(()),
                     Err(_) => Err(End::UpstreamGone),
                 },
@@ -278,17 +289,40 @@ impl Relay<'_> {
                 }
                 () = &mut timer => self.on_timer(&mut state),
             };
-            if let Err(end) = result.and_then(|()| self.flush(&mut state)) {
-                return (end, state.to_upstream.chunks.into());
+            if let Err(end) = self.settle(result, &mut state).await {
+                return (end, state.to_upstream.chunks.into(), state.upstream);
             }
             timer.as_mut().reset(self.deadline(&state));
         }
     }
 
+    /// After a turn: opens the connection to rumqttd if the client has sent
+    /// the first packets for it, then writes what is queued both ways.
+    async fn settle(&self, turn: Result<(), End>, state: &mut State) -> Result<(), End> {
+        turn?;
+        if state.upstream.is_none() && !state.to_upstream.is_empty() {
+            match self.rumqttd.open(self.upstream_id, self.own_acks).await {
+                Ok((upstream, _connack)) => {
+                    state.upstream = Some(upstream);
+                    state.last_to_upstream = Instant::now();
+                }
+                Err(error) => {
+                    warn!(client = self.name, %error, "cannot connect the client to rumqttd");
+                    return Err(End::UpstreamGone);
+                }
+            }
+        }
+        self.flush(state)
+    }
+
     /// When the timer must next look: the client's keep-alive deadline, or
     /// our next ping to rumqttd, whichever is first.
     fn deadline(&self, state: &State) -> Instant {
-        let mut deadline = state.last_to_upstream + UPSTREAM_PING;
+        let mut deadline = match state.upstream {
+            Some(_) => state.last_to_upstream + UPSTREAM_PING,
+            // Nothing to ping: look again in a day.
+            None => Instant::now() + Duration::from_secs(24 * 3600),
+        };
         if let Some(grace) = self.grace
             && !state.pressure.paused()
         {
@@ -308,7 +342,7 @@ impl Relay<'_> {
         {
             return Err(End::KeepAliveExpired(grace));
         }
-        if now >= state.last_to_upstream + UPSTREAM_PING {
+        if state.upstream.is_some() && now >= state.last_to_upstream + UPSTREAM_PING {
             state.to_upstream.push(Bytes::from_static(&wire::PINGREQ));
             state.own_pings += 1;
         }
@@ -322,8 +356,10 @@ impl Relay<'_> {
     /// Writes both queues as far as the sockets take them, and tells the
     /// congestion tracker how full this client's queue is.
     fn flush(&self, state: &mut State) -> Result<(), End> {
-        if !state.to_upstream.is_empty() {
-            match state.to_upstream.write_to(self.upstream) {
+        if let Some(upstream) = &state.upstream
+            && !state.to_upstream.is_empty()
+        {
+            match state.to_upstream.write_to(upstream) {
                 Ok(n) if n > 0 => state.last_to_upstream = Instant::now(),
                 Ok(_) => {}
                 Err(_) => return Err(End::UpstreamGone),
@@ -404,10 +440,15 @@ impl Relay<'_> {
             kind::SUBSCRIBE => self.subscribe(state, frame)?,
             kind::UNSUBSCRIBE => self.unsubscribe(state, frame)?,
             kind::PINGREQ => {
-                // Through rumqttd, so the PINGRESP comes after the answers
-                // to what the client sent before it.
                 empty_body(&frame)?;
-                state.to_upstream.push(frame.bytes.freeze());
+                if state.upstream.is_none() && state.to_upstream.is_empty() {
+                    // Nothing is on its way to rumqttd: we answer.
+                    state.to_client.push(Bytes::from_static(&wire::PINGRESP));
+                } else {
+                    // Through rumqttd, so the PINGRESP comes after the
+                    // answers to what the client sent before it.
+                    state.to_upstream.push(frame.bytes.freeze());
+                }
             }
             kind::DISCONNECT => {
                 empty_body(&frame)?;
@@ -518,7 +559,10 @@ impl Relay<'_> {
             // Nothing was waiting for the client: it is not behind.
             state.pressure.caught_up();
         }
-        match read_some(self.upstream, &mut state.from_upstream) {
+        let Some(upstream) = &state.upstream else {
+            return Ok(());
+        };
+        match read_some(upstream, &mut state.from_upstream) {
             Ok(0) => return Err(End::UpstreamGone),
             Ok(_) => {}
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -627,6 +671,22 @@ impl Relay<'_> {
             state.dropped = 0;
             state.dropped_logged = Some(now);
         }
+    }
+}
+
+/// Resolves when `stream` can be read; never, without a stream.
+async fn readable(stream: Option<&TcpStream>) -> io::Result<()> {
+    match stream {
+        Some(stream) => stream.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when `stream` can be written; never, without a stream.
+async fn writable(stream: Option<&TcpStream>) -> io::Result<()> {
+    match stream {
+        Some(stream) => stream.writable().await,
+        None => std::future::pending().await,
     }
 }
 
