@@ -798,3 +798,48 @@ async fn a_subscriber_that_never_reads_loses_messages_with_a_log_line() {
     );
     broker.process.child.start_kill().unwrap();
 }
+
+/// MQTT-3.1.2-6: a clean-session CONNECT ends the session the broker kept
+/// for that client id, even if the clean client sends nothing else: a later
+/// persistent CONNECT finds no session (CONNACK session present 0).
+async fn clean_connect_ends_a_kept_session(addr: SocketAddr) {
+    let persistent = connect_with(b"MQTT", 4, 0, 60, &string(b"kept"));
+    let mut wire = persistent.clone();
+    wire.extend(subscribe(0x82, 1, &[(b"kept/#", 1)]));
+    let seen = observe(addr, &[wire]).await;
+    assert_eq!(seen, "CONNACK 0, SUBACK [0x01], PINGRESP");
+    let mut again = TcpStream::connect(addr).await.unwrap();
+    again.write_all(&persistent).await.unwrap();
+    let mut connack = [0u8; 4];
+    within("CONNACK", again.read_exact(&mut connack))
+        .await
+        .unwrap();
+    assert_eq!(connack, [0x20, 2, 1, 0], "the session was kept");
+    again.write_all(&DISCONNECT).await.unwrap();
+    drop(again);
+    let clean = observe(addr, &[ok(b"kept"), DISCONNECT.to_vec()]).await;
+    assert_eq!(clean, "CONNACK 0, closed");
+    let mut last = TcpStream::connect(addr).await.unwrap();
+    last.write_all(&persistent).await.unwrap();
+    within("CONNACK", last.read_exact(&mut connack))
+        .await
+        .unwrap();
+    assert_eq!(
+        connack,
+        [0x20, 2, 0, 0],
+        "spec: no session after a clean CONNECT"
+    );
+}
+
+#[tokio::test]
+async fn mqtt_broker_ends_a_kept_session_on_a_clean_connect() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    clean_connect_ends_a_kept_session(broker.addr).await;
+}
+
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_ends_a_kept_session_on_a_clean_connect() {
+    let mosquitto = Mosquitto::start(None).await;
+    clean_connect_ends_a_kept_session(mosquitto.addr).await;
+}

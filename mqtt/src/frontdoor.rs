@@ -31,7 +31,7 @@ pub mod congestion;
 pub mod connect;
 pub mod relay;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -82,6 +82,7 @@ pub async fn run(
         congestion: Congestion::default(),
         stop: CancellationToken::new(),
         rumqttd: Rumqttd::new(config.upstream),
+        persistent: Mutex::new(HashSet::new()),
         config,
     });
     let tasks = TaskTracker::new();
@@ -162,6 +163,8 @@ struct Door {
     clients: Mutex<HashMap<String, Arc<Occupant>>>,
     congestion: Congestion,
     rumqttd: Rumqttd,
+    /// rumqttd's ids of the clients that ever asked for a persistent session.
+    persistent: Mutex<HashSet<String>>,
     /// Cancelled when the broker stops.
     stop: CancellationToken,
 }
@@ -171,6 +174,14 @@ impl Door {
     /// whole table, so we go on with it rather than refuse everyone.
     fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Occupant>>> {
         match self.clients.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The ids with persistent sessions (see [`Door::clients`] on poisoning).
+    fn persistent(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        match self.persistent.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
@@ -315,10 +326,21 @@ impl Door {
         me: &Occupant,
     ) -> io::Result<()> {
         let rumqttd = &self.rumqttd;
-        let (upstream, connack) = if connect.clean_session {
+        // A clean session must end any session rumqttd kept under this id
+        // [MQTT-3.1.2-6], so only an id that never had one can wait.
+        let had_session = {
+            let mut persistent = self.persistent();
+            if connect.clean_session {
+                persistent.remove(upstream_id)
+            } else {
+                persistent.insert(upstream_id.to_string());
+                true
+            }
+        };
+        let (upstream, connack) = if connect.clean_session && !had_session {
             (None, wire::connack(false, ConnackCode::Accepted))
         } else {
-            match rumqttd.open(upstream_id, false).await {
+            match rumqttd.open(upstream_id, connect.clean_session).await {
                 Ok((upstream, connack)) => (Some(upstream), connack),
                 Err(error) => {
                     // rumqttd did not take the client: we are unavailable.
