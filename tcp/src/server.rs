@@ -77,6 +77,10 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// more input is waiting.
 const ANSWER_QUEUE_BYTES: usize = 8 * 1024;
 
+/// What a client hears when we accepted it with our last file descriptor.
+const OUT_OF_DESCRIPTORS: &[u8] =
+    b"error: server busy (out of file descriptors); try again later\n";
+
 /// After we send a refusal or an error, how long we keep reading (and
 /// discarding) before we close; see [`close_gently`].
 const LINGER: Duration = Duration::from_secs(2);
@@ -121,7 +125,7 @@ pub async fn run(
             accepted = acceptor.accept() => match accepted {
                 Accepted::Open(socket, peer) => (socket, peer),
                 Accepted::OutOfDescriptors(socket, _) => {
-                    refuse_now(socket, b"error: server busy (out of file descriptors); try again later\n");
+                    refuse_now(socket, OUT_OF_DESCRIPTORS);
                     continue;
                 }
             },

@@ -5,7 +5,7 @@
 //! cargo bench --bench scale
 //! ```
 //!
-//! In two to three minutes it starts each server as a process of its own
+//! In about a minute it starts each server as a process of its own
 //! (`tcp_server`, `websocket_server`, `mqtt_broker`, and beside each its
 //! anchor: loadgen's bare tokio echo servers and Mosquitto, where they are
 //! installed), drives thousands of connections at it from this process, prints

@@ -94,13 +94,14 @@ impl Running {
     }
 
     /// Mosquitto prints no address: we give it a free port in a config file
-    /// (127.0.0.1 only) and connect until it answers.
+    /// (127.0.0.1 only; and TCP_NODELAY, as our servers set it) and connect
+    /// until it answers.
     async fn mosquitto() -> anyhow::Result<Running> {
         let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
         let config = target_dir().join(format!("scale-mosquitto-{port}.conf"));
         std::fs::write(
             &config,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"),
         )?;
         let mut last = anyhow!("not installed");
         for program in ["mosquitto", "/usr/sbin/mosquitto"] {
