@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio::sync::broadcast;
 use tokio::time::timeout;
@@ -100,7 +100,10 @@ impl Connection {
                 Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
                 Err(TryRecvError::Empty | TryRecvError::Closed) => {
                     let flushed = self.answers.flush();
-                    return bounded(&self.stop, self.idle_timeout, flushed).await;
+                    bounded(&self.stop, self.idle_timeout, flushed).await?;
+                    // All sent: a reader that now waits holds no buffer.
+                    *self.answers.write_buffer_mut() = BytesMut::new();
+                    return Ok(());
                 }
             };
         }
