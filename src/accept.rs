@@ -11,7 +11,7 @@
 //! The way out, used by servers such as nginx and libev's users: keep one
 //! descriptor in reserve. When `accept` fails for want of descriptors, we
 //! close the spare, accept the waiting connection with the descriptor that
-//! frees, and hand it to the server marked [`Accepted::OutOfDescriptors`], so
+//! frees, and hand it to the server marked [`Incoming::OutOfDescriptors`], so
 //! it can answer "busy" in its own protocol and close it at once. The next
 //! call takes the spare back.
 //!
@@ -38,7 +38,7 @@ pub struct Acceptor {
 
 /// A connection from [`Acceptor::accept`].
 #[derive(Debug)]
-pub enum Accepted {
+pub enum Incoming {
     /// A connection to serve as usual (or to refuse at the connection limit).
     Open(TcpStream, SocketAddr),
     /// A connection accepted with the spare descriptor while the process has
@@ -69,13 +69,13 @@ impl Acceptor {
     /// The next connection. Never fails: errors are logged (at most once a
     /// second) and accepting goes on. Cancel-safe, so it can race a shutdown
     /// signal in `tokio::select!`.
-    pub async fn accept(&mut self) -> Accepted {
+    pub async fn accept(&mut self) -> Incoming {
         loop {
             if self.spare.is_none() {
                 self.spare = open_spare();
             }
             let error = match self.listener.accept().await {
-                Ok((socket, peer)) => return Accepted::Open(socket, peer),
+                Ok((socket, peer)) => return Incoming::Open(socket, peer),
                 Err(error) => error,
             };
             if is_out_of_descriptors(&error)
@@ -93,7 +93,7 @@ impl Acceptor {
                                 "out of file descriptors: refusing new connections"
                             );
                         }
-                        return Accepted::OutOfDescriptors(socket, peer);
+                        return Incoming::OutOfDescriptors(socket, peer);
                     }
                     Err(error) => self.failed(&error),
                 }

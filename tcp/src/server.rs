@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use networking_protocols::accept::{Accepted, Acceptor, Throttle};
+use networking_protocols::accept::{Acceptor, Incoming, Throttle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast};
@@ -123,8 +123,8 @@ pub async fn run(
             biased;
             () = &mut shutdown => break,
             accepted = acceptor.accept() => match accepted {
-                Accepted::Open(socket, peer) => (socket, peer),
-                Accepted::OutOfDescriptors(socket, _) => {
+                Incoming::Open(socket, peer) => (socket, peer),
+                Incoming::OutOfDescriptors(socket, _) => {
                     refuse_now(socket, OUT_OF_DESCRIPTORS);
                     continue;
                 }

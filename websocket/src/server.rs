@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use networking_protocols::accept::{Accepted as Connection, Acceptor, Throttle};
+use networking_protocols::accept::{Acceptor, Incoming, Throttle};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast};
 use tokio::time::timeout;
@@ -126,8 +126,8 @@ pub async fn run(
         let (socket, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = acceptor.accept() => match accepted {
-                Connection::Open(socket, peer) => (socket, peer),
-                Connection::OutOfDescriptors(socket, _) => {
+                Incoming::Open(socket, peer) => (socket, peer),
+                Incoming::OutOfDescriptors(socket, _) => {
                     http::refuse_now(socket);
                     continue;
                 }
