@@ -11,7 +11,12 @@
 //!   ([`print_listening`]);
 //! - Ctrl-C or SIGTERM asks a program to stop cleanly ([`shutdown_signal`]);
 //! - a failure prints one `error: ...` line on stderr and exits non-zero
-//!   ([`exit`], and [`bind_error`] for the most common failure of all).
+//!   ([`exit`], and [`bind_error`] for the most common failure of all);
+//! - a server may hold as many connections as the system lets it
+//!   ([`raise_open_file_limit`]), and when it runs out of file descriptors it
+//!   still answers new clients, with a refusal ([`accept`]).
+
+pub mod accept;
 
 use std::future::Future;
 use std::io::{IsTerminal, Write};
@@ -79,9 +84,16 @@ pub fn print_listening(addr: SocketAddr) {
 /// a server that keeps it cannot hold more than about a thousand clients,
 /// however much memory it has. The hard limit (often 524,288 on Linux) is
 /// the most an unprivileged process may raise it to. Servers call this once
-/// at start.
+/// at start, after [`init_logging`]: if the limit cannot be raised, a warning
+/// says so, and the server runs with the limit it has.
 pub fn raise_open_file_limit() -> Option<u64> {
-    rlimit::increase_nofile_limit(u64::MAX).ok()
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => Some(limit),
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open-file limit");
+            None
+        }
+    }
 }
 
 /// Explains why a server could not bind its address, with the fix where one

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use networking_protocols::accept::{Acceptor, Incoming, Throttle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast};
@@ -68,9 +69,17 @@ impl Default for Config {
 /// some. Each connection has its own position in this shared queue.
 const CHAT_BACKLOG: usize = 1024;
 
+/// How many bytes we read from a client at a time. A connection holds no read
+/// buffer while it waits for its client (see `connection::next_line`).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// How many bytes of answers we queue before writing them out even though
 /// more input is waiting.
 const ANSWER_QUEUE_BYTES: usize = 8 * 1024;
+
+/// What a client hears when we accepted it with our last file descriptor.
+const OUT_OF_DESCRIPTORS: &[u8] =
+    b"error: server busy (out of file descriptors); try again later\n";
 
 /// After we send a refusal or an error, how long we keep reading (and
 /// discarding) before we close; see [`close_gently`].
@@ -95,6 +104,12 @@ pub async fn run(
     // In chat mode, a broadcast channel carries every line to every connection.
     let (chat, _) = broadcast::channel::<ChatLine>(CHAT_BACKLOG);
 
+    // The acceptor still answers when the process is out of file
+    // descriptors: see networking_protocols::accept.
+    let mut acceptor = Acceptor::new(listener);
+    // A flood of refused clients logs one line a second, not one per client.
+    let mut refusals = Throttle::default();
+
     tokio::pin!(shutdown);
     loop {
         // `select!` waits for whichever comes first: a new connection or the
@@ -107,19 +122,19 @@ pub async fn run(
         let (socket, peer) = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Accept fails when we run out of file descriptors, for
-                    // example. It is not fatal; pause so we do not spin.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            accepted = acceptor.accept() => match accepted {
+                Incoming::Open(socket, peer) => (socket, peer),
+                Incoming::OutOfDescriptors(socket, _) => {
+                    refuse_now(socket, OUT_OF_DESCRIPTORS);
                     continue;
                 }
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!(%peer, "refused: {} connections already open", config.max_connections);
+            if let Some(held_back) = refusals.allow() {
+                let max = config.max_connections;
+                warn!(%peer, held_back, "refused: {max} connections already open");
+            }
             let notice = format!(
                 "error: server busy ({} connections); try again later\n",
                 config.max_connections
@@ -138,7 +153,7 @@ pub async fn run(
     }
 
     // Dropping the listener closes the port: new clients are refused from now.
-    drop(listener);
+    drop(acceptor);
     info!(
         "stopped accepting; waiting for {} connection(s)",
         tracker.len()
@@ -168,9 +183,22 @@ async fn close_gently(mut socket: TcpStream, last_line: Bytes) {
     let _ = timeout(LINGER, async {
         socket.write_all(&last_line).await?;
         socket.shutdown().await?;
-        let mut sink = [0u8; 4096];
+        // On the heap, not in the future: every connection's task is as large
+        // as its largest future, and most connections never come here.
+        let mut sink = vec![0u8; 4096];
         while socket.read(&mut sink).await? > 0 {}
         Ok::<(), io::Error>(())
     })
     .await;
+}
+
+/// Refuses a connection accepted with our last file descriptor: the notice
+/// goes into the socket's empty send buffer at once, and we close without
+/// waiting, to free the descriptor for the next one. We first read whatever
+/// the client already sent, so that closing sends a normal FIN rather than a
+/// reset that could destroy the notice (see [`close_gently`]).
+fn refuse_now(socket: TcpStream, notice: &[u8]) {
+    let _ = socket.try_write(notice);
+    let mut sink = [0u8; 1024];
+    while matches!(socket.try_read(&mut sink), Ok(1..)) {}
 }

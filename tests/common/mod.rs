@@ -84,8 +84,15 @@ pub struct Server {
 impl Process {
     /// Starts `bin` with `args`; stdin is a pipe the test may write to.
     pub fn spawn(bin: &str, args: &[&str]) -> Process {
-        let mut child = Command::new(binary(bin))
-            .args(args)
+        let mut command = Command::new(binary(bin));
+        command.args(args);
+        Process::spawn_command(command, bin)
+    }
+
+    /// Starts `command` (which runs `bin`) with its three standard streams
+    /// piped.
+    pub fn spawn_command(mut command: Command, bin: &str) -> Process {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -182,7 +189,25 @@ impl Server {
     pub async fn start(bin: &str, args: &[&str]) -> Server {
         let mut all = vec!["--port", "0"];
         all.extend_from_slice(args);
-        let mut process = Process::spawn(bin, &all);
+        Server::listening(Process::spawn(bin, &all), bin).await
+    }
+
+    /// Like [`Server::start`], but the server may have at most `open_files`
+    /// file descriptors open: `ulimit -n` sets both the soft and the hard
+    /// limit, so the server cannot raise it. Unix only (it runs `sh`).
+    pub async fn start_with_file_limit(bin: &str, open_files: u32, args: &[&str]) -> Server {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+            .arg(binary(bin))
+            .args(["--port", "0"])
+            .args(args);
+        Server::listening(Process::spawn_command(command, bin), bin).await
+    }
+
+    /// Waits for the `listening on <addr>` line of a server just started.
+    async fn listening(mut process: Process, bin: &str) -> Server {
         let first = process.line().await.unwrap_or_else(|| {
             panic!(
                 "{bin} exited before listening; stderr:\n{}",

@@ -23,10 +23,12 @@
 //! all the HTTP this lesson needs (it is not a web server).
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error;
@@ -45,38 +47,56 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// client could make us buffer without end.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 
-/// A client gets this long to send its request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client gets this long to send its request head. A browser sends it at
+/// once; a longer wait would only let idle connections pile up.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// After a plain HTTP answer, how long we keep reading (and discarding)
 /// before we close; see [`close_gently`].
 pub const LINGER: Duration = Duration::from_secs(2);
 
+/// The answer that refuses a connection when the server is at its limit.
+pub const BUSY: &str = "server busy: too many connections; try again later";
+
 /// What became of a new connection.
 #[derive(Debug)]
 pub enum Accepted {
-    /// The client asked for WebSocket and got it.
-    Upgraded(Box<WebSocketStream<TcpStream>>),
+    /// The client asked for WebSocket and got it, with one of the server's
+    /// connection slots, held until the connection ends.
+    Upgraded(Box<WebSocketStream<TcpStream>>, OwnedSemaphorePermit),
+    /// We answered `503 Service Unavailable` and closed: every connection
+    /// slot is taken.
+    Busy,
     /// We answered with plain HTTP (the page, a 404, ...) and closed.
     Answered { status: &'static str, path: String },
 }
 
-/// Reads the request on a new connection and upgrades it to WebSocket, or
-/// answers it with plain HTTP and closes. `busy` refuses the request with
-/// `503 Service Unavailable` (the connection limit is reached).
-pub async fn accept(
-    mut stream: TcpStream,
-    config: WebSocketConfig,
-    busy: bool,
-) -> io::Result<Accepted> {
-    let head = timeout(HEAD_TIMEOUT, read_head(&mut stream))
+/// Reads the request head of a new connection, for at most [`HEAD_TIMEOUT`].
+/// Fails if the client sends none in time or closes first.
+pub async fn read_request(stream: &mut TcpStream) -> io::Result<Head> {
+    timeout(HEAD_TIMEOUT, read_head(stream))
         .await
         .map_err(|_| {
             io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("no request within {HEAD_TIMEOUT:?}"),
             )
-        })??;
+        })?
+}
+
+/// Answers a request head from [`read_request`]: upgrades it to WebSocket,
+/// or answers it with plain HTTP and closes.
+///
+/// An upgrade takes a slot from `slots`, the server's connection limit; with
+/// none free, the client gets `503 Service Unavailable`. Only an upgrade
+/// takes a slot, and only once its request is complete: clients that
+/// connect and send nothing (or half a request) cannot use up the limit.
+pub async fn respond(
+    mut stream: TcpStream,
+    head: Head,
+    config: WebSocketConfig,
+    slots: &Arc<Semaphore>,
+) -> io::Result<Accepted> {
     let (request, leftover) = match head {
         Head::Complete(request, leftover) => (request, leftover),
         Head::Invalid(why) => return answer(stream, "400 Bad Request", "", TEXT, &why).await,
@@ -89,10 +109,6 @@ pub async fn accept(
         }
     };
     let path = request.uri().path().to_string();
-    if busy {
-        let why = "server busy: too many connections; try again later";
-        return answer(stream, "503 Service Unavailable", &path, TEXT, why).await;
-    }
     if path != "/" {
         return answer(stream, "404 Not Found", &path, TEXT, "not found: try /").await;
     }
@@ -100,6 +116,10 @@ pub async fn accept(
     if !request.headers().contains_key("upgrade") {
         return answer(stream, "200 OK", &path, HTML, PAGE).await;
     }
+    let Ok(slot) = slots.clone().try_acquire_owned() else {
+        answer(stream, "503 Service Unavailable", &path, TEXT, BUSY).await?;
+        return Ok(Accepted::Busy);
+    };
     // tungstenite checks the upgrade headers and computes the accept key.
     let response = match create_response(&request) {
         Ok(response) => response,
@@ -113,11 +133,12 @@ pub async fn accept(
     // A client may send its first frames right behind the request, in the
     // same read: `leftover` hands those bytes to tungstenite.
     let ws = WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config));
-    Ok(Accepted::Upgraded(Box::new(ws.await)))
+    Ok(Accepted::Upgraded(Box::new(ws.await), slot))
 }
 
 /// A request head, or why there is none.
-enum Head {
+#[derive(Debug)]
+pub enum Head {
     /// The parsed request and any bytes that came after its blank line.
     Complete(Box<Request>, Vec<u8>),
     Invalid(String),
@@ -129,8 +150,7 @@ enum Head {
 /// Reads until the blank line that ends the request head. The head arrives
 /// as TCP bytes like anything else: it may come in several reads.
 async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
+    let mut head = Vec::new();
     loop {
         // `try_parse` returns `None` until the head is complete. It refuses
         // anything but `GET` over HTTP/1.1 or later, which is all we serve:
@@ -147,12 +167,16 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
         if head.len() >= MAX_HEAD_BYTES {
             return Ok(Head::TooLarge);
         }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
+        // We read straight into `head`'s spare room: a buffer on the stack
+        // would make every connection's task that much larger, for its whole
+        // life. The room is taken only once bytes have arrived, so a client
+        // that connects and says nothing costs no buffer.
+        stream.readable().await?;
+        head.reserve(1024);
+        if stream.read_buf(&mut head).await? == 0 {
             let why = "closed before sending a complete request";
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, why));
         }
-        head.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -164,6 +188,18 @@ async fn answer(
     content_type: &str,
     body: &str,
 ) -> io::Result<Accepted> {
+    let head = response_head(status, content_type, body);
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    close_gently(stream).await;
+    Ok(Accepted::Answered {
+        status,
+        path: path.to_string(),
+    })
+}
+
+/// The status line and headers of a plain answer with `body`.
+fn response_head(status: &str, content_type: &str, body: &str) -> String {
     // `Content-Length` tells the client where the body ends, and
     // `Connection: close` that we close after it. A 405 must say which
     // methods are allowed.
@@ -172,18 +208,25 @@ async fn answer(
     } else {
         ""
     };
-    let head = format!(
+    format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          {allow}Connection: close\r\n\r\n",
         body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    close_gently(stream).await;
-    Ok(Accepted::Answered {
-        status,
-        path: path.to_string(),
-    })
+    )
+}
+
+/// Refuses a connection accepted with the process's last file descriptor
+/// (see `networking_protocols::accept`): the 503 goes into the socket's empty
+/// send buffer at once, and we close without waiting for the request, to
+/// free the descriptor for the next client. We first read whatever the client
+/// already sent, so that closing sends a normal FIN rather than a reset that
+/// could destroy the answer (see [`close_gently`]).
+pub fn refuse_now(stream: TcpStream) {
+    let status = "503 Service Unavailable";
+    let answer = response_head(status, TEXT, BUSY) + BUSY;
+    let _ = stream.try_write(answer.as_bytes());
+    let mut sink = [0u8; 1024];
+    while matches!(stream.try_read(&mut sink), Ok(1..)) {}
 }
 
 /// Closes without losing what we sent.
@@ -196,7 +239,8 @@ async fn answer(
 pub async fn close_gently(mut stream: TcpStream) {
     let _ = timeout(LINGER, async {
         stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
+        // On the heap, not in the task (see `read_head`).
+        let mut sink = vec![0u8; 4096];
         while stream.read(&mut sink).await? > 0 {}
         Ok::<(), io::Error>(())
     })

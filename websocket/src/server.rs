@@ -7,10 +7,12 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use networking_protocols::accept::{Acceptor, Incoming, Throttle};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -20,6 +22,10 @@ use tracing::{info, warn};
 
 use crate::http::{self, Accepted};
 use crate::session::{self, Shared};
+
+mod handshakes;
+
+use handshakes::{Handshake, Handshakes};
 
 /// What the server does with each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +42,12 @@ pub struct Config {
     pub mode: Mode,
     /// A larger message gets Close 1009.
     pub max_message_bytes: usize,
-    /// One more connection gets `503 Service Unavailable` instead of an upgrade.
+    /// Most upgraded connections at once; one more gets `503 Service
+    /// Unavailable` instead of an upgrade.
     pub max_connections: usize,
+    /// Most connections still sending their HTTP request, counted apart from
+    /// `max_connections`. One more cuts off the one that has waited longest.
+    pub max_handshakes: usize,
     /// How often we ping each client; one silent for two intervals is dropped.
     pub ping_interval: Duration,
     /// On shutdown, how long the closing handshakes may take in all.
@@ -50,6 +60,7 @@ impl Default for Config {
             mode: Mode::Echo,
             max_message_bytes: 1024 * 1024,
             max_connections: 1024,
+            max_handshakes: 512,
             ping_interval: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -65,6 +76,12 @@ const CHAT_BACKLOG: usize = 256;
 /// The largest payload of a control frame (RFC 6455 section 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
+/// How many bytes tungstenite reads from a socket at a time. Its default,
+/// 128 KiB, is allocated and zeroed on a connection's first read and kept for
+/// the connection's life: 10,000 idle browsers would hold 1.3 GB. A larger
+/// message still fits: tungstenite grows the buffer to each frame's length.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// Serves connections from `listener` until `shutdown` resolves, then stops
 /// accepting, sends every client Close 1001, waits for their answers (for at
 /// most `config.shutdown_grace`) and returns.
@@ -78,32 +95,40 @@ pub async fn run(
     // The frame limit never goes below 125 bytes, the most a control frame
     // (ping, pong, close) may carry: those must pass even under a tiny limit.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes.max(MAX_CONTROL_PAYLOAD)));
-    // A semaphore counts open connections: each holds a permit until it ends.
-    let permits = Arc::new(Semaphore::new(config.max_connections));
     // `TaskTracker` lets us wait for every connection task at shutdown, and
     // `CancellationToken` tells them all that shutdown has begun. Both come from
     // tokio-util: https://docs.rs/tokio-util/latest/tokio_util/task/struct.TaskTracker.html
     let tracker = TaskTracker::new();
-    let shared = Arc::new(Shared {
-        mode: config.mode,
-        ping_interval: config.ping_interval,
-        stop: CancellationToken::new(),
-        chat: broadcast::channel(CHAT_BACKLOG).0,
+    let server = Arc::new(Server {
+        session: Shared {
+            mode: config.mode,
+            ping_interval: config.ping_interval,
+            stop: CancellationToken::new(),
+            chat: broadcast::channel(CHAT_BACKLOG).0,
+        },
+        ws_config,
+        // A semaphore counts upgraded connections: each holds a permit until
+        // it ends. Connections still in their handshake are counted apart.
+        slots: Arc::new(Semaphore::new(config.max_connections)),
+        max_connections: config.max_connections,
+        refusals: Mutex::default(),
     });
+    let handshakes = Arc::new(Handshakes::new(config.max_handshakes));
+    // The acceptor still answers when the process is out of file
+    // descriptors: see networking_protocols::accept.
+    let mut acceptor = Acceptor::new(listener);
 
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Accept fails when we run out of file descriptors, for
-                    // example. It is not fatal; pause so we do not spin.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            accepted = acceptor.accept() => match accepted {
+                Incoming::Open(socket, peer) => (socket, peer),
+                Incoming::OutOfDescriptors(socket, _) => {
+                    http::refuse_now(socket);
                     continue;
                 }
             },
@@ -111,36 +136,16 @@ pub async fn run(
         // Messages go out as soon as we write them, not held back to be
         // merged with the next write (Nagle's algorithm).
         let _ = socket.set_nodelay(true);
-        let permit = permits.clone().try_acquire_owned().ok();
-        if permit.is_none() {
-            warn!(%peer, "refused: {} connections already open", config.max_connections);
-        }
-        let shared = shared.clone();
+        let handshake = handshakes.begin();
         // One task per connection: while one client is slow or silent, the
         // others' tasks keep running. https://tokio.rs/tokio/tutorial/spawning
-        tracker.spawn(async move {
-            // A chat client joins the channel before it hears 101: from the
-            // moment it is connected, it misses nothing.
-            let chat = (shared.mode == Mode::Chat).then(|| shared.chat.subscribe());
-            let accepted = tokio::select! {
-                accepted = http::accept(socket, ws_config, permit.is_none()) => accepted,
-                () = shared.stop.cancelled() => return,
-            };
-            match accepted {
-                Ok(Accepted::Upgraded(ws)) => session::serve(*ws, peer, &shared, chat).await,
-                Ok(Accepted::Answered { status, path }) => {
-                    info!(%peer, %path, "answered HTTP {status}");
-                }
-                Err(error) => info!(%peer, %error, "no request"),
-            }
-            drop(permit);
-        });
+        tracker.spawn(serve(socket, peer, handshake, server.clone()));
     }
 
     // Dropping the listener closes the port: new clients are refused from now.
-    drop(listener);
+    drop(acceptor);
     info!("stopped accepting; closing {} connection(s)", tracker.len());
-    shared.stop.cancel();
+    server.session.stop.cancel();
     tracker.close();
     if timeout(config.shutdown_grace, tracker.wait())
         .await
@@ -152,4 +157,61 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// What every connection's task needs from the server.
+#[derive(Debug)]
+struct Server {
+    /// What an upgraded connection's session needs.
+    session: Shared,
+    ws_config: WebSocketConfig,
+    /// One permit per upgraded connection, up to `max_connections`.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    /// A flood of refused clients logs one line a second, not one per client.
+    refusals: Mutex<Throttle>,
+}
+
+/// One connection's life: its request (while it holds a place among the
+/// handshakes), then the upgrade and the session, or a plain HTTP answer.
+async fn serve(mut socket: TcpStream, peer: SocketAddr, handshake: Handshake, server: Arc<Server>) {
+    let shared = &server.session;
+    // A chat client joins the channel before it hears 101: from the moment
+    // it is connected, it misses nothing.
+    let chat = (shared.mode == Mode::Chat).then(|| shared.chat.subscribe());
+    let head = tokio::select! {
+        head = http::read_request(&mut socket) => head,
+        () = handshake.cut_off() => return,
+        () = shared.stop.cancelled() => return,
+    };
+    drop(handshake);
+    let head = match head {
+        Ok(head) => head,
+        Err(error) => return info!(%peer, %error, "no request"),
+    };
+    let accepted = tokio::select! {
+        accepted = http::respond(socket, head, server.ws_config, &server.slots) => accepted,
+        () = shared.stop.cancelled() => return,
+    };
+    match accepted {
+        Ok(Accepted::Upgraded(ws, slot)) => {
+            session::serve(*ws, peer, shared, chat).await;
+            drop(slot);
+        }
+        Ok(Accepted::Busy) => {
+            let held_back = server
+                .refusals
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .allow();
+            if let Some(held_back) = held_back {
+                let max = server.max_connections;
+                warn!(%peer, held_back, "refused: {max} connections already open");
+            }
+        }
+        Ok(Accepted::Answered { status, path }) => {
+            info!(%peer, %path, "answered HTTP {status}");
+        }
+        Err(error) => info!(%peer, %error, "no request"),
+    }
 }

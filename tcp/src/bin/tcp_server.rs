@@ -77,6 +77,9 @@ async fn main() {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    // Every connection is an open file descriptor: we take as many as the
+    // system allows this process (often 1024 until a program asks for more).
+    networking_protocols::raise_open_file_limit();
     // Binding claims the address; the kernel accepts connections on it from
     // now on, even before our first `accept`, and queues them for us.
     let addr = SocketAddr::new(args.host, args.port);

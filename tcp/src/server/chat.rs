@@ -7,13 +7,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures_util::SinkExt;
 use tokio::sync::broadcast;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{Connection, End};
+use super::connection::{Connection, End, next_line};
 use crate::LineError;
 
 /// A line on its way through the chat, with who sent it (so the sender's own
@@ -42,7 +42,7 @@ impl Connection {
             tokio::select! {
                 () = self.stop.cancelled() => break End::Shutdown,
                 () = &mut idle => break End::Idle,
-                next = self.lines.next() => match next {
+                next = next_line(&mut self.lines) => match next {
                     Some(Ok(line)) => {
                         self.count += 1;
                         // A fresh timer: unlike `now + idle_timeout`, `sleep`
@@ -100,7 +100,10 @@ impl Connection {
                 Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
                 Err(TryRecvError::Empty | TryRecvError::Closed) => {
                     let flushed = self.answers.flush();
-                    return bounded(&self.stop, self.idle_timeout, flushed).await;
+                    bounded(&self.stop, self.idle_timeout, flushed).await?;
+                    // All sent: a reader that now waits holds no buffer.
+                    *self.answers.write_buffer_mut() = BytesMut::new();
+                    return Ok(());
                 }
             };
         }

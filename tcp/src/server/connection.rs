@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::chat::ChatLine;
-use super::{ANSWER_QUEUE_BYTES, Config, LINGER, Mode, close_gently};
+use super::{ANSWER_QUEUE_BYTES, Config, LINGER, Mode, READ_BUFFER_BYTES, close_gently};
 use crate::{LineCodec, LineError};
 
 /// One client's connection: its two halves, framed into lines.
@@ -62,9 +62,11 @@ impl Connection {
         // writes it out before queuing more.
         let mut answers = FramedWrite::with_capacity(writer, LineCodec::new(0), 0);
         answers.set_backpressure_boundary(ANSWER_QUEUE_BYTES);
+        // The read buffer too: `next_line` takes one when bytes arrive.
+        let codec = LineCodec::new(config.max_line_bytes);
         Connection {
             peer,
-            lines: FramedRead::new(reader, LineCodec::new(config.max_line_bytes)),
+            lines: FramedRead::with_capacity(reader, codec, 0),
             answers,
             idle_timeout: config.idle_timeout,
             mode: config.mode,
@@ -171,7 +173,11 @@ impl Connection {
                         }
                         next = async {
                             answers.flush().await?;
-                            Ok::<_, LineError>(lines.next().await)
+                            // Everything is sent: give the answer buffer
+                            // back, so a connection that falls silent now
+                            // holds none. The next answer takes a new one.
+                            *answers.write_buffer_mut() = BytesMut::new();
+                            Ok::<_, LineError>(next_line(lines).await)
                         } => match next {
                             Ok(next) => {
                                 // One clock read per batch, not per line.
@@ -199,6 +205,31 @@ impl Connection {
             }
         }
     }
+}
+
+/// Reads the next line, holding no read buffer while there is nothing to
+/// read.
+///
+/// Most connections spend most of their life waiting for their client. While
+/// one waits with an empty buffer, we give the buffer back and wait for the
+/// socket to become readable (the kernel holds any bytes that arrive), then
+/// take a fresh [`READ_BUFFER_BYTES`] buffer for the read. Ten thousand silent
+/// clients then cost ten thousand sockets and tasks, not ten thousand buffers.
+pub(super) async fn next_line(
+    lines: &mut FramedRead<OwnedReadHalf, LineCodec>,
+) -> Option<Result<BytesMut, LineError>> {
+    if lines.read_buffer().is_empty() {
+        // `now_or_never` polls once: readable already (the next bytes are
+        // here), or we are about to wait.
+        if lines.get_ref().readable().now_or_never().is_none() {
+            *lines.read_buffer_mut() = BytesMut::new();
+            if let Err(error) = lines.get_ref().readable().await {
+                return Some(Err(LineError::Io(error)));
+            }
+        }
+        lines.read_buffer_mut().reserve(READ_BUFFER_BYTES);
+    }
+    lines.next().await
 }
 
 /// A codec error ends the connection: a line over the limit, or the socket's
