@@ -409,9 +409,9 @@ impl Door {
         }
         let upstream = match upstream {
             Some(upstream) => Some(upstream),
-            // The client never needed rumqttd, but its last packets or its
-            // will do.
-            None if will.is_some() || !unsent.is_empty() => {
+            // The client never reached rumqttd, but its will or its last
+            // messages must (a SUBSCRIBE of a client that left need not).
+            None if will.is_some() || unsent.iter().any(carries_a_message) => {
                 Some(rumqttd.open(upstream_id, connect.clean_session).await?.0)
             }
             None => None,
@@ -506,6 +506,15 @@ fn will_publish(will: &Will) -> Bytes {
     }
     body.extend_from_slice(&will.payload);
     wire::packet(kind::PUBLISH << 4 | qos << 1 | u8::from(will.retain), &body)
+}
+
+/// Whether a packet on its way to rumqttd is part of a message: a PUBLISH,
+/// or the PUBREL that releases a QoS 2 one.
+fn carries_a_message(packet: &Bytes) -> bool {
+    matches!(
+        packet.first().map(|first| first >> 4),
+        Some(kind::PUBLISH | kind::PUBREL)
+    )
 }
 
 /// After a refusal, waits (at most a second) for the client to close first,

@@ -301,7 +301,23 @@ impl Relay<'_> {
     async fn settle(&self, turn: Result<(), End>, state: &mut State) -> Result<(), End> {
         turn?;
         if state.upstream.is_none() && !state.to_upstream.is_empty() {
-            match self.rumqttd.open(self.upstream_id, self.own_acks).await {
+            // rumqttd sets up one connection at a time; while we wait for
+            // our turn, a client that leaves need not cost it one (what it
+            // sent that carries messages, and its will, still go; see
+            // `Door::session`).
+            let open = self.rumqttd.open(self.upstream_id, self.own_acks);
+            tokio::pin!(open);
+            let opened = tokio::select! {
+                opened = &mut open => opened,
+                _ = self.client.readable() => {
+                    let mut probe = [0u8; 1];
+                    if matches!(self.client.peek(&mut probe).await, Ok(0) | Err(_)) {
+                        return Err(End::ClientGone(None));
+                    }
+                    open.await
+                }
+            };
+            match opened {
                 Ok((upstream, _connack)) => {
                     state.upstream = Some(upstream);
                     state.last_to_upstream = Instant::now();
