@@ -693,7 +693,17 @@ async fn every_acknowledged_qos_1_message_reaches_a_reading_subscriber() {
         .await
         .expect("the subscriber to finish")
         .unwrap();
-    assert_eq!(delivered, COUNT, "PUBACKed {acked}, delivered {delivered}");
+    let warnings: Vec<String> = broker
+        .process
+        .stderr()
+        .lines()
+        .filter(|line| line.contains("WARN"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        delivered, COUNT,
+        "PUBACKed {acked}, delivered {delivered}; the broker warned: {warnings:#?}"
+    );
 }
 
 /// Each client costs the broker three file descriptors (its connection, the

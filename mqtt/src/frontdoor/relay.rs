@@ -23,6 +23,7 @@ use std::io::{self, IoSlice};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -310,8 +311,11 @@ impl Relay<'_> {
             let opened = tokio::select! {
                 opened = &mut open => opened,
                 _ = self.client.readable() => {
+                    // Look without waiting: readiness can be left over from
+                    // a read that stopped at READ_PER_TURN.
                     let mut probe = [0u8; 1];
-                    if matches!(self.client.peek(&mut probe).await, Ok(0) | Err(_)) {
+                    let peeked = self.client.peek(&mut probe).now_or_never();
+                    if matches!(peeked, Some(Ok(0) | Err(_))) {
                         return Err(End::ClientGone(None));
                     }
                     open.await
