@@ -46,7 +46,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyhow::anyhow;
 use clap::Parser;
+use clap::builder::RangedU64ValueParser;
 use tokio::net::UdpSocket;
+use udp::MAX_DATAGRAM_V6;
 use udp::receiver::{self, Config};
 
 /// A UDP receiver: prints every datagram with its sender's address, and can
@@ -65,11 +67,12 @@ struct Args {
     #[arg(long)]
     echo: bool,
     /// Exit after this many datagrams
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// Largest datagram accepted, in bytes; a larger one is reported as truncated
-    #[arg(long, default_value_t = 65_507, value_parser = clap::value_parser!(u64).range(0..=65_507))]
-    max_size: u64,
+    /// (UDP carries at most 65507 bytes over IPv4, 65527 over IPv6)
+    #[arg(long, default_value_t = MAX_DATAGRAM_V6, value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_DATAGRAM_V6 as u64))]
+    max_size: usize,
     /// Show payloads as hexadecimal bytes instead of text
     #[arg(long)]
     hex: bool,
@@ -139,7 +142,7 @@ async fn receive(args: Args) -> anyhow::Result<()> {
     let config = Config {
         echo: args.echo,
         count: args.count,
-        max_size: args.max_size as usize,
+        max_size: args.max_size,
         hex: args.hex,
     };
     // A plain, blocking stdout: a write to a terminal, file or pipe takes
