@@ -659,6 +659,45 @@ async fn client_reports_a_server_that_closes_early() {
     );
 }
 
+/// A server that closes with the shutdown notice as its last line announced
+/// an orderly end: the client returns `Ok` although its input goes on. The
+/// notice must be a whole line: a line that merely ends with its text does
+/// not count.
+#[tokio::test]
+async fn client_takes_an_announced_shutdown_as_a_normal_end() {
+    for (sent, announced) in [
+        (b"[server] shutting down\n".to_vec(), true),
+        (b"hello\n[server] shutting down\n".to_vec(), true),
+        (b"so [server] shutting down\n".to_vec(), false),
+        (b"[server] shutting down".to_vec(), false),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let last_words = sent.clone();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            socket.write_all(&last_words).await.expect("write");
+            socket.shutdown().await.expect("close");
+            let mut sink = Vec::new();
+            let _ = socket.read_to_end(&mut sink).await;
+        });
+        let stream = tcp::client::connect("127.0.0.1", addr.port(), common::WAIT).await;
+        let (_keep_open, input_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(1);
+        let mut output = Vec::new();
+        let result = within(
+            "the client",
+            tcp::client::run(
+                stream.expect("connect"),
+                tokio_stream_from(input_rx),
+                &mut output,
+            ),
+        )
+        .await;
+        assert_eq!(output, sent);
+        assert_eq!(result.is_ok(), announced, "{sent:?}: {result:?}");
+    }
+}
+
 /// Turns an mpsc receiver into a stream of input chunks.
 fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
