@@ -71,7 +71,7 @@ struct Args {
     count: Option<u64>,
     /// Largest datagram accepted, in bytes; a larger one is reported as truncated
     /// (UDP carries at most 65507 bytes over IPv4, 65527 over IPv6)
-    #[arg(long, default_value_t = MAX_DATAGRAM_V6, value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_DATAGRAM_V6 as u64))]
+    #[arg(long, default_value_t = MAX_DATAGRAM_V6, value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_DATAGRAM_V6 as u64))]
     max_size: usize,
     /// Show payloads as hexadecimal bytes instead of text
     #[arg(long)]
