@@ -78,7 +78,9 @@ async fn main() {
 async fn talk(args: Args) -> anyhow::Result<()> {
     let wait = Duration::from_secs(args.connect_timeout_secs);
     let socket = client::connect(&args.url, wait).await?;
-    info!("connected to {}", args.url);
+    // Our own address is what a chat server tags our messages with.
+    let local = socket.get_ref().tcp().local_addr()?;
+    info!("connected to {} from {local}", args.url);
 
     let stdout = tokio::io::stdout();
     let answer_wait = Duration::from_millis(args.answer_wait_ms);
