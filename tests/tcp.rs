@@ -282,6 +282,27 @@ async fn client_reset_mid_line_does_not_disturb_the_server() {
     server.stop().await;
 }
 
+/// With a limit of one, the busy line says "1 connection", not "1
+/// connections".
+#[tokio::test]
+async fn busy_line_counts_one_connection_in_the_singular() {
+    let server = start(Config {
+        max_connections: 1,
+        ..echo()
+    })
+    .await;
+    let mut first = connect(server.addr).await;
+    first.get_mut().write_all(b"ping\n").await.expect("write");
+    assert_eq!(line(&mut first).await, b"ping\n");
+    let mut second = connect(server.addr).await;
+    assert_eq!(
+        rest(&mut second).await,
+        b"error: server busy (1 connection); try again later\n"
+    );
+    drop(first);
+    server.stop().await;
+}
+
 /// One connection over --max-connections gets a "server busy" line and is
 /// closed; when a slot frees up, new clients are served again.
 #[tokio::test]
