@@ -282,9 +282,16 @@ async fn chat_clients_exit_0_when_the_server_shuts_down() {
     let server = Server::start("tcp_server", &["--chat"]).await;
     let port = server.port();
     let mut alice = Process::spawn("tcp_client", &["--port", &port]);
-    let bob = Process::spawn("tcp_client", &["--port", &port]);
-    // Alice hears Bob join (or Bob hears Alice): both are connected.
-    let joined = alice.line().await.expect("a join notice");
+    let mut bob = Process::spawn("tcp_client", &["--port", &port]);
+    // The first to connect hears the other join: then both are connected.
+    let joined = within("a join", async {
+        tokio::select! {
+            line = alice.line() => line,
+            line = bob.line() => line,
+        }
+    })
+    .await
+    .expect("a join notice");
     assert!(joined.ends_with(" joined"), "{joined}");
     let mut server = server.process;
     server.signal("INT");

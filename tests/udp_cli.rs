@@ -495,3 +495,57 @@ async fn receiver_stops_on_ctrl_c_with_summary() {
     assert!(status.success(), "stderr: {err}");
     assert_eq!(out, "received=3 unique=3 lost=0 duplicated=0 reordered=0\n");
 }
+
+/// `RUST_LOG=debug` shows each datagram as the socket hands it over: its
+/// source and size at the receiver, its destination and size at the sender.
+#[tokio::test]
+async fn debug_log_shows_each_datagram() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    use tokio::process::Command;
+
+    let spawn = |bin: &str, args: &[&str]| {
+        Command::new(common::binary(bin))
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start")
+    };
+    let mut receiver = spawn("udp_receiver", &["--port", "0", "--count", "1"]);
+    let mut stdout = BufReader::new(receiver.stdout.take().unwrap()).lines();
+    let first = within("listening", stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    let port = first.rsplit(':').next().unwrap().to_string();
+    let sender = spawn("udp_sender", &["--port", &port, "-m", "hello"]);
+    let sent = within("the sender", sender.wait_with_output())
+        .await
+        .unwrap();
+    assert!(sent.status.success());
+    let sender_log = String::from_utf8(sent.stderr).unwrap();
+    assert!(
+        sender_log.contains(&format!(" datagram sent to=127.0.0.1:{port} bytes=5")),
+        "{sender_log}"
+    );
+    let mut receiver_log = String::new();
+    let mut pipe = receiver.stderr.take().unwrap();
+    within("the receiver's log", pipe.read_to_string(&mut receiver_log))
+        .await
+        .unwrap();
+    assert!(
+        receiver_log.contains(" datagram received from=127.0.0.1:")
+            && receiver_log.contains(" bytes=5 truncated=false"),
+        "{receiver_log}"
+    );
+    assert!(
+        within("the receiver", receiver.wait())
+            .await
+            .unwrap()
+            .success()
+    );
+}

@@ -28,7 +28,10 @@
 //! `cargo run -p tcp --bin tcp_client -- --port 7000` in two more terminals.
 //! What one types, the other sees as `[127.0.0.1:50312] hello`. Terminal 1
 //! logs each connect and disconnect, with how long it lasted and how many lines
-//! it sent; Ctrl-C there stops the server cleanly.
+//! it sent; Ctrl-C there stops the server cleanly (chat clients get
+//! `[server] shutting down` and exit 0). Start the server with
+//! `RUST_LOG=debug` to see the byte stream at work: each read's size and how
+//! many line ends it held.
 //!
 //! ## Read next
 //!

@@ -18,7 +18,8 @@
 //!
 //! Terminal 2: `cargo run -p udp --bin udp_sender -- -m hello`. Terminal 1
 //! shows `[127.0.0.1:50312] 5 bytes: hello`: the sender's address and port
-//! (a new port each run) and the payload.
+//! (a new port each run) and the payload. (`RUST_LOG=debug` also logs each
+//! datagram as the socket hands it over, before it is printed.)
 //!
 //! With flags, echo every datagram and stop after 100 of them, printing a
 //! summary such as `received=100 unique=100 lost=0 duplicated=0 reordered=0`:
