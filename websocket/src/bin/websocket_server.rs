@@ -40,9 +40,10 @@
 //!
 //! ## Read next
 //!
-//! `websocket/src/http.rs` (the upgrade), `websocket/src/session.rs` (one
-//! connection: echo, chat, pings, closing), `websocket/src/close.rs` (close
-//! codes), then `websocket/src/bin/websocket_client.rs`.
+//! `websocket/src/server.rs` (one task per connection, the connection limit,
+//! shutdown), `websocket/src/http.rs` (the upgrade), `websocket/src/session.rs`
+//! (one connection: echo, chat, pings, closing), `websocket/src/close.rs`
+//! (close codes), then `websocket/src/bin/websocket_client.rs`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
