@@ -204,7 +204,8 @@ fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
 /// Subscribes to every filter, also when the broker kept our session from a
 /// previous connection: that session's subscriptions are whatever an earlier
 /// run asked for. A SUBSCRIBE for a filter the session already has replaces
-/// its QoS [MQTT-3.8.4-3]; the others stay, as subscriptions of the session.
+/// that subscription, with our QoS, and brings the filter's retained
+/// messages again [MQTT-3.8.4-3]; the session's other filters stay.
 fn subscribe(
     client: &AsyncClient,
     config: &SubscribeConfig,
