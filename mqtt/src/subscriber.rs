@@ -205,7 +205,8 @@ fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
 /// previous connection: that session's subscriptions are whatever an earlier
 /// run asked for. A SUBSCRIBE for a filter the session already has replaces
 /// that subscription, with our QoS, and brings the filter's retained
-/// messages again [MQTT-3.8.4-3]; the session's other filters stay.
+/// messages again [MQTT-3.8.4-3] (rumqttd keeps delivering at the first QoS,
+/// one of its departures); the session's other filters stay.
 fn subscribe(
     client: &AsyncClient,
     config: &SubscribeConfig,
