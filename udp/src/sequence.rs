@@ -14,8 +14,9 @@
 //! carries a number in a format of its own (`m00000042xxx`).
 //!
 //! The numbers come from the network, so any `u64` may arrive, up to
-//! 18446744073709551615 from each of many senders: the counts below are
-//! computed so that none of them can overflow.
+//! 18446744073709551615 from each of many senders. What we count per
+//! datagram that arrives stays far below a `u64`'s range; the numbers a
+//! sender skipped do not, so `lost` is counted in a `u128`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
