@@ -154,7 +154,7 @@ async fn rumqttd_delivers_at_the_subscription_qos() {
     let broker = Server::start("mqtt_broker", &[]).await;
     let port = broker.addr.port();
     let client = ClientConfig::new("127.0.0.1", port, "qos-probe");
-    let (sub, mut events) = AsyncClient::new(client.mqtt_options(), 10);
+    let (sub, mut events) = AsyncClient::new(client.mqtt_options().unwrap(), 10);
     sub.subscribe("probe", QoS::ExactlyOnce).await.unwrap();
     loop {
         let event = within("SUBACK", events.poll()).await.unwrap();
@@ -243,7 +243,7 @@ async fn rumqttd_keeps_the_first_qos_of_a_repeated_subscription() {
     let broker = Server::start("mqtt_broker", &[]).await;
     let port = broker.addr.port();
     let client = ClientConfig::new("127.0.0.1", port, "resubscriber");
-    let (sub, mut events) = AsyncClient::new(client.mqtt_options(), 10);
+    let (sub, mut events) = AsyncClient::new(client.mqtt_options().unwrap(), 10);
     sub.subscribe("again", QoS::AtMostOnce).await.unwrap();
     sub.subscribe("again", QoS::AtLeastOnce).await.unwrap();
     let mut granted = Vec::new();

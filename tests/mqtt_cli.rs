@@ -56,7 +56,8 @@ async fn assert_silent(process: &mut Process) {
 
 /// Each QoS level exchanges exactly its packets: QoS 0 a lone PUBLISH, QoS 1
 /// PUBLISH and PUBACK, QoS 2 PUBLISH, PUBREC, PUBREL, PUBCOMP, on the
-/// publisher's side and on the subscriber's; and the message arrives.
+/// publisher's side and on the subscriber's; and the message arrives. The
+/// publisher's last log line counts acknowledgements only at QoS 1 and 2.
 #[tokio::test]
 async fn each_qos_level_delivers_with_its_own_handshake() {
     let broker = broker(&[]).await;
@@ -86,6 +87,13 @@ async fn each_qos_level_delivers_with_its_own_handshake() {
         want.extend_from_slice(packets);
         want.push("-> DISCONNECT");
         assert_eq!(&lines[1..], want, "{stderr}");
+        // The summary counts acknowledgements only where QoS has them: at
+        // QoS 0, "0 acknowledged" would read like a loss.
+        let summary = match qos.as_str() {
+            "0" => "published 1 message(s) at QoS 0 (no acknowledgements at QoS 0); disconnected",
+            _ => "published 1 message(s), 1 acknowledged; disconnected",
+        };
+        assert!(stderr.contains(summary), "{stderr}");
         let (status, out, sub_stderr) = sub.finish().await;
         assert!(status.success());
         assert_eq!(out, format!("topic/learning {message}\n"));
@@ -221,7 +229,8 @@ async fn wildcards_match_levels() {
 
 /// With a persistent session, the broker keeps a subscriber's subscription
 /// and queues QoS 1 messages while it is away, and delivers them when it
-/// returns (CONNACK says session_present=true).
+/// returns (CONNACK says session_present=true). The subscriber subscribes
+/// again anyway, as `mosquitto_sub -c` does.
 #[tokio::test]
 async fn persistent_session_receives_what_was_published_while_away() {
     let broker = broker(&[]).await;
@@ -257,7 +266,66 @@ async fn persistent_session_receives_what_was_published_while_away() {
         stderr.contains("<- CONNACK session_present=true"),
         "{stderr}"
     );
-    assert!(!stderr.contains("-> SUBSCRIBE"), "{stderr}");
+    assert!(
+        stderr.contains("the broker kept our session and subscriptions; subscribing to mail"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("-> SUBSCRIBE id=1"), "{stderr}");
+}
+
+/// A persistent session from an earlier run with other flags: `-t other`
+/// (and its `-q`) must take effect although the broker kept the session of
+/// `-t news`, so the subscriber subscribes on every connection.
+#[tokio::test]
+async fn persistent_session_subscribes_to_this_runs_topics() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let first = subscriber(&port, &["--persistent", "-i", "me", "-t", "news"]).await;
+    // Ctrl-C: the subscriber stops without DISCONNECT; the broker keeps
+    // the session (and its subscription to `news`).
+    first.signal("INT");
+    let (status, _, stderr) = first.finish().await;
+    assert!(status.success(), "{stderr}");
+    let again = [
+        "--persistent",
+        "-i",
+        "me",
+        "-t",
+        "other",
+        "-q",
+        "1",
+        "-C",
+        "1",
+    ];
+    let second = subscriber(&port, &again).await;
+    wait_stderr(&second, "<- SUBACK id=1 [qos=1]", 1).await;
+    let (ok, stderr) = publish(&port, &["-t", "other", "-m", "for me", "-q", "1"], b"").await;
+    assert!(ok, "{stderr}");
+    let (status, out, stderr) = second.finish().await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(out, "for me\n");
+    assert!(
+        stderr.contains("<- CONNACK session_present=true"),
+        "{stderr}"
+    );
+}
+
+/// A persistent session needs a client id, since the broker finds the
+/// session by it [MQTT-3.1.3-7]: `-i '' --persistent` is one clear error
+/// (rumqttc used to panic).
+#[tokio::test]
+async fn persistent_session_with_an_empty_client_id_is_an_error() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let args = ["--port", &port, "-i", "", "--persistent"];
+    let (status, out, err) = run("mqtt_subscriber", &args, b"").await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(out, "");
+    assert_eq!(
+        err.lines().last().unwrap(),
+        "error: a persistent session needs a client id: the broker finds the session \
+         by it; pass a non-empty -i"
+    );
 }
 
 /// A broker started with --user refuses clients without the right password

@@ -282,6 +282,27 @@ async fn client_reset_mid_line_does_not_disturb_the_server() {
     server.stop().await;
 }
 
+/// With a limit of one, the busy line says "1 connection", not "1
+/// connections".
+#[tokio::test]
+async fn busy_line_counts_one_connection_in_the_singular() {
+    let server = start(Config {
+        max_connections: 1,
+        ..echo()
+    })
+    .await;
+    let mut first = connect(server.addr).await;
+    first.get_mut().write_all(b"ping\n").await.expect("write");
+    assert_eq!(line(&mut first).await, b"ping\n");
+    let mut second = connect(server.addr).await;
+    assert_eq!(
+        rest(&mut second).await,
+        b"error: server busy (1 connection); try again later\n"
+    );
+    drop(first);
+    server.stop().await;
+}
+
 /// One connection over --max-connections gets a "server busy" line and is
 /// closed; when a slot frees up, new clients are served again.
 #[tokio::test]
@@ -657,6 +678,45 @@ async fn client_reports_a_server_that_closes_early() {
         error.to_string(),
         format!("{addr} closed the connection before our input ended")
     );
+}
+
+/// A server that closes with the shutdown notice as its last line announced
+/// an orderly end: the client returns `Ok` although its input goes on. The
+/// notice must be a whole line: a line that merely ends with its text does
+/// not count.
+#[tokio::test]
+async fn client_takes_an_announced_shutdown_as_a_normal_end() {
+    for (sent, announced) in [
+        (b"[server] shutting down\n".to_vec(), true),
+        (b"hello\n[server] shutting down\n".to_vec(), true),
+        (b"so [server] shutting down\n".to_vec(), false),
+        (b"[server] shutting down".to_vec(), false),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let last_words = sent.clone();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            socket.write_all(&last_words).await.expect("write");
+            socket.shutdown().await.expect("close");
+            let mut sink = Vec::new();
+            let _ = socket.read_to_end(&mut sink).await;
+        });
+        let stream = tcp::client::connect("127.0.0.1", addr.port(), common::WAIT).await;
+        let (_keep_open, input_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(1);
+        let mut output = Vec::new();
+        let result = within(
+            "the client",
+            tcp::client::run(
+                stream.expect("connect"),
+                tokio_stream_from(input_rx),
+                &mut output,
+            ),
+        )
+        .await;
+        assert_eq!(output, sent);
+        assert_eq!(result.is_ok(), announced, "{sent:?}: {result:?}");
+    }
 }
 
 /// Turns an mpsc receiver into a stream of input chunks.

@@ -273,3 +273,119 @@ async fn help_shows_flags_and_defaults() {
         );
     }
 }
+
+/// A chat server's Ctrl-C is an announced, orderly end: every client prints
+/// the server's `[server] shutting down` and exits 0, although its input
+/// (a terminal nobody typed into) had not ended.
+#[tokio::test]
+async fn chat_clients_exit_0_when_the_server_shuts_down() {
+    let server = Server::start("tcp_server", &["--chat"]).await;
+    let port = server.port();
+    let mut alice = Process::spawn("tcp_client", &["--port", &port]);
+    let mut bob = Process::spawn("tcp_client", &["--port", &port]);
+    // The first to connect hears the other join: then both are connected.
+    let joined = within("a join", async {
+        tokio::select! {
+            line = alice.line() => line,
+            line = bob.line() => line,
+        }
+    })
+    .await
+    .expect("a join notice");
+    assert!(joined.ends_with(" joined"), "{joined}");
+    let mut server = server.process;
+    server.signal("INT");
+    assert_eq!(server.exit().await.code(), Some(0));
+    for client in [alice, bob] {
+        // We keep stdin open (`Child::wait` would close it): only the
+        // server ends the session.
+        let mut client = client;
+        let _stdin = client.child.stdin.take();
+        let status = client.exit().await;
+        let (_, out, err) = client.finish().await;
+        assert_eq!(status.code(), Some(0), "stderr: {err}");
+        assert!(out.ends_with("[server] shutting down\n"), "{out}");
+        assert!(!err.contains("error:"), "{err}");
+    }
+}
+
+/// A server that closes while our input goes on, without the shutdown
+/// notice (here: the idle timeout, whose `error:` line is the server's data,
+/// on stdout), is still an error of the client's own: exit 1.
+#[tokio::test]
+async fn client_reports_an_unannounced_close() {
+    let server = Server::start("tcp_server", &["--idle-timeout-secs", "1"]).await;
+    let mut client = Process::spawn("tcp_client", &["--port", &server.port()]);
+    // We keep stdin open (`Child::wait` would close it).
+    let _stdin = client.child.stdin.take();
+    let status = client.exit().await;
+    let (_, out, err) = client.finish().await;
+    assert_eq!(status.code(), Some(1), "stderr: {err}");
+    assert_eq!(out, "error: idle for 1s; closing connection\n");
+    assert!(
+        err.ends_with(&format!(
+            "error: {} closed the connection before our input ended\n",
+            server.addr
+        )),
+        "{err}"
+    );
+}
+
+/// `RUST_LOG=debug` shows the byte stream at work: three lines written at
+/// once reach the server in one read of 6 bytes holding 3 line ends, and the
+/// client logs the size of each read too.
+#[tokio::test]
+async fn debug_log_shows_each_read() {
+    let mut server = Command::new(common::binary("tcp_server"))
+        .args(["--port", "0"])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tcp_server");
+    let mut stdout = BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let first = within("listening", stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    let addr = first.strip_prefix("listening on ").unwrap().to_string();
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    let client = Command::new(common::binary("tcp_client"))
+        .args(["--port", &port])
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tcp_client");
+    let mut stdin = client.stdin.unwrap();
+    // One write of three lines; the client sends it in one write too.
+    stdin.write_all(b"a\nb\nc\n").await.unwrap();
+    drop(stdin);
+    let mut client_err = String::new();
+    let mut pipe = client.stderr.unwrap();
+    within("the client's log", pipe.read_to_string(&mut client_err))
+        .await
+        .unwrap();
+    assert!(client_err.contains(" read bytes=6"), "{client_err}");
+    assert!(client_err.contains(" read bytes=0"), "{client_err}");
+    let mut server_err = server.stderr.take().unwrap();
+    kill_and_wait(&mut server).await;
+    let mut log = String::new();
+    within("the server's log", server_err.read_to_string(&mut log))
+        .await
+        .unwrap();
+    assert!(log.contains(" read peer=127.0.0.1:"), "{log}");
+    assert!(log.contains(" bytes=6 line_ends=3"), "{log}");
+    assert!(log.contains(" bytes=0 line_ends=0"), "{log}");
+}
+
+async fn kill_and_wait(child: &mut tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    within("the server to exit", child.wait()).await.unwrap();
+}

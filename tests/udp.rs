@@ -25,8 +25,8 @@ async fn loopback() -> (UdpSocket, SocketAddr) {
 }
 
 /// A sequenced payload is `seq N`, padded with dots to the size asked for,
-/// and parses back to N; other payloads (loadgen's `m00000042...`) are not
-/// sequenced.
+/// and parses back to N; other payloads, even numbered ones in a format of
+/// their own (`m00000042...`), are not sequenced.
 #[test]
 fn sequence_payloads_round_trip() {
     assert_eq!(sequence::payload(42, 0), b"seq 42");
@@ -77,6 +77,26 @@ fn tally_counts_loss_duplication_and_reordering() {
     assert_eq!(
         tally.summary().to_string(),
         "received=10 unique=7 lost=2 duplicated=2 reordered=3"
+    );
+}
+
+/// Numbers come from the network, so the largest one must count right too:
+/// `seq 18446744073709551615` from two senders (and nothing before it) is
+/// 2^64 - 1 numbers lost from each, 2 x (2^64 - 1) in all, which no u64
+/// holds. (A debug build used to panic here, a release build to wrap.)
+#[test]
+fn tally_counts_the_largest_numbers_without_overflow() {
+    let mut tally = Tally::default();
+    for port in [5001, 5002] {
+        let from = SocketAddr::from(([127, 0, 0, 1], port));
+        tally.count(from, &sequence::payload(u64::MAX, 0), false);
+        tally.count(from, &sequence::payload(u64::MAX, 0), false);
+    }
+    let summary = tally.summary();
+    assert_eq!(summary.lost, 2 * u128::from(u64::MAX));
+    assert_eq!(
+        summary.to_string(),
+        "received=4 unique=2 lost=36893488147419103230 duplicated=2 reordered=0"
     );
 }
 
@@ -180,10 +200,11 @@ async fn echo_returns_binary_payloads_unchanged() {
     );
 }
 
-/// loadgen's payloads (`m` + 8 digits) are echoed unchanged and never taken
-/// for sequence numbers: the same one twice is not a duplicate.
+/// Payloads numbered in a format of their own (`m` + 8 digits) are echoed
+/// unchanged and never taken for sequence numbers: the same one twice is not
+/// a duplicate.
 #[tokio::test]
-async fn loadgen_payloads_are_echoed_not_counted() {
+async fn other_numbered_payloads_are_echoed_not_counted() {
     let (socket, addr) = loopback().await;
     let (client, _) = loopback().await;
     let config = Config {
@@ -361,6 +382,46 @@ async fn oversized_datagram_is_an_error() {
     let error = sender.send(&vec![b'x'; 65_508]).await.unwrap_err();
     assert_eq!(
         error.to_string(),
-        format!("cannot send 65508 bytes to {addr}: a UDP datagram holds at most 65507")
+        format!("cannot send 65508 bytes to {addr}: a UDP datagram over IPv4 holds at most 65507")
+    );
+}
+
+/// IPv6 counts its 65,535 bytes after its own header, so a UDP datagram over
+/// IPv6 carries up to 65,527 bytes, 20 more than over IPv4: over ::1 the
+/// sender sends one that large, the receiver takes it whole and echoes it,
+/// and one byte more is refused with the IPv6 limit in the message.
+#[tokio::test]
+async fn ipv6_carries_65527_bytes() {
+    let socket = UdpSocket::bind("[::1]:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let sender = Sender::open("::1", addr.port(), &Options::default())
+        .await
+        .unwrap();
+    let config = Config {
+        echo: true,
+        count: Some(1),
+        ..Config::default()
+    };
+    let receiving = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let summary = receiver::run(&socket, &config, &mut out, std::future::pending()).await;
+        (summary.map(|summary| summary.to_string()), out)
+    });
+    let payload = vec![b'x'; 65_527];
+    sender.send(&payload).await.unwrap();
+    let mut answer = vec![0u8; 70_000];
+    let len = within("the echo", sender.reply(&mut answer, common::WAIT, None))
+        .await
+        .unwrap();
+    assert_eq!(len, Some(65_527));
+    let (summary, out) = within("the receiver", receiving).await.unwrap();
+    assert_eq!(summary.unwrap(), "received=1");
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("] 65527 bytes: xxx"), "{}", &out[..80]);
+
+    let error = sender.send(&vec![b'x'; 65_528]).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("cannot send 65528 bytes to {addr}: a UDP datagram over IPv6 holds at most 65527")
     );
 }

@@ -373,18 +373,46 @@ async fn errors_are_one_clear_line() {
         "{err}"
     );
 
-    // Larger than any UDP datagram over IPv4: refused before sending.
+    // Larger than any UDP datagram over IPv4 (but not over IPv6): refused
+    // before sending.
     let port = busy.port();
-    let args = ["--port", &port, "--count", "1", "--size", "70000"];
+    let args = ["--port", &port, "--count", "1", "--size", "65527"];
     let (status, _, err) = run("udp_sender", &args, b"").await;
     assert_eq!(status.code(), Some(1));
     assert_eq!(
         err.lines().last().unwrap(),
         format!(
-            "error: cannot send 70000 bytes to {}: a UDP datagram holds at most 65507",
+            "error: cannot send 65527 bytes to {}: a UDP datagram over IPv4 holds at most 65507",
             busy.addr
         )
     );
+    // Larger than any UDP datagram at all: clap refuses the flag.
+    let args = ["--port", &port, "--count", "1", "--size", "65528"];
+    let (status, _, err) = run("udp_sender", &args, b"").await;
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("65528 is not in 0..=65527"), "{err}");
+}
+
+/// Over IPv6 a datagram carries up to 65,527 bytes: `udp_sender --size
+/// 65527` to a receiver on ::1 arrives whole, not reported as truncated.
+#[tokio::test]
+async fn ipv6_datagrams_carry_65527_bytes() {
+    let mut receiver = Server::start("udp_receiver", &["--host", "::1", "--count", "1"]).await;
+    let port = receiver.port();
+    let args = [
+        "--host", "::1", "--port", &port, "--count", "1", "--size", "65527",
+    ];
+    let (status, _, err) = run("udp_sender", &args, b"").await;
+    assert!(status.success(), "{err}");
+    let line = receiver.process.line().await.unwrap();
+    assert!(
+        line.contains("] 65527 bytes: seq 0 ...."),
+        "{}",
+        &line[..80]
+    );
+    let (status, out, _) = receiver.process.finish().await;
+    assert!(status.success());
+    assert_eq!(out, "received=1 unique=1 lost=0 duplicated=0 reordered=0\n");
 }
 
 /// A multicast receiver shares its port only with sockets that allow it
@@ -466,4 +494,58 @@ async fn receiver_stops_on_ctrl_c_with_summary() {
     let (status, out, err) = receiver.process.finish().await;
     assert!(status.success(), "stderr: {err}");
     assert_eq!(out, "received=3 unique=3 lost=0 duplicated=0 reordered=0\n");
+}
+
+/// `RUST_LOG=debug` shows each datagram as the socket hands it over: its
+/// source and size at the receiver, its destination and size at the sender.
+#[tokio::test]
+async fn debug_log_shows_each_datagram() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    use tokio::process::Command;
+
+    let spawn = |bin: &str, args: &[&str]| {
+        Command::new(common::binary(bin))
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start")
+    };
+    let mut receiver = spawn("udp_receiver", &["--port", "0", "--count", "1"]);
+    let mut stdout = BufReader::new(receiver.stdout.take().unwrap()).lines();
+    let first = within("listening", stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    let port = first.rsplit(':').next().unwrap().to_string();
+    let sender = spawn("udp_sender", &["--port", &port, "-m", "hello"]);
+    let sent = within("the sender", sender.wait_with_output())
+        .await
+        .unwrap();
+    assert!(sent.status.success());
+    let sender_log = String::from_utf8(sent.stderr).unwrap();
+    assert!(
+        sender_log.contains(&format!(" datagram sent to=127.0.0.1:{port} bytes=5")),
+        "{sender_log}"
+    );
+    let mut receiver_log = String::new();
+    let mut pipe = receiver.stderr.take().unwrap();
+    within("the receiver's log", pipe.read_to_string(&mut receiver_log))
+        .await
+        .unwrap();
+    assert!(
+        receiver_log.contains(" datagram received from=127.0.0.1:")
+            && receiver_log.contains(" bytes=5 truncated=false"),
+        "{receiver_log}"
+    );
+    assert!(
+        within("the receiver", receiver.wait())
+            .await
+            .unwrap()
+            .success()
+    );
 }

@@ -67,6 +67,17 @@ async fn connect(server: &InProcess) -> (Ws, SocketAddr) {
     (ws, local)
 }
 
+/// Connects to a chat server and reads its welcome, which tells the client
+/// its own address: `[server] you are 127.0.0.1:50312`.
+async fn connect_chat(server: &InProcess) -> (Ws, SocketAddr) {
+    let (mut ws, local) = connect(server).await;
+    assert_eq!(
+        next(&mut ws).await,
+        Message::text(format!("[server] you are {local}"))
+    );
+    (ws, local)
+}
+
 /// The next message that is not a ping or pong.
 async fn next(ws: &mut Ws) -> Message {
     loop {
@@ -386,18 +397,19 @@ async fn frame_right_behind_the_request_is_read() {
     server.stop().await;
 }
 
-/// Chat: a message goes to every other client, tagged with the sender's
+/// Chat: each client first learns its own address (which tags its
+/// messages); a message goes to every other client, tagged with the sender's
 /// address, never back to the sender; joins and leaves are announced.
 #[tokio::test]
 async fn chat_fans_out_and_announces_leaving() {
     let server = start(chat()).await;
-    let (mut a, a_addr) = connect(&server).await;
-    let (mut b, b_addr) = connect(&server).await;
+    let (mut a, a_addr) = connect_chat(&server).await;
+    let (mut b, b_addr) = connect_chat(&server).await;
     assert_eq!(
         next(&mut a).await,
         Message::text(format!("[server] {b_addr} joined"))
     );
-    let (mut c, c_addr) = connect(&server).await;
+    let (mut c, c_addr) = connect_chat(&server).await;
     assert_eq!(
         next(&mut a).await,
         Message::text(format!("[server] {c_addr} joined"))
@@ -441,10 +453,10 @@ async fn chat_fans_out_and_announces_leaving() {
 #[tokio::test]
 async fn chat_slow_reader_does_not_hold_up_others() {
     let server = start(chat()).await;
-    let (mut a, _) = connect(&server).await;
+    let (mut a, _) = connect_chat(&server).await;
     // `slow` upgrades and then reads nothing until the burst is over.
     let mut slow = raw_upgrade(server.addr).await;
-    let (mut b, _) = connect(&server).await;
+    let (mut b, _) = connect_chat(&server).await;
     // a sees slow's and b's joins.
     next(&mut a).await;
     next(&mut a).await;
@@ -626,8 +638,12 @@ async fn page_is_served_at_root() {
     assert!(head.contains(&format!("Content-Length: {}", body.len())));
     assert_eq!(body, websocket::http::PAGE);
     assert!(body.contains("new WebSocket("));
-    // Self-contained: nothing loaded from elsewhere.
-    assert!(!body.contains("src=") && !body.contains("href="));
+    // Self-contained: nothing loaded from elsewhere. Its one link is an
+    // empty icon written into the page, so the browser does not ask for
+    // /favicon.ico (and get a 404 in the log) on every load.
+    assert!(!body.contains("src="));
+    assert_eq!(body.matches("href=").count(), 1);
+    assert!(body.contains(r#"<link rel="icon" href="data:,">"#));
     server.stop().await;
 }
 
@@ -827,6 +843,29 @@ async fn client_connect_errors_name_the_url() {
     assert_eq!(
         error,
         format!("{missing} did not upgrade to WebSocket: the server answered HTTP 404 Not Found")
+    );
+
+    // An HTTP/1.0 server (`python3 -m http.server` is one): tungstenite
+    // refuses its answer before reading the status; we show the status line.
+    let old_http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_url = format!("ws://{}/", old_http.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut tcp, _) = old_http.accept().await.unwrap();
+        let mut request = [0u8; 1024];
+        let _ = tcp.read(&mut request).await;
+        let answer = "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html></html>";
+        tcp.write_all(answer.as_bytes()).await.unwrap();
+    });
+    let error = client::connect(&old_url, common::WAIT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        format!(
+            "{old_url} did not upgrade to WebSocket: the server answered HTTP/1.0 200 OK, \
+             an HTTP server, not a WebSocket server"
+        )
     );
 
     let error = client::connect("nonsense", common::WAIT)

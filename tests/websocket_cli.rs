@@ -89,13 +89,22 @@ async fn client_is_interactive() {
     assert_eq!(out, "");
 }
 
-/// Chat between two real clients: one's line reaches the other, tagged
-/// with the sender's address; the sender gets no copy; leaving is announced.
+/// Chat between two real clients: each learns its own address; one's line
+/// reaches the other, tagged with the sender's address; the sender gets no
+/// copy; leaving is announced.
 #[tokio::test]
 async fn chat_between_two_clients() {
     let server = Server::start(SERVER, &["--chat"]).await;
     let mut alice = Process::spawn(CLIENT, &["--url", &url(&server)]);
     let mut bob = Process::spawn(CLIENT, &["--url", &url(&server)]);
+    // Each first learns its own address, the one its log names too.
+    for client in [&mut alice, &mut bob] {
+        let welcome = client.line().await.unwrap();
+        let me = welcome.strip_prefix("[server] you are ").expect(&welcome);
+        assert!(me.starts_with("127.0.0.1:"), "{welcome}");
+        let log = format!("connected to {} from {me}", url(&server));
+        assert!(client.stderr().contains(&log), "{}", client.stderr());
+    }
     // Whoever connected first hears the other join.
     let (first, line) = common::within("a join", async {
         tokio::select! {

@@ -34,7 +34,7 @@ pub mod wire;
 
 use std::time::Duration;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use rumqttc::{
     ConnectReturnCode, ConnectionError, EventLoop, MqttOptions, NetworkOptions, QoS, StateError,
     mqttbytes,
@@ -81,7 +81,17 @@ impl ClientConfig {
     }
 
     /// rumqttc's options for this config.
-    pub fn mqtt_options(&self) -> MqttOptions {
+    ///
+    /// Errors: a persistent session (`clean_session: false`) with an empty
+    /// client id. The broker finds a session by the client id, so an empty id
+    /// must come with a clean session [MQTT-3.1.3-7] (rumqttc would panic).
+    pub fn mqtt_options(&self) -> anyhow::Result<MqttOptions> {
+        if self.client_id.is_empty() && !self.clean_session {
+            bail!(
+                "a persistent session needs a client id: the broker finds the session \
+                 by it; pass a non-empty -i"
+            );
+        }
         let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
         // The broker drops us if it hears nothing for 1.5 x this, so rumqttc
         // sends a PINGREQ every 30 s (busy or idle: it does not track our
@@ -94,7 +104,7 @@ impl ClientConfig {
         if let Some((username, password)) = &self.login {
             options.set_credentials(username, password);
         }
-        options
+        Ok(options)
     }
 
     /// rumqttc's socket options: a bounded connect, and no Nagle delay.

@@ -65,7 +65,7 @@ where
         );
     }
     let addr = config.client.addr();
-    let mut options = config.client.mqtt_options();
+    let mut options = config.client.mqtt_options()?;
     if let Some(will) = config.will.clone() {
         options.set_last_will(will);
     }
@@ -159,10 +159,18 @@ where
         }
     }
     crate::await_close(&mut eventloop).await;
-    info!(
-        "published {} message(s), {} acknowledged; disconnected",
-        summary.published, summary.acknowledged
-    );
+    if qos0 {
+        // Nothing acknowledges QoS 0: "0 acknowledged" would read like a loss.
+        info!(
+            "published {} message(s) at QoS 0 (no acknowledgements at QoS 0); disconnected",
+            summary.published
+        );
+    } else {
+        info!(
+            "published {} message(s), {} acknowledged; disconnected",
+            summary.published, summary.acknowledged
+        );
+    }
     input.map(|()| summary)
 }
 

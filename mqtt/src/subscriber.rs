@@ -5,7 +5,9 @@
 //! nothing else for us: polled in a loop, it retries as fast as the CPU goes,
 //! and on the new connection we have no subscriptions unless the broker kept
 //! our session. So [`run`] waits between attempts (backing off from 250 ms to
-//! 5 s) and subscribes again after each CONNACK that does not resume a session.
+//! 5 s) and subscribes after every CONNACK, even one that resumes a session,
+//! as `mosquitto_sub -c` does: the kept session holds the filters and QoS of
+//! an earlier run, which need not be this run's `-t` and `-q`.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -62,7 +64,7 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
         }
     }
     let addr = config.client.addr();
-    let (client, mut eventloop) = AsyncClient::new(config.client.mqtt_options(), 10);
+    let (client, mut eventloop) = AsyncClient::new(config.client.mqtt_options()?, 10);
     eventloop.set_network_options(config.client.network_options());
 
     let mut connected = false;
@@ -71,7 +73,7 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
     let mut up_since: Option<Instant> = None;
     let mut received = 0;
     // `-W`: the moment after which silence is an error, moved on by every message.
-    let mut quiet_until = config.timeout.map(|timeout| Instant::now() + timeout);
+    let mut quiet_until = deadline_after(config.timeout);
     // QoS 2 messages we printed and answered with PUBREC whose exchange is not
     // over: the broker still owes us PUBREL, and we owe it PUBCOMP. With `-C`
     // we disconnect only once they are done (or after FINISH_WAIT).
@@ -145,7 +147,7 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
             Event::Incoming(Packet::ConnAck(ack)) => {
                 connected = true;
                 up_since = Some(Instant::now());
-                subscribe_unless_resumed(&client, &config, &ack, &addr)?;
+                subscribe(&client, &config, &ack, &addr)?;
             }
             // After the last wanted message, stragglers that arrive before our
             // DISCONNECT goes out are not printed.
@@ -156,7 +158,7 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
                 // crashed right now, the broker would not send it again.
                 print(&mut out, &publish, config.verbose).await?;
                 received += 1;
-                quiet_until = config.timeout.map(|timeout| Instant::now() + timeout);
+                quiet_until = deadline_after(config.timeout);
                 if publish.qos == QoS::ExactlyOnce {
                     unfinished.insert(publish.pkid);
                 }
@@ -193,22 +195,33 @@ fn silence(config: &SubscribeConfig, received: u64) -> anyhow::Error {
     anyhow!("no message for {timeout:?} ({received} received)")
 }
 
-/// Subscribes to every filter, unless the broker says it kept our session
-/// (and with it our subscriptions) from a previous connection.
-fn subscribe_unless_resumed(
+/// `timeout` from now, or no deadline at all for a timeout beyond the end of
+/// the clock (`-W 18446744073709551615`): `Instant + Duration` would panic.
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|timeout| Instant::now().checked_add(timeout))
+}
+
+/// Subscribes to every filter, also when the broker kept our session from a
+/// previous connection: that session's subscriptions are whatever an earlier
+/// run asked for. A SUBSCRIBE for a filter the session already has replaces
+/// that subscription, with our QoS, and brings the filter's retained
+/// messages again [MQTT-3.8.4-3] (rumqttd keeps delivering at the first QoS,
+/// one of its departures); the session's other filters stay.
+fn subscribe(
     client: &AsyncClient,
     config: &SubscribeConfig,
     ack: &ConnAck,
     addr: &str,
 ) -> anyhow::Result<()> {
+    let filters_list = config.filters.join(", ");
     if ack.session_present {
-        info!("connected to {addr}; the broker kept our session and subscriptions");
-        return Ok(());
+        info!(
+            "connected to {addr}; the broker kept our session and subscriptions; \
+             subscribing to {filters_list}"
+        );
+    } else {
+        info!("connected to {addr}; subscribing to {filters_list}");
     }
-    info!(
-        "connected to {addr}; subscribing to {}",
-        config.filters.join(", ")
-    );
     let filters = config
         .filters
         .iter()

@@ -14,6 +14,9 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tracing::{debug, info};
+
+use crate::SHUTDOWN_NOTICE;
 
 /// Opens a TCP connection: the kernel sends SYN, the server's kernel answers
 /// SYN-ACK, we send ACK (the three-way handshake), and only then does
@@ -44,7 +47,9 @@ pub async fn connect(host: &str, port: u16, wait: Duration) -> anyhow::Result<Tc
 /// `printf 'a\nb\n' | tcp_client` prints both answers before it exits.
 ///
 /// Errors: the connection was reset, the server closed it before our input
-/// ended (everything it sent is printed first), or `output` failed.
+/// ended (everything it sent is printed first), or `output` failed. A server
+/// that closes with [`SHUTDOWN_NOTICE`] as its last line announced an orderly
+/// shutdown: that ends the session normally, input or not.
 pub async fn run<I, O>(stream: TcpStream, input: I, mut output: O) -> anyhow::Result<()>
 where
     I: Stream<Item = io::Result<Bytes>>,
@@ -72,15 +77,21 @@ where
     // our output (`tcp_client | head -1` ends with a broken pipe).
     let receive = async move {
         let mut chunk = vec![0u8; 8 * 1024];
+        // The last bytes received, to recognise the shutdown notice.
+        let mut tail = Tail::default();
         loop {
             let n = from_server
                 .read(&mut chunk)
                 .await
                 .with_context(|| format!("connection to {server} failed"))?;
+            // `RUST_LOG=debug`: one read is whatever had arrived, not one
+            // line: answers sent back to back often come in one read.
+            debug!(bytes = n, "read");
             if n == 0 {
                 // The server's FIN: it has sent everything it will send.
-                return Ok::<_, anyhow::Error>(());
+                return Ok::<_, anyhow::Error>(tail.is_notice());
             }
+            tail.push(&chunk[..n]);
             output
                 .write_all(&chunk[..n])
                 .await
@@ -101,7 +112,11 @@ where
                 send_error = sent.err();
             }
             received = &mut receive => {
-                received?;
+                let announced = received?;
+                if announced {
+                    info!("{server} shut down");
+                    return Ok(());
+                }
                 if let Some(error) = send_error {
                     return Err(error);
                 }
@@ -110,6 +125,39 @@ where
                 }
                 return Ok(());
             }
+        }
+    }
+}
+
+/// The last bytes of a stream, enough to tell whether its last line is
+/// [`SHUTDOWN_NOTICE`] (the notice and the newline before it).
+#[derive(Debug, Default)]
+struct Tail {
+    bytes: Vec<u8>,
+    /// Whether more came before `bytes`.
+    cut: bool,
+}
+
+impl Tail {
+    fn push(&mut self, chunk: &[u8]) {
+        let keep = SHUTDOWN_NOTICE.len() + 1;
+        self.bytes
+            .extend_from_slice(&chunk[chunk.len().saturating_sub(keep)..]);
+        if self.bytes.len() > keep {
+            self.bytes.drain(..self.bytes.len() - keep);
+            self.cut = true;
+        } else if chunk.len() > keep {
+            self.cut = true;
+        }
+    }
+
+    /// Whether the stream ended with the notice as a whole line.
+    fn is_notice(&self) -> bool {
+        let notice = SHUTDOWN_NOTICE.as_bytes();
+        match self.bytes.strip_suffix(notice) {
+            Some([]) => !self.cut,
+            Some(before) => before.ends_with(b"\n"),
+            None => false,
         }
     }
 }

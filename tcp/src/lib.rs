@@ -10,6 +10,11 @@
 pub mod client;
 pub mod server;
 
+/// The last line a chat server sends each client when it shuts down. An
+/// announced, orderly end: [`client::run`] takes a connection that ends with
+/// it as finished normally, even while it still had input to send.
+pub const SHUTDOWN_NOTICE: &str = "[server] shutting down\n";
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 

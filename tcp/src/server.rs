@@ -115,10 +115,9 @@ pub async fn run(
         // `select!` waits for whichever comes first: a new connection or the
         // shutdown signal. https://docs.rs/tokio/latest/tokio/macro.select.html
         // `biased` polls the branches in order, shutdown first, so a stop
-        // request wins over a waiting client. It also matters once: the
-        // binary's Ctrl-C/SIGTERM handlers are installed by the first poll of
-        // `shutdown` (until then a signal kills the process), and this way
-        // that happens before we serve anyone.
+        // request wins over a waiting client. (The binary's Ctrl-C/SIGTERM
+        // handlers are already in place: `shutdown_signal()` installs them
+        // when it is called, before `listening on` is printed.)
         let (socket, peer) = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -131,14 +130,14 @@ pub async fn run(
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            let open = match config.max_connections {
+                1 => "1 connection".to_string(),
+                n => format!("{n} connections"),
+            };
             if let Some(held_back) = refusals.allow() {
-                let max = config.max_connections;
-                warn!(%peer, held_back, "refused: {max} connections already open");
+                warn!(%peer, held_back, "refused: {open} already open");
             }
-            let notice = format!(
-                "error: server busy ({} connections); try again later\n",
-                config.max_connections
-            );
+            let notice = format!("error: server busy ({open}); try again later\n");
             tracker.spawn(close_gently(socket, Bytes::from(notice)));
             continue;
         };

@@ -17,10 +17,33 @@ pub mod sender;
 pub mod sequence;
 
 use std::fmt::Write;
+use std::net::IpAddr;
 
-/// The largest UDP payload IPv4 can carry: 65535 bytes of IP packet, minus 20
-/// bytes of IP header and 8 bytes of UDP header.
-pub const MAX_DATAGRAM: usize = 65_507;
+/// The largest UDP payload IPv4 can carry, in bytes: an IPv4 packet is at
+/// most 65,535 bytes in all, its header included, so 20 bytes of IPv4 header
+/// and 8 of UDP header leave 65,507.
+pub const MAX_DATAGRAM_V4: usize = 65_507;
+
+/// The largest UDP payload IPv6 can carry, in bytes: IPv6 counts its 65,535
+/// bytes after its own 40-byte header, so only the 8 bytes of UDP header come
+/// off. (Larger "jumbograms", RFC 2675, need a link that carries them.)
+pub const MAX_DATAGRAM_V6: usize = 65_527;
+
+/// The largest UDP payload, in bytes, to or from an address of `ip`'s family.
+pub fn max_datagram(ip: IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(_) => MAX_DATAGRAM_V4,
+        IpAddr::V6(_) => MAX_DATAGRAM_V6,
+    }
+}
+
+/// "IPv4" or "IPv6", for messages.
+pub fn family(ip: IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(_) => "IPv4",
+        IpAddr::V6(_) => "IPv6",
+    }
+}
 
 /// Appends a payload to `shown`, safely on one line: text as text, anything
 /// else escaped.

@@ -12,10 +12,10 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::sequence::{Summary, Tally};
-use crate::{MAX_DATAGRAM, show_hex, show_text};
+use crate::{MAX_DATAGRAM_V6, show_hex, show_text};
 
 /// The receiver's settings; [`Config::default`] gives the binary's defaults.
 #[derive(Debug, Clone)]
@@ -24,8 +24,8 @@ pub struct Config {
     pub echo: bool,
     /// Stop after this many datagrams.
     pub count: Option<u64>,
-    /// The largest datagram we accept (at most [`MAX_DATAGRAM`]); a larger
-    /// one is reported as truncated.
+    /// The largest datagram we accept, in bytes (at most [`MAX_DATAGRAM_V6`],
+    /// the most any IP version carries); a larger one is reported as truncated.
     pub max_size: usize,
     /// Show payloads as hexadecimal bytes instead of text.
     pub hex: bool,
@@ -36,7 +36,7 @@ impl Default for Config {
         Config {
             echo: false,
             count: None,
-            max_size: MAX_DATAGRAM,
+            max_size: MAX_DATAGRAM_V6,
             hex: false,
         }
     }
@@ -62,7 +62,7 @@ pub async fn run(
     // UDP delivers a datagram whole or truncates it to fit our buffer, and
     // truncation is silent. So we read into one byte more than we accept: if
     // that byte gets filled, the datagram was larger than `max_size`.
-    let max_size = config.max_size.min(MAX_DATAGRAM);
+    let max_size = config.max_size.min(MAX_DATAGRAM_V6);
     let mut buffer = vec![0u8; max_size + 1];
     let mut lines = String::new();
     let mut tally = Tally::default();
@@ -92,6 +92,8 @@ pub async fn run(
                 Err(error) => return Err(error),
             };
             let truncated = len > max_size;
+            // `RUST_LOG=debug`: what the socket handed us, before we print it.
+            debug!(%from, bytes = len, truncated, "datagram received");
             let payload = &buffer[..len.min(max_size)];
             tally.count(from, payload, truncated);
             show(&mut lines, config, from, payload, truncated);

@@ -20,9 +20,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
-use tracing::warn;
+use tracing::{debug, warn};
 
-use crate::{MAX_DATAGRAM, sequence};
+use crate::{MAX_DATAGRAM_V6, family, max_datagram, sequence};
 
 /// How the socket is set up for broadcast and multicast; [`Options::default`]
 /// gives the binary's defaults.
@@ -105,11 +105,13 @@ impl Sender {
     /// port unreachable came back), this one was not sent: we say so and send
     /// it again, since a receiver may have started in the meantime.
     pub async fn send(&self, payload: &[u8]) -> anyhow::Result<()> {
-        if payload.len() > MAX_DATAGRAM {
+        let max = max_datagram(self.target.ip());
+        if payload.len() > max {
             bail!(
-                "cannot send {} bytes to {}: a UDP datagram holds at most {MAX_DATAGRAM}",
+                "cannot send {} bytes to {}: a UDP datagram over {} holds at most {max}",
                 payload.len(),
-                self.target
+                self.target,
+                family(self.target.ip()),
             );
         }
         let result = match self.send_once(payload).await {
@@ -119,7 +121,9 @@ impl Sender {
             }
             result => result,
         };
-        result.map_err(|error| explain(self.target, error))
+        result.map_err(|error| explain(self.target, error))?;
+        debug!(to = %self.target, bytes = payload.len(), "datagram sent");
+        Ok(())
     }
 
     async fn send_once(&self, payload: &[u8]) -> io::Result<()> {
@@ -143,22 +147,24 @@ impl Sender {
     ) -> anyhow::Result<Option<usize>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            // A connected socket receives only from its target.
             let received = if self.connected {
-                tokio::time::timeout_at(deadline, self.socket.recv(buffer)).await
-            } else {
-                tokio::time::timeout_at(deadline, self.socket.recv_from(buffer))
+                tokio::time::timeout_at(deadline, self.socket.recv(buffer))
                     .await
-                    .map(|result| result.map(|(len, _from)| len))
+                    .map(|result| result.map(|len| (len, self.target)))
+            } else {
+                tokio::time::timeout_at(deadline, self.socket.recv_from(buffer)).await
             };
-            let len = match received {
+            let (len, from) = match received {
                 Err(_elapsed) => return Ok(None),
                 Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionRefused => {
                     self.warn_refused();
                     return Ok(None);
                 }
                 Ok(Err(error)) => return Err(explain(self.target, error)),
-                Ok(Ok(len)) => len,
+                Ok(Ok(received)) => received,
             };
+            debug!(%from, bytes = len, "datagram received");
             if expected.is_none() || sequence::parse(&buffer[..len]) == expected {
                 return Ok(Some(len));
             }
@@ -273,7 +279,7 @@ where
     O: AsyncWrite + Unpin,
 {
     let mut report = Report::default();
-    let mut buffer = vec![0u8; MAX_DATAGRAM + 1];
+    let mut buffer = vec![0u8; MAX_DATAGRAM_V6 + 1];
     tokio::pin!(datagrams, shutdown);
     loop {
         let next = tokio::select! {
@@ -305,15 +311,17 @@ where
 }
 
 /// Each line of `input` (without its `\n`) as one datagram: a datagram keeps
-/// its boundaries, so unlike TCP we need no newline on the wire.
-pub fn lines<R: AsyncRead>(input: R) -> impl Stream<Item = io::Result<Bytes>> {
-    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_DATAGRAM);
-    FramedRead::new(input, codec).map(|line| {
+/// its boundaries, so unlike TCP we need no newline on the wire. A line longer
+/// than `max` bytes (what a datagram can hold: see [`max_datagram`]) is an
+/// error.
+pub fn lines<R: AsyncRead>(input: R, max: usize) -> impl Stream<Item = io::Result<Bytes>> {
+    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max);
+    FramedRead::new(input, codec).map(move |line| {
         line.map_err(|error| match error {
             AnyDelimiterCodecError::Io(error) => error,
             AnyDelimiterCodecError::MaxChunkLengthExceeded => io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("a line is longer than the {MAX_DATAGRAM} bytes a datagram can hold"),
+                format!("a line is longer than the {max} bytes a datagram can hold"),
             ),
         })
     })

@@ -10,8 +10,13 @@
 //!
 //! `seq `, the number in decimal, then (if the sender asked for a size) a space
 //! and dots up to that size. Any other payload is not sequenced: it is shown
-//! and echoed like every datagram, but not counted here. That includes
-//! loadgen's payloads (`m00000042xxx`), which carry their own numbers.
+//! and echoed like every datagram, but not counted here, even one that
+//! carries a number in a format of its own (`m00000042xxx`).
+//!
+//! The numbers come from the network, so any `u64` may arrive, up to
+//! 18446744073709551615 from each of many senders. What we count per
+//! datagram that arrives stays far below a `u64`'s range; the numbers a
+//! sender skipped do not, so `lost` is counted in a `u128`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -92,7 +97,9 @@ pub struct Summary {
     pub received: u64,
     pub sequenced: bool,
     pub unique: u64,
-    pub lost: u64,
+    /// Up to 2^64 numbers per sender can be missing, more than a `u64` holds
+    /// once two senders lose that many.
+    pub lost: u128,
     pub duplicated: u64,
     pub reordered: u64,
 }
@@ -138,11 +145,12 @@ impl Tally {
         };
         for stream in self.streams.values() {
             let unique = stream.seen.len() as u64;
-            let expected = stream
-                .highest
-                .map_or(0, |highest| highest.saturating_add(1));
+            // Numbers 0 to `highest`: one more than `highest`, which for
+            // u64::MAX is 2^64, so we count in u128. Every number in `seen` is
+            // at most `highest`, so `unique` never exceeds `expected`.
+            let expected = stream.highest.map_or(0, |highest| u128::from(highest) + 1);
             summary.unique += unique;
-            summary.lost += expected.saturating_sub(unique);
+            summary.lost += expected - u128::from(unique);
             summary.duplicated += stream.duplicated;
             summary.reordered += stream.reordered;
         }

@@ -9,24 +9,87 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, Stream, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::close::CLOSE_TIMEOUT;
 use crate::{CloseCode, CloseFrame};
 
 /// A client's connection, as [`connect`] returns it.
-pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocketStream<Connection>;
+
+/// How many of the server's first bytes we keep: enough for a status line.
+const KEPT: usize = 256;
+
+/// The TCP connection under a client's WebSocket. It keeps a copy of the
+/// first bytes the server sent: when the server does not upgrade, its
+/// status line says what it is.
+#[derive(Debug)]
+pub struct Connection {
+    tcp: TcpStream,
+    /// A copy of the first [`KEPT`] bytes read, shared with [`connect`].
+    first_bytes: Arc<Mutex<Vec<u8>>>,
+    /// How many are kept: past [`KEPT`], reads cost no lock.
+    kept: usize,
+}
+
+impl Connection {
+    /// The TCP connection, for its addresses.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if self.kept < KEPT {
+            let new = &buf.filled()[before..];
+            let new = &new[..new.len().min(KEPT - self.kept)];
+            if let Ok(mut first_bytes) = self.first_bytes.lock() {
+                first_bytes.extend_from_slice(new);
+            }
+            self.kept += new.len();
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
 
 /// How a session ended, when it ended with a closing handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,17 +124,40 @@ pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Socket> {
     {
         bail!("bad URL {url:?}: the port must be a number from 0 to 65535");
     }
-    // `true`: send each message at once rather than merge small writes
-    // (Nagle's algorithm): an interactive client wants low latency.
-    let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+    // `[::1]` in a URL is the address ::1.
+    let host = (request.uri().host().unwrap_or_default())
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = request.uri().port_u16().unwrap_or(80);
+    let first_bytes = Arc::new(Mutex::new(Vec::new()));
+    let shared = first_bytes.clone();
+    let connecting = async move {
+        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        // Send each message at once rather than merge small writes (Nagle's
+        // algorithm): an interactive client wants low latency.
+        tcp.set_nodelay(true)?;
+        let connection = Connection {
+            tcp,
+            first_bytes: shared,
+            kept: 0,
+        };
+        // tungstenite sends the upgrade request and checks the answer.
+        tokio_tungstenite::client_async_with_config(request, connection, None).await
+    };
     match timeout(wait, connecting).await {
         Ok(Ok((socket, _response))) => Ok(socket),
-        Ok(Err(error)) => Err(explain(url, error)),
+        Ok(Err(error)) => {
+            let first_bytes = first_bytes.lock().map(|b| b.clone()).unwrap_or_default();
+            Err(explain(url, error, &first_bytes))
+        }
         Err(_) => bail!("cannot connect to {url}: no answer within {wait:?}"),
     }
 }
 
-fn explain(url: &str, error: WsError) -> anyhow::Error {
+/// Explains a failed connection; `answer` is the start of what the server
+/// sent, if anything.
+fn explain(url: &str, error: WsError, answer: &[u8]) -> anyhow::Error {
     match error {
         WsError::Url(error) => anyhow!("bad URL {url:?}: {error}; expected ws://HOST:PORT/PATH"),
         WsError::Io(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
@@ -84,6 +170,17 @@ fn explain(url: &str, error: WsError) -> anyhow::Error {
             anyhow!(
                 "{url} did not upgrade to WebSocket: the server answered HTTP {} {reason}",
                 status.as_u16()
+            )
+        }
+        // An HTTP/1.0 answer, which tungstenite refuses before it reads the
+        // status: the upgrade needs HTTP/1.1 (RFC 6455 §4.1), so whatever
+        // answered is an HTTP server, not a WebSocket one.
+        WsError::Protocol(ProtocolError::WrongHttpVersion) => {
+            let line = answer.split(|&b| b == b'\r' || b == b'\n').next();
+            let line = String::from_utf8_lossy(line.unwrap_or_default());
+            anyhow!(
+                "{url} did not upgrade to WebSocket: the server answered {line}, \
+                 an HTTP server, not a WebSocket server"
             )
         }
         error => anyhow!("cannot connect to {url}: {error}"),

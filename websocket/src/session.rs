@@ -98,6 +98,13 @@ impl Session<'_> {
         let mut pings = interval_at(Instant::now() + period, period);
         pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
         if chat.is_some() {
+            // Chat lines are tagged with their sender's address, and a client
+            // cannot see its own (a browser's page never learns its port):
+            // we tell it, so it can tell its own lines from the others'.
+            let welcome = format!("[server] you are {}", self.peer);
+            if let Err(end) = self.send(Message::text(welcome)).await {
+                return end;
+            }
             self.say(format!("[server] {} joined", self.peer));
         }
         // We make the shutdown wait once, outside the loop: making it

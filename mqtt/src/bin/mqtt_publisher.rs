@@ -79,7 +79,7 @@ struct Args {
     #[arg(short = 'l', long)]
     stdin_lines: bool,
     /// Publish the message this many times
-    #[arg(long, default_value_t = 1, conflicts_with = "stdin_lines")]
+    #[arg(long, default_value_t = 1, conflicts_with = "stdin_lines", value_parser = clap::value_parser!(u64).range(1..))]
     count: u64,
     /// With --count: wait this long between messages
     #[arg(long, default_value_t = 0)]
@@ -113,7 +113,7 @@ struct Args {
     #[arg(long)]
     show_packets: bool,
     /// Give up when the broker sends no acknowledgement for this many seconds
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     ack_timeout_secs: u64,
 }
 

@@ -61,10 +61,10 @@ struct Args {
     #[arg(short, long)]
     verbose: bool,
     /// Exit after this many messages
-    #[arg(short = 'C', long)]
+    #[arg(short = 'C', long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// Exit with an error when no message arrives for this many seconds
-    #[arg(short = 'W', long)]
+    #[arg(short = 'W', long, value_parser = clap::value_parser!(u64).range(1..))]
     timeout_secs: Option<u64>,
     /// Client id [default: mqtt_subscriber-<process id>]; two clients with the
     /// same id knock each other off the broker
@@ -77,7 +77,8 @@ struct Args {
     #[arg(short = 'P', long, requires = "username")]
     password: Option<String>,
     /// Keep our session (subscriptions and queued QoS 1/2 messages) while we are
-    /// away; needs -i, since the broker finds the session by client id
+    /// away; needs a non-empty -i, since the broker finds the session by client id.
+    /// We subscribe to -t on every connection, as `mosquitto_sub -c` does
     #[arg(long, requires = "client_id")]
     persistent: bool,
     /// Print each MQTT packet sent and received (on stderr)

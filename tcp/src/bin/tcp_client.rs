@@ -55,13 +55,13 @@ struct Args {
     #[arg(short, long)]
     message: Option<String>,
     /// With -m: send the line this many times
-    #[arg(long, default_value_t = 1, requires = "message")]
+    #[arg(long, default_value_t = 1, requires = "message", value_parser = clap::value_parser!(u64).range(1..))]
     count: u64,
     /// With -m and --count: wait this long between lines
     #[arg(long, default_value_t = 1000, requires = "message")]
     interval_ms: u64,
     /// Give up connecting after this many seconds
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout_secs: u64,
 }
 

@@ -28,19 +28,24 @@
 //! `cargo run -p tcp --bin tcp_client -- --port 7000` in two more terminals.
 //! What one types, the other sees as `[127.0.0.1:50312] hello`. Terminal 1
 //! logs each connect and disconnect, with how long it lasted and how many lines
-//! it sent; Ctrl-C there stops the server cleanly.
+//! it sent; Ctrl-C there stops the server cleanly (chat clients get
+//! `[server] shutting down` and exit 0). Start the server with
+//! `RUST_LOG=debug` to see the byte stream at work: each read's size and how
+//! many line ends it held.
 //!
 //! ## Read next
 //!
+//! `tcp/src/lib.rs` (how lines are found in a byte stream),
 //! `tcp/src/server.rs` (the accept loop, one task per connection, shutdown),
 //! `tcp/src/server/connection.rs` (echo with batched answers, limits),
-//! `tcp/src/lib.rs` (how lines are found in a byte stream), then
-//! `tcp/src/bin/tcp_client.rs`.
+//! `tcp/src/server/chat.rs` (one line to every other client), then
+//! `tcp/src/bin/tcp_client.rs` and `tcp/src/client.rs`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::RangedU64ValueParser;
 use tcp::server::{self, Config, Mode};
 use tokio::net::TcpListener;
 
@@ -59,10 +64,10 @@ struct Args {
     #[arg(long)]
     chat: bool,
     /// Longest line accepted, in bytes; a longer one gets an error and the connection closes
-    #[arg(long, default_value_t = 64 * 1024)]
+    #[arg(long, default_value_t = 64 * 1024, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     max_line_bytes: usize,
-    /// Most clients served at once; one more gets "server busy" and is closed
-    #[arg(long, default_value_t = 1024)]
+    /// Most clients served at once (at most a million); one more gets "server busy" and is closed
+    #[arg(long, default_value_t = 1024, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     max_connections: usize,
     /// Disconnect a client that sends nothing (or reads nothing) for this many seconds
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]

@@ -12,17 +12,23 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::broadcast;
 use tokio::time::timeout;
 use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::io::InspectReader;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::chat::ChatLine;
 use super::{ANSWER_QUEUE_BYTES, Config, LINGER, Mode, READ_BUFFER_BYTES, close_gently};
-use crate::{LineCodec, LineError};
+use crate::{LineCodec, LineError, SHUTDOWN_NOTICE};
+
+/// The reading half, with a look at each read as it happens (for the debug
+/// log).
+type Reader = InspectReader<OwnedReadHalf, OnRead>;
+type OnRead = Box<dyn FnMut(&[u8]) + Send>;
 
 /// One client's connection: its two halves, framed into lines.
 pub(super) struct Connection {
     pub(super) peer: SocketAddr,
-    pub(super) lines: FramedRead<OwnedReadHalf, LineCodec>,
+    pub(super) lines: FramedRead<Reader, LineCodec>,
     pub(super) answers: FramedWrite<OwnedWriteHalf, LineCodec>,
     pub(super) idle_timeout: Duration,
     pub(super) mode: Mode,
@@ -57,6 +63,15 @@ impl Connection {
         // Splitting lets one side wait for the client's bytes while the other
         // writes answers. `into_split` halves can move to different tasks.
         let (reader, writer) = socket.into_split();
+        // `RUST_LOG=debug` shows the byte stream at work: what each read
+        // returned, and how many line ends it held. Lines typed one by one
+        // come one per read; piped lines arrive several to a read, and a
+        // long line takes several reads.
+        let log_read: OnRead = Box::new(move |bytes: &[u8]| {
+            let line_ends = bytes.iter().filter(|&&b| b == b'\n').count();
+            debug!(%peer, bytes = bytes.len(), line_ends, "read");
+        });
+        let reader = InspectReader::new(reader, log_read);
         // The answer buffer starts empty and grows only when there is something
         // to send, so idle connections stay small. Once it holds 8 KiB, `feed`
         // writes it out before queuing more.
@@ -96,7 +111,7 @@ impl Connection {
             // the server is leaving (it sees the connection close); a chat
             // client is.
             End::Shutdown if self.mode == Mode::Echo => String::new(),
-            End::Shutdown => "[server] shutting down\n".to_string(),
+            End::Shutdown => SHUTDOWN_NOTICE.to_string(),
             End::Idle => format!(
                 "error: idle for {:?}; closing connection\n",
                 self.idle_timeout
@@ -105,7 +120,7 @@ impl Connection {
                 format!("error: line longer than {max} bytes; closing connection\n")
             }
         };
-        let reader = self.lines.into_inner();
+        let reader = self.lines.into_inner().into_inner();
         let writer = self.answers.into_inner();
         if let Ok(socket) = reader.reunite(writer) {
             close_gently(socket, Bytes::from(notice)).await;
@@ -165,10 +180,14 @@ impl Connection {
                             // The client sent nothing, or read none of our
                             // answers (the flush below never finished: its
                             // TCP window, and then our send buffer, are full).
-                            if last_heard.elapsed() >= self.idle_timeout {
+                            let quiet = last_heard.elapsed();
+                            if quiet >= self.idle_timeout {
                                 return End::Idle;
                             }
-                            idle.as_mut().reset((last_heard + self.idle_timeout).into());
+                            // The rest of the timeout, from now. (Not
+                            // `last_heard + idle_timeout`: that panics for a
+                            // timeout past the clock's end.)
+                            idle.set(tokio::time::sleep(self.idle_timeout - quiet));
                             continue;
                         }
                         next = async {
@@ -216,20 +235,25 @@ impl Connection {
 /// take a fresh [`READ_BUFFER_BYTES`] buffer for the read. Ten thousand silent
 /// clients then cost ten thousand sockets and tasks, not ten thousand buffers.
 pub(super) async fn next_line(
-    lines: &mut FramedRead<OwnedReadHalf, LineCodec>,
+    lines: &mut FramedRead<Reader, LineCodec>,
 ) -> Option<Result<BytesMut, LineError>> {
     if lines.read_buffer().is_empty() {
         // `now_or_never` polls once: readable already (the next bytes are
         // here), or we are about to wait.
-        if lines.get_ref().readable().now_or_never().is_none() {
+        if half(lines).readable().now_or_never().is_none() {
             *lines.read_buffer_mut() = BytesMut::new();
-            if let Err(error) = lines.get_ref().readable().await {
+            if let Err(error) = half(lines).readable().await {
                 return Some(Err(LineError::Io(error)));
             }
         }
         lines.read_buffer_mut().reserve(READ_BUFFER_BYTES);
     }
     lines.next().await
+}
+
+/// The socket's reading half, under the framing and the read log.
+fn half(lines: &FramedRead<Reader, LineCodec>) -> &OwnedReadHalf {
+    lines.get_ref().get_ref()
 }
 
 /// A codec error ends the connection: a line over the limit, or the socket's

@@ -44,7 +44,7 @@ impl Mqtt {
         // The same options as our binaries: at most 20 publishes in flight,
         // no Nagle delay.
         let config = mqtt::ClientConfig::new(&addr.ip().to_string(), addr.port(), &id);
-        let (client, mut eventloop) = AsyncClient::new(config.mqtt_options(), 100);
+        let (client, mut eventloop) = AsyncClient::new(config.mqtt_options()?, 100);
         eventloop.set_network_options(config.network_options());
         let (events, mut received) = mpsc::unbounded_channel();
         let (failed_tx, failed) = tokio::sync::oneshot::channel();

@@ -18,7 +18,8 @@
 //!
 //! Terminal 2: `cargo run -p udp --bin udp_sender -- -m hello`. Terminal 1
 //! shows `[127.0.0.1:50312] 5 bytes: hello`: the sender's address and port
-//! (a new port each run) and the payload.
+//! (a new port each run) and the payload. (`RUST_LOG=debug` also logs each
+//! datagram as the socket hands it over, before it is printed.)
 //!
 //! With flags, echo every datagram and stop after 100 of them, printing a
 //! summary such as `received=100 unique=100 lost=0 duplicated=0 reordered=0`:
@@ -46,7 +47,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyhow::anyhow;
 use clap::Parser;
+use clap::builder::RangedU64ValueParser;
 use tokio::net::UdpSocket;
+use udp::MAX_DATAGRAM_V6;
 use udp::receiver::{self, Config};
 
 /// A UDP receiver: prints every datagram with its sender's address, and can
@@ -65,11 +68,12 @@ struct Args {
     #[arg(long)]
     echo: bool,
     /// Exit after this many datagrams
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// Largest datagram accepted, in bytes; a larger one is reported as truncated
-    #[arg(long, default_value_t = 65_507, value_parser = clap::value_parser!(u64).range(0..=65_507))]
-    max_size: u64,
+    /// (UDP carries at most 65507 bytes over IPv4, 65527 over IPv6)
+    #[arg(long, default_value_t = MAX_DATAGRAM_V6, value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_DATAGRAM_V6 as u64))]
+    max_size: usize,
     /// Show payloads as hexadecimal bytes instead of text
     #[arg(long)]
     hex: bool,
@@ -139,7 +143,7 @@ async fn receive(args: Args) -> anyhow::Result<()> {
     let config = Config {
         echo: args.echo,
         count: args.count,
-        max_size: args.max_size as usize,
+        max_size: args.max_size,
         hex: args.hex,
     };
     // A plain, blocking stdout: a write to a terminal, file or pipe takes

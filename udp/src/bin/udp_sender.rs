@@ -40,7 +40,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::RangedU64ValueParser;
 use tracing::info;
+use udp::MAX_DATAGRAM_V6;
 use udp::sender::{self, Options, Sender};
 
 /// A UDP sender: sends one datagram (-m), one per stdin line, or numbered ones
@@ -58,16 +60,17 @@ struct Args {
     #[arg(short, long, conflicts_with = "count")]
     message: Option<String>,
     /// Send this many numbered datagrams (`seq 0`, `seq 1`, ...) instead of reading stdin
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// With --count: wait this long between datagrams
     #[arg(long, default_value_t = 10, requires = "count")]
     interval_ms: u64,
-    /// With --count: pad each datagram with dots to this many bytes (0: no padding)
-    #[arg(long, default_value_t = 0, requires = "count")]
+    /// With --count: pad each datagram with dots to this many bytes (0: no padding;
+    /// at most 65507 over IPv4, 65527 over IPv6)
+    #[arg(long, default_value_t = 0, requires = "count", value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_DATAGRAM_V6 as u64))]
     size: usize,
     /// After each datagram, wait up to this long for an answer; print a summary at the end
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     wait_reply_ms: Option<u64>,
     /// Allow sending to a broadcast address (SO_BROADCAST)
     #[arg(long)]
@@ -116,7 +119,8 @@ async fn send(args: Args) -> anyhow::Result<()> {
             sender::run(&sender, numbered, wait, stdout, shutdown).await?
         }
         (None, None) => {
-            let lines = sender::lines(tokio::io::stdin());
+            let max = udp::max_datagram(sender.target().ip());
+            let lines = sender::lines(tokio::io::stdin(), max);
             sender::run(&sender, lines, wait, stdout, shutdown).await?
         }
     };

@@ -52,7 +52,7 @@ struct Args {
     #[arg(short, long)]
     message: Option<String>,
     /// With -m: send the message this many times
-    #[arg(long, default_value_t = 1, requires = "message")]
+    #[arg(long, default_value_t = 1, requires = "message", value_parser = clap::value_parser!(u64).range(1..))]
     count: u64,
     /// With -m and --count: wait this long between messages
     #[arg(long, default_value_t = 1000, requires = "message")]
@@ -64,7 +64,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     answer_wait_ms: u64,
     /// Give up connecting after this many seconds
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout_secs: u64,
 }
 
@@ -78,7 +78,9 @@ async fn main() {
 async fn talk(args: Args) -> anyhow::Result<()> {
     let wait = Duration::from_secs(args.connect_timeout_secs);
     let socket = client::connect(&args.url, wait).await?;
-    info!("connected to {}", args.url);
+    // Our own address is what a chat server tags our messages with.
+    let local = socket.get_ref().tcp().local_addr()?;
+    info!("connected to {} from {local}", args.url);
 
     let stdout = tokio::io::stdout();
     let answer_wait = Duration::from_millis(args.answer_wait_ms);

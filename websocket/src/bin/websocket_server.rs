@@ -40,14 +40,16 @@
 //!
 //! ## Read next
 //!
-//! `websocket/src/http.rs` (the upgrade), `websocket/src/session.rs` (one
-//! connection: echo, chat, pings, closing), `websocket/src/close.rs` (close
-//! codes), then `websocket/src/bin/websocket_client.rs`.
+//! `websocket/src/server.rs` (one task per connection, the connection limit,
+//! shutdown), `websocket/src/http.rs` (the upgrade), `websocket/src/session.rs`
+//! (one connection: echo, chat, pings, closing), `websocket/src/close.rs`
+//! (close codes), then `websocket/src/bin/websocket_client.rs`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::RangedU64ValueParser;
 use tokio::net::TcpListener;
 use websocket::server::{self, Config, Mode};
 
@@ -66,13 +68,13 @@ struct Args {
     #[arg(long)]
     chat: bool,
     /// Largest message accepted, in bytes; a larger one gets Close 1009
-    #[arg(long, default_value_t = 1024 * 1024)]
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     max_message_bytes: usize,
-    /// Most connections at once; one more gets HTTP 503 instead of an upgrade
-    #[arg(long, default_value_t = 1024)]
+    /// Most connections at once (at most a million); one more gets HTTP 503 instead of an upgrade
+    #[arg(long, default_value_t = 1024, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     max_connections: usize,
-    /// Ping every client this often; one silent for two intervals is dropped
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Ping every client this often (at most once a day); one silent for two intervals is dropped
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     ping_interval_secs: u64,
 }
 
