@@ -28,6 +28,11 @@
 //! - It delivers at the subscription's QoS, not at the minimum of the
 //!   publish and subscription QoS (spec 3.8.4): a QoS 0 publish reaches a
 //!   QoS 2 subscriber as QoS 2.
+//! - For a persistent session, a second SUBSCRIBE to a filter gets the new
+//!   QoS in its SUBACK, but rumqttd goes on delivering at the first one
+//!   (spec 3.8.4: the new subscription replaces the old). Clean sessions'
+//!   QoS is the front door's (`frontdoor/subscriptions.rs`), and follows
+//!   the spec.
 //! - Any message with an empty payload removes the topic's retained message;
 //!   the spec (3.3.1.3) says only a *retained* empty message does.
 //! - It has no `$SYS/` topics: a SUBSCRIBE to a `$` filter (other than

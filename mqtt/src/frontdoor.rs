@@ -30,6 +30,7 @@
 pub mod congestion;
 pub mod connect;
 pub mod relay;
+pub mod subscriptions;
 
 use std::collections::{HashMap, HashSet};
 use std::io;

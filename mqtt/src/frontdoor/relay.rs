@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::congestion::{Congestion, Pressure};
+use super::subscriptions::{self, Subscriptions};
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
 /// How long rumqttd may hear nothing from us before we send it a PINGREQ:
@@ -159,14 +160,24 @@ impl PacketIds {
     }
 }
 
-/// A SUBSCRIBE we passed on without its `$` filters: where the failure
-/// codes go when rumqttd's SUBACK comes back.
+/// A SUBSCRIBE we passed on changed (without its `$` filters, or at QoS 0
+/// for a clean session): how to answer the client when rumqttd's SUBACK
+/// comes back.
 #[derive(Debug)]
 struct PendingSuback {
     packet_id: u16,
-    /// One entry per filter the client sent: `None` for a filter rumqttd
-    /// answers, `Some(code)` for one we answer.
-    codes: Vec<Option<u8>>,
+    /// One entry per filter the client sent.
+    answers: Vec<Answer>,
+}
+
+/// The SUBACK return code for one filter.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// Ours: rumqttd never saw this filter.
+    Ours(u8),
+    /// rumqttd's code; if it granted the filter, report this QoS instead
+    /// (the one the client asked for, which we deliver at).
+    Theirs(Option<u8>),
 }
 
 /// SUBACK's failure return code (spec §3.9.3).
@@ -207,6 +218,8 @@ struct State {
     to_upstream: Outbox,
     ids: PacketIds,
     subacks: Vec<PendingSuback>,
+    /// What a clean session subscribed to, at which QoS.
+    subs: Subscriptions,
     last_heard: Instant,
     last_to_upstream: Instant,
     pressure: Pressure,
@@ -242,6 +255,7 @@ impl Relay<'_> {
             to_upstream: Outbox::default(),
             ids: PacketIds::default(),
             subacks: Vec::new(),
+            subs: Subscriptions::default(),
             last_heard: now,
             last_to_upstream: now,
             pressure: self.congestion.pressure(),
@@ -489,11 +503,12 @@ impl Relay<'_> {
     }
 
     /// SUBSCRIBE (spec §3.8): every filter checked; `$` filters other than
-    /// `$share/...` answered with a failure code by us.
+    /// `$share/...` answered with a failure code by us; for a clean session,
+    /// the rest subscribed at QoS 0 (see `super::subscriptions`).
     fn subscribe(&self, state: &mut State, frame: Frame) -> Result<(), End> {
         let mut reader = Reader::new(frame.body(), "SUBSCRIBE");
         let packet_id = nonzero_packet_id(&mut reader)?;
-        let mut codes = Vec::new();
+        let mut answers = Vec::new();
         let mut passed = BytesMut::new();
         passed.extend_from_slice(&packet_id.to_be_bytes());
         while !reader.is_empty() {
@@ -510,29 +525,37 @@ impl Relay<'_> {
                     client = self.name,
                     filter, "no such topics here: SUBACK failure"
                 );
-                codes.push(Some(SUBACK_FAILURE));
+                answers.push(Answer::Ours(SUBACK_FAILURE));
+                continue;
+            }
+            wire::put_string(&mut passed, filter.as_bytes());
+            if self.own_acks {
+                state.subs.set(filter, requested);
+                passed.extend_from_slice(&[0]);
+                answers.push(Answer::Theirs(Some(requested)));
             } else {
-                wire::put_string(&mut passed, filter.as_bytes());
                 passed.extend_from_slice(&[requested]);
-                codes.push(None);
+                answers.push(Answer::Theirs(None));
             }
         }
-        if codes.is_empty() {
+        if answers.is_empty() {
             return Err(End::Violation(Violation(
                 "SUBSCRIBE without a topic filter [MQTT-3.8.3-3]".into(),
             )));
         }
-        if codes.iter().all(Option::is_none) {
+        let unchanged = answers.iter().all(|a| matches!(a, Answer::Theirs(None)));
+        let all_ours = answers.iter().all(|a| matches!(a, Answer::Ours(_)));
+        if unchanged {
             state.to_upstream.push(frame.bytes.freeze());
-        } else if codes.iter().all(Option::is_some) {
+        } else if all_ours {
             let mut body = packet_id.to_be_bytes().to_vec();
-            body.extend(codes.iter().flatten());
+            body.extend(answers.iter().map(|_| SUBACK_FAILURE));
             state.to_client.push(wire::packet(kind::SUBACK << 4, &body));
         } else {
             state
                 .to_upstream
                 .push(wire::packet(kind::SUBSCRIBE << 4 | 0b0010, &passed));
-            state.subacks.push(PendingSuback { packet_id, codes });
+            state.subacks.push(PendingSuback { packet_id, answers });
         }
         Ok(())
     }
@@ -550,6 +573,7 @@ impl Relay<'_> {
             let filter = reader.string("a topic filter").map_err(End::Violation)?;
             wire::check_topic_filter(filter).map_err(End::Violation)?;
             count += 1;
+            state.subs.remove(filter);
             if !filter.starts_with('$') || filter.starts_with("$share/") {
                 wire::put_string(&mut passed, filter.as_bytes());
                 kept += 1;
@@ -613,8 +637,16 @@ impl Relay<'_> {
                         let pending = state.subacks.swap_remove(index);
                         let mut granted = frame.body().iter().skip(2).copied();
                         let mut body = packet_id.to_be_bytes().to_vec();
-                        for code in pending.codes {
-                            body.push(code.or_else(|| granted.next()).unwrap_or(SUBACK_FAILURE));
+                        for answer in pending.answers {
+                            body.push(match answer {
+                                Answer::Ours(code) => code,
+                                Answer::Theirs(grant) => match granted.next() {
+                                    Some(code) if code & SUBACK_FAILURE == 0 => {
+                                        grant.unwrap_or(code)
+                                    }
+                                    _ => SUBACK_FAILURE,
+                                },
+                            });
                         }
                         state.to_client.push(wire::packet(kind::SUBACK << 4, &body));
                     }
@@ -647,13 +679,26 @@ impl Relay<'_> {
                 frame.bytes[offset..offset + 2].copy_from_slice(&id.to_be_bytes());
                 state.to_client.push(frame.bytes.freeze());
             }
-            kind::PUBLISH => {
-                if self.own_acks && self.must_drop(state, frame.bytes.len()) {
+            // A clean session's delivery, at QoS 0 from rumqttd: we deliver
+            // it at the QoS the client subscribed with.
+            kind::PUBLISH if self.own_acks => {
+                if self.must_drop(state, frame.bytes.len()) {
                     self.drop_message(state);
                     return;
                 }
-                state.to_client.push(frame.bytes.freeze());
+                match subscriptions::topic_of(&frame) {
+                    topic if state.subs.qos_for(topic) > 0 => {
+                        let qos = state.subs.qos_for(topic);
+                        let Some(id) = state.ids.take() else {
+                            self.drop_message(state);
+                            return;
+                        };
+                        state.to_client.push(subscriptions::at_qos(&frame, qos, id));
+                    }
+                    _ => state.to_client.push(frame.bytes.freeze()),
+                }
             }
+            kind::PUBLISH => state.to_client.push(frame.bytes.freeze()),
             // The second half of rumqttd's QoS 2 delivery, acknowledged by
             // us: the client's half runs with our packet ids.
             kind::PUBREL if self.own_acks => {
