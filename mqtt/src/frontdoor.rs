@@ -253,9 +253,12 @@ impl Door {
                 return;
             }
         };
-        let connect = match connect::parse(&frame)
-            .and_then(|c| connect::check_login(&c, &self.config.users).map(|()| c))
-        {
+        let checked = connect::parse(&frame)
+            .and_then(|c| connect::check_login(&c, &self.config.users).map(|()| c));
+        // The packet's buffer is not needed past here; an idle client should
+        // not keep it.
+        drop(frame);
+        let connect = match checked {
             Ok(connect) => connect,
             Err(Refusal::Connack(code, why)) => {
                 warn!(%peer, "refused a client: {why} (CONNACK {})", code as u8);
