@@ -13,13 +13,19 @@
 //!   PINGREQs of its own, whose answers it keeps to itself;
 //! - it answers SUBSCRIBE to `$` filters (`$SYS/#`) with a failure code,
 //!   because rumqttd would close the connection for them;
-//! - for clean sessions, it acknowledges rumqttd's QoS 1 and 2 deliveries
-//!   itself and runs the client's side of those exchanges with its own packet
-//!   ids, so a client is never limited by rumqttd's window of 100
-//!   unacknowledged messages (see [`super::congestion`] for why that matters).
+//! - for clean sessions, it subscribes at QoS 0 for the client and delivers
+//!   each message at the client's QoS itself, with its own packet ids, so a
+//!   client is never limited by rumqttd's window of 100 unacknowledged
+//!   messages (see [`super::subscriptions`] and [`super::congestion`] for why
+//!   that matters).
+//!
+//! This file is the loop and rumqttd's side; `relay/client.rs` checks the
+//! client's packets, and `relay/buffers.rs` holds the queues.
 
-use std::collections::{HashSet, VecDeque};
-use std::io::{self, IoSlice};
+mod buffers;
+mod client;
+
+use std::io;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -27,11 +33,13 @@ use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::congestion::{Congestion, Pressure};
 use super::subscriptions::{self, Subscriptions};
-use crate::wire::{self, Frame, Reader, Violation, kind};
+use crate::wire::{self, Frame, Violation, kind};
+use buffers::{Outbox, PacketIds, read_some, readable, release_if_empty, writable};
+use client::{Answer, PendingSuback, SUBACK_FAILURE};
 
 /// How long rumqttd may hear nothing from us before we send it a PINGREQ:
 /// well inside the keep-alive we gave it
@@ -71,117 +79,6 @@ impl End {
         !matches!(self, End::Disconnect)
     }
 }
-
-/// Bytes waiting to be written to one socket, as a queue of slices.
-#[derive(Debug, Default)]
-struct Outbox {
-    chunks: VecDeque<Bytes>,
-    bytes: usize,
-}
-
-impl Outbox {
-    fn push(&mut self, chunk: Bytes) {
-        self.bytes += chunk.len();
-        self.chunks.push_back(chunk);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
-    }
-
-    /// Writes as much as the socket takes now, in vectored writes of up to
-    /// 64 slices. Returns the bytes written; stops at `WouldBlock`.
-    fn write_to(&mut self, stream: &TcpStream) -> io::Result<usize> {
-        let mut total = 0;
-        while !self.chunks.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self
-                .chunks
-                .iter()
-                .take(64)
-                .map(|chunk| IoSlice::new(chunk))
-                .collect();
-            let written = match stream.try_write_vectored(&slices) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) => return Err(error),
-            };
-            total += written;
-            self.bytes -= written;
-            let mut left = written;
-            while left > 0 {
-                let Some(front) = self.chunks.front_mut() else {
-                    break;
-                };
-                if front.len() <= left {
-                    left -= front.len();
-                    self.chunks.pop_front();
-                } else {
-                    let _ = front.split_to(left);
-                    left = 0;
-                }
-            }
-        }
-        if self.chunks.is_empty() {
-            // Give the queue's memory back while the connection is idle.
-            self.chunks = VecDeque::new();
-        }
-        Ok(total)
-    }
-}
-
-/// Packet ids of our QoS 1 and 2 deliveries that the client has not yet
-/// acknowledged (clean sessions only; see the module comment).
-#[derive(Debug, Default)]
-struct PacketIds {
-    in_flight: HashSet<u16>,
-    next: u16,
-}
-
-impl PacketIds {
-    /// A free id, 1 to 65535 [MQTT-2.3.1-1], or `None` if all are in use.
-    fn take(&mut self) -> Option<u16> {
-        if self.in_flight.len() >= usize::from(u16::MAX) {
-            return None;
-        }
-        loop {
-            self.next = self.next % u16::MAX + 1;
-            if self.in_flight.insert(self.next) {
-                return Some(self.next);
-            }
-        }
-    }
-
-    fn release(&mut self, id: u16) {
-        self.in_flight.remove(&id);
-        if self.in_flight.is_empty() {
-            self.in_flight = HashSet::new();
-        }
-    }
-}
-
-/// A SUBSCRIBE we passed on changed (without its `$` filters, or at QoS 0
-/// for a clean session): how to answer the client when rumqttd's SUBACK
-/// comes back.
-#[derive(Debug)]
-struct PendingSuback {
-    packet_id: u16,
-    /// One entry per filter the client sent.
-    answers: Vec<Answer>,
-}
-
-/// The SUBACK return code for one filter.
-#[derive(Debug, Clone, Copy)]
-enum Answer {
-    /// Ours: rumqttd never saw this filter.
-    Ours(u8),
-    /// rumqttd's code; if it granted the filter, report this QoS instead
-    /// (the one the client asked for, which we deliver at).
-    Theirs(Option<u8>),
-}
-
-/// SUBACK's failure return code (spec §3.9.3).
-const SUBACK_FAILURE: u8 = 0x80;
 
 /// The relay's settings.
 #[derive(Debug, Clone)]
@@ -427,176 +324,6 @@ impl Relay<'_> {
         self.client_packets(state)
     }
 
-    /// Handles each whole packet the client has sent so far.
-    fn client_packets(&self, state: &mut State) -> Result<(), End> {
-        loop {
-            let frame = match wire::next_frame(&mut state.from_client, self.limits.max_packet_bytes)
-            {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(violation) => return Err(End::Violation(violation)),
-            };
-            self.client_packet(state, frame)?;
-        }
-        release_if_empty(&mut state.from_client);
-        Ok(())
-    }
-
-    /// One packet from the client: check it, then pass it on, answer it, or
-    /// end the connection.
-    fn client_packet(&self, state: &mut State, frame: Frame) -> Result<(), End> {
-        wire::check_flags(&frame).map_err(End::Violation)?;
-        let body = frame.body();
-        match frame.kind {
-            kind::PUBLISH => {
-                let mut reader = Reader::new(body, "PUBLISH");
-                let topic = reader.string("the topic name").map_err(End::Violation)?;
-                wire::check_topic_name(topic).map_err(End::Violation)?;
-                if frame.qos() > 0 && reader.u16().map_err(End::Violation)? == 0 {
-                    return Err(End::Violation(Violation(
-                        "PUBLISH with packet id 0 [MQTT-2.3.1-1]".into(),
-                    )));
-                }
-                state.to_upstream.push(frame.bytes.freeze());
-            }
-            kind::PUBACK | kind::PUBREC | kind::PUBCOMP | kind::PUBREL => {
-                let id = only_packet_id(&frame)?;
-                match (self.own_acks, frame.kind) {
-                    // The client's side of our own deliveries (see the
-                    // module comment): rumqttd was acknowledged already.
-                    (true, kind::PUBACK | kind::PUBCOMP) => state.ids.release(id),
-                    (true, kind::PUBREC) => state
-                        .to_client
-                        .push(Bytes::copy_from_slice(&wire::ack(kind::PUBREL, id))),
-                    _ => state.to_upstream.push(frame.bytes.freeze()),
-                }
-            }
-            kind::SUBSCRIBE => self.subscribe(state, frame)?,
-            kind::UNSUBSCRIBE => self.unsubscribe(state, frame)?,
-            kind::PINGREQ => {
-                empty_body(&frame)?;
-                if state.upstream.is_none() && state.to_upstream.is_empty() {
-                    // Nothing is on its way to rumqttd: we answer.
-                    state.to_client.push(Bytes::from_static(&wire::PINGRESP));
-                } else {
-                    // Through rumqttd, so the PINGRESP comes after the
-                    // answers to what the client sent before it.
-                    state.to_upstream.push(frame.bytes.freeze());
-                }
-            }
-            kind::DISCONNECT => {
-                empty_body(&frame)?;
-                return Err(End::Disconnect);
-            }
-            kind::CONNECT => {
-                return Err(End::Violation(Violation(
-                    "a second CONNECT [MQTT-3.1.0-2]".into(),
-                )));
-            }
-            other => {
-                return Err(End::Violation(Violation(format!(
-                    "packet type {other} is not one a client sends"
-                ))));
-            }
-        }
-        Ok(())
-    }
-
-    /// SUBSCRIBE (spec §3.8): every filter checked; `$` filters other than
-    /// `$share/...` answered with a failure code by us; for a clean session,
-    /// the rest subscribed at QoS 0 (see `super::subscriptions`).
-    fn subscribe(&self, state: &mut State, frame: Frame) -> Result<(), End> {
-        let mut reader = Reader::new(frame.body(), "SUBSCRIBE");
-        let packet_id = nonzero_packet_id(&mut reader)?;
-        let mut answers = Vec::new();
-        let mut passed = BytesMut::new();
-        passed.extend_from_slice(&packet_id.to_be_bytes());
-        while !reader.is_empty() {
-            let filter = reader.string("a topic filter").map_err(End::Violation)?;
-            wire::check_topic_filter(filter).map_err(End::Violation)?;
-            let requested = reader.u8().map_err(End::Violation)?;
-            if requested > 2 {
-                return Err(End::Violation(Violation(format!(
-                    "SUBSCRIBE asks for QoS byte {requested:#04x} [MQTT-3.8.3-4]"
-                ))));
-            }
-            if filter.starts_with('$') && !filter.starts_with("$share/") {
-                info!(
-                    client = self.name,
-                    filter, "no such topics here: SUBACK failure"
-                );
-                answers.push(Answer::Ours(SUBACK_FAILURE));
-                continue;
-            }
-            wire::put_string(&mut passed, filter.as_bytes());
-            if self.own_acks {
-                state.subs.set(filter, requested);
-                passed.extend_from_slice(&[0]);
-                answers.push(Answer::Theirs(Some(requested)));
-            } else {
-                passed.extend_from_slice(&[requested]);
-                answers.push(Answer::Theirs(None));
-            }
-        }
-        if answers.is_empty() {
-            return Err(End::Violation(Violation(
-                "SUBSCRIBE without a topic filter [MQTT-3.8.3-3]".into(),
-            )));
-        }
-        let unchanged = answers.iter().all(|a| matches!(a, Answer::Theirs(None)));
-        let all_ours = answers.iter().all(|a| matches!(a, Answer::Ours(_)));
-        if unchanged {
-            state.to_upstream.push(frame.bytes.freeze());
-        } else if all_ours {
-            let mut body = packet_id.to_be_bytes().to_vec();
-            body.extend(answers.iter().map(|_| SUBACK_FAILURE));
-            state.to_client.push(wire::packet(kind::SUBACK << 4, &body));
-        } else {
-            state
-                .to_upstream
-                .push(wire::packet(kind::SUBSCRIBE << 4 | 0b0010, &passed));
-            state.subacks.push(PendingSuback { packet_id, answers });
-        }
-        Ok(())
-    }
-
-    /// UNSUBSCRIBE (spec §3.10): filters checked; `$` filters, which no
-    /// subscription can hold here, are left out of what rumqttd sees.
-    fn unsubscribe(&self, state: &mut State, frame: Frame) -> Result<(), End> {
-        let mut reader = Reader::new(frame.body(), "UNSUBSCRIBE");
-        let packet_id = nonzero_packet_id(&mut reader)?;
-        let mut count = 0;
-        let mut passed = BytesMut::new();
-        passed.extend_from_slice(&packet_id.to_be_bytes());
-        let mut kept = 0;
-        while !reader.is_empty() {
-            let filter = reader.string("a topic filter").map_err(End::Violation)?;
-            wire::check_topic_filter(filter).map_err(End::Violation)?;
-            count += 1;
-            state.subs.remove(filter);
-            if !filter.starts_with('$') || filter.starts_with("$share/") {
-                wire::put_string(&mut passed, filter.as_bytes());
-                kept += 1;
-            }
-        }
-        if count == 0 {
-            return Err(End::Violation(Violation(
-                "UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]".into(),
-            )));
-        }
-        if kept == count {
-            state.to_upstream.push(frame.bytes.freeze());
-        } else if kept == 0 {
-            let ack = wire::ack(kind::UNSUBACK, packet_id);
-            state.to_client.push(Bytes::copy_from_slice(&ack));
-        } else {
-            state
-                .to_upstream
-                .push(wire::packet(kind::UNSUBSCRIBE << 4 | 0b0010, &passed));
-        }
-        Ok(())
-    }
-
     /// Reads what rumqttd sent and handles each whole packet.
     fn read_upstream_side(&self, state: &mut State) -> Result<(), End> {
         if state.to_client.is_empty() {
@@ -736,79 +463,6 @@ impl Relay<'_> {
             state.dropped = 0;
             state.dropped_logged = Some(now);
         }
-    }
-}
-
-/// Resolves when `stream` can be read; never, without a stream.
-async fn readable(stream: Option<&TcpStream>) -> io::Result<()> {
-    match stream {
-        Some(stream) => stream.readable().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Resolves when `stream` can be written; never, without a stream.
-async fn writable(stream: Option<&TcpStream>) -> io::Result<()> {
-    match stream {
-        Some(stream) => stream.writable().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Reads what the socket has now (up to [`READ_PER_TURN`] bytes) into
-/// `buffer`. `Ok(0)` is the end of the stream.
-fn read_some(stream: &TcpStream, buffer: &mut BytesMut) -> io::Result<usize> {
-    let mut total = 0;
-    while total < READ_PER_TURN {
-        buffer.reserve(8 * 1024);
-        match stream.try_read_buf(buffer) {
-            Ok(0) if total == 0 => return Ok(0),
-            Ok(0) => break,
-            Ok(n) => total += n,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock && total > 0 => break,
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(total)
-}
-
-/// An idle buffer holds no memory.
-fn release_if_empty(buffer: &mut BytesMut) {
-    if buffer.is_empty() && buffer.capacity() > 0 {
-        *buffer = BytesMut::new();
-    }
-}
-
-/// The packet id of a PUBACK, PUBREC, PUBREL or PUBCOMP, whose body must be
-/// exactly that id (spec §3.4-3.7).
-fn only_packet_id(frame: &Frame) -> Result<u16, End> {
-    match frame.body() {
-        &[high, low] => Ok(u16::from_be_bytes([high, low])),
-        _ => Err(End::Violation(Violation(format!(
-            "packet type {} with a body of {} bytes, not 2",
-            frame.kind,
-            frame.body().len()
-        )))),
-    }
-}
-
-fn nonzero_packet_id(reader: &mut Reader<'_>) -> Result<u16, End> {
-    match reader.u16().map_err(End::Violation)? {
-        0 => Err(End::Violation(Violation(
-            "packet id 0 [MQTT-2.3.1-1]".into(),
-        ))),
-        id => Ok(id),
-    }
-}
-
-fn empty_body(frame: &Frame) -> Result<(), End> {
-    if frame.body().is_empty() {
-        Ok(())
-    } else {
-        Err(End::Violation(Violation(format!(
-            "packet type {} must have no body",
-            frame.kind
-        ))))
     }
 }
 

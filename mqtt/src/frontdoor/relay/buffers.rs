@@ -1,0 +1,138 @@
+//! The relay's buffers: bytes queued for a socket, the packet ids of our
+//! own deliveries, and reading without holding memory while idle.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{self, IoSlice};
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+
+use super::READ_PER_TURN;
+
+/// Bytes waiting to be written to one socket, as a queue of slices.
+#[derive(Debug, Default)]
+pub(super) struct Outbox {
+    pub(super) chunks: VecDeque<Bytes>,
+    pub(super) bytes: usize,
+}
+
+impl Outbox {
+    pub(super) fn push(&mut self, chunk: Bytes) {
+        self.bytes += chunk.len();
+        self.chunks.push_back(chunk);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Writes as much as the socket takes now, in vectored writes of up to
+    /// 64 slices. Returns the bytes written; stops at `WouldBlock`.
+    pub(super) fn write_to(&mut self, stream: &TcpStream) -> io::Result<usize> {
+        let mut total = 0;
+        while !self.chunks.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self
+                .chunks
+                .iter()
+                .take(64)
+                .map(|chunk| IoSlice::new(chunk))
+                .collect();
+            let written = match stream.try_write_vectored(&slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => return Err(error),
+            };
+            total += written;
+            self.bytes -= written;
+            let mut left = written;
+            while left > 0 {
+                let Some(front) = self.chunks.front_mut() else {
+                    break;
+                };
+                if front.len() <= left {
+                    left -= front.len();
+                    self.chunks.pop_front();
+                } else {
+                    let _ = front.split_to(left);
+                    left = 0;
+                }
+            }
+        }
+        if self.chunks.is_empty() {
+            // Give the queue's memory back while the connection is idle.
+            self.chunks = VecDeque::new();
+        }
+        Ok(total)
+    }
+}
+
+/// Packet ids of our QoS 1 and 2 deliveries that the client has not yet
+/// acknowledged (clean sessions only; see the module comment).
+#[derive(Debug, Default)]
+pub(super) struct PacketIds {
+    pub(super) in_flight: HashSet<u16>,
+    pub(super) next: u16,
+}
+
+impl PacketIds {
+    /// A free id, 1 to 65535 [MQTT-2.3.1-1], or `None` if all are in use.
+    pub(super) fn take(&mut self) -> Option<u16> {
+        if self.in_flight.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        loop {
+            self.next = self.next % u16::MAX + 1;
+            if self.in_flight.insert(self.next) {
+                return Some(self.next);
+            }
+        }
+    }
+
+    pub(super) fn release(&mut self, id: u16) {
+        self.in_flight.remove(&id);
+        if self.in_flight.is_empty() {
+            self.in_flight = HashSet::new();
+        }
+    }
+}
+
+/// Resolves when `stream` can be read; never, without a stream.
+pub(super) async fn readable(stream: Option<&TcpStream>) -> io::Result<()> {
+    match stream {
+        Some(stream) => stream.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when `stream` can be written; never, without a stream.
+pub(super) async fn writable(stream: Option<&TcpStream>) -> io::Result<()> {
+    match stream {
+        Some(stream) => stream.writable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads what the socket has now (up to [`READ_PER_TURN`] bytes) into
+/// `buffer`. `Ok(0)` is the end of the stream.
+pub(super) fn read_some(stream: &TcpStream, buffer: &mut BytesMut) -> io::Result<usize> {
+    let mut total = 0;
+    while total < READ_PER_TURN {
+        buffer.reserve(8 * 1024);
+        match stream.try_read_buf(buffer) {
+            Ok(0) if total == 0 => return Ok(0),
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock && total > 0 => break,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(total)
+}
+
+/// An idle buffer holds no memory.
+pub(super) fn release_if_empty(buffer: &mut BytesMut) {
+    if buffer.is_empty() && buffer.capacity() > 0 {
+        *buffer = BytesMut::new();
+    }
+}
