@@ -37,6 +37,8 @@ use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, create_response, write_response};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use crate::origin::{AllowedOrigins, ForeignOrigin};
+
 /// The browser page served at `/`: one self-contained HTML file.
 pub const PAGE: &str = include_str!("page.html");
 
@@ -69,6 +71,8 @@ pub enum Accepted {
     Busy,
     /// We answered with plain HTTP (the page, a 404, ...) and closed.
     Answered { status: &'static str, path: String },
+    /// A page from another site asked to upgrade; we answered 403 and closed.
+    Forbidden { origin: String },
 }
 
 /// Reads the request head of a new connection, for at most [`HEAD_TIMEOUT`].
@@ -91,11 +95,13 @@ pub async fn read_request(stream: &mut TcpStream) -> io::Result<Head> {
 /// none free, the client gets `503 Service Unavailable`. Only an upgrade
 /// takes a slot, and only once its request is complete: clients that
 /// connect and send nothing (or half a request) cannot use up the limit.
+/// An upgrade from a page that `origins` does not allow gets `403 Forbidden`.
 pub async fn respond(
     mut stream: TcpStream,
     head: Head,
     config: WebSocketConfig,
     slots: &Arc<Semaphore>,
+    origins: &AllowedOrigins,
 ) -> io::Result<Accepted> {
     let (request, leftover) = match head {
         Head::Complete(request, leftover) => (request, leftover),
@@ -115,6 +121,14 @@ pub async fn respond(
     // No `Upgrade` header: a browser (or curl) asking for the page.
     if !request.headers().contains_key("upgrade") {
         return answer(stream, "200 OK", &path, HTML, PAGE).await;
+    }
+    // RFC 6455 §10.2: a browser names the page that opens a WebSocket in its
+    // `Origin` header, and a page from another site must not get in (see
+    // `origin.rs`). §4.2.2 says how to refuse: an HTTP error such as 403.
+    if let Err(ForeignOrigin(origin)) = origins.check(&request, false) {
+        let why = "forbidden: WebSocket connections from that page's Origin are not allowed";
+        answer(stream, "403 Forbidden", &path, TEXT, why).await?;
+        return Ok(Accepted::Forbidden { origin });
     }
     let Ok(slot) = slots.clone().try_acquire_owned() else {
         answer(stream, "503 Service Unavailable", &path, TEXT, BUSY).await?;

@@ -13,6 +13,7 @@
 //!
 //! - [`http`] reads the HTTP request and either upgrades it or answers it
 //!   (the browser page, a 404, a refusal);
+//! - [`origin`] decides which web pages may open a WebSocket here;
 //! - [`server::run`] accepts connections until told to stop;
 //! - [`session`] is one upgraded connection: echo or chat, keep-alive pings,
 //!   and the closing handshake;
@@ -27,6 +28,7 @@
 pub mod client;
 pub mod close;
 pub mod http;
+pub mod origin;
 pub mod server;
 pub mod session;
 

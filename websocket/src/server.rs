@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::http::{self, Accepted};
+use crate::origin::AllowedOrigins;
 use crate::session::{self, Shared};
 
 mod handshakes;
@@ -52,6 +53,8 @@ pub struct Config {
     pub ping_interval: Duration,
     /// On shutdown, how long the closing handshakes may take in all.
     pub shutdown_grace: Duration,
+    /// Pages from other sites allowed to connect (RFC 6455 §10.2); others get 403.
+    pub allowed_origins: AllowedOrigins,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             max_handshakes: 512,
             ping_interval: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(5),
+            allowed_origins: AllowedOrigins::own_only(),
         }
     }
 }
@@ -115,6 +119,7 @@ pub async fn run(
         slots: Arc::new(Semaphore::new(config.max_connections)),
         max_connections: config.max_connections,
         refusals: Mutex::default(),
+        origins: config.allowed_origins,
     });
     let handshakes = Arc::new(Handshakes::new(config.max_handshakes));
     // The acceptor still answers when the process is out of file
@@ -170,6 +175,8 @@ struct Server {
     max_connections: usize,
     /// A flood of refused clients logs one line a second, not one per client.
     refusals: Mutex<Throttle>,
+    /// The pages allowed to open a WebSocket here, besides our own.
+    origins: AllowedOrigins,
 }
 
 /// One connection's life: its request (while it holds a place among the
@@ -190,7 +197,7 @@ async fn serve(mut socket: TcpStream, peer: SocketAddr, handshake: Handshake, se
         Err(error) => return info!(%peer, %error, "no request"),
     };
     let accepted = tokio::select! {
-        accepted = http::respond(socket, head, server.ws_config, &server.slots) => accepted,
+        accepted = http::respond(socket, head, server.ws_config, &server.slots, &server.origins) => accepted,
         () = shared.stop.cancelled() => return,
     };
     match accepted {
@@ -212,6 +219,11 @@ async fn serve(mut socket: TcpStream, peer: SocketAddr, handshake: Handshake, se
         Ok(Accepted::Answered { status, path }) => {
             info!(%peer, %path, "answered HTTP {status}");
         }
+        Ok(Accepted::Forbidden { origin }) => warn!(
+            %peer, %origin,
+            "refused with HTTP 403: an upgrade from a page of another site \
+             (to allow it, pass --allow-origin {origin})"
+        ),
         Err(error) => info!(%peer, %error, "no request"),
     }
 }

@@ -38,12 +38,18 @@
 //! `[127.0.0.1:50312] hello`. Terminal 1 logs each connect and disconnect with
 //! its close code; Ctrl-C there sends every client Close 1001 and exits.
 //!
+//! Any web page you visit could try to open `ws://127.0.0.1:8765/` from your
+//! browser; the server lets in only its own page (and programs, which send no
+//! `Origin` header). Another site's page gets `403 Forbidden`, and terminal 1
+//! logs why; `--allow-origin http://localhost:3000` lets that page in too.
+//!
 //! ## Read next
 //!
 //! `websocket/src/server.rs` (one task per connection, the connection limit,
-//! shutdown), `websocket/src/http.rs` (the upgrade), `websocket/src/session.rs`
-//! (one connection: echo, chat, pings, closing), `websocket/src/close.rs`
-//! (close codes), then `websocket/src/bin/websocket_client.rs`.
+//! shutdown), `websocket/src/http.rs` (the upgrade), `websocket/src/origin.rs`
+//! (which pages may connect), `websocket/src/session.rs` (one connection:
+//! echo, chat, pings, closing), `websocket/src/close.rs` (close codes), then
+//! `websocket/src/bin/websocket_client.rs`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -51,6 +57,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::builder::RangedU64ValueParser;
 use tokio::net::TcpListener;
+use websocket::origin::{self, AllowedOrigins};
 use websocket::server::{self, Config, Mode};
 
 /// A WebSocket server: echoes every message back to its sender, or with
@@ -76,6 +83,11 @@ struct Args {
     /// Ping every client this often (at most once a day); one silent for two intervals is dropped
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     ping_interval_secs: u64,
+    /// Also accept WebSockets opened by web pages from this origin
+    /// (http://host:port; repeat for more; '*' accepts every page). Pages of
+    /// this server and programs that send no Origin are always accepted
+    #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = origin::parse)]
+    allow_origins: Vec<String>,
 }
 
 #[tokio::main]
@@ -102,6 +114,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_message_bytes: args.max_message_bytes,
         max_connections: args.max_connections,
         ping_interval: Duration::from_secs(args.ping_interval_secs),
+        allowed_origins: AllowedOrigins::new(args.allow_origins),
         ..Config::default()
     };
     // The server runs until Ctrl-C or SIGTERM, then closes every connection
