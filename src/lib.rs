@@ -14,9 +14,12 @@
 //!   ([`exit`], and [`bind_error`] for the most common failure of all);
 //! - a server may hold as many connections as the system lets it
 //!   ([`raise_open_file_limit`]), and when it runs out of file descriptors it
-//!   still answers new clients, with a refusal ([`accept`]).
+//!   still answers new clients, with a refusal ([`accept`]);
+//! - TLS, for the protocols that run on TCP, takes the same flags and explains
+//!   its failures the same way everywhere ([`tls`]).
 
 pub mod accept;
+pub mod tls;
 
 use std::future::Future;
 use std::io::{IsTerminal, Write};

@@ -144,8 +144,11 @@ struct Chromium {
 
 impl Chromium {
     async fn start() -> Chromium {
+        // One profile per browser: two tests may run one each at once.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let profile =
-            std::env::temp_dir().join(format!("websocket-chromium-{}", std::process::id()));
+            std::env::temp_dir().join(format!("websocket-chromium-{}-{n}", std::process::id()));
         let mut process = Command::new("chromium")
             .args([
                 "--headless",

@@ -32,13 +32,23 @@ pub mod publisher;
 pub mod subscriber;
 pub mod wire;
 
+use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+use networking_protocols::tls;
 use rumqttc::{
     ConnectReturnCode, ConnectionError, EventLoop, MqttOptions, NetworkOptions, QoS, StateError,
-    mqttbytes,
+    TlsConfiguration, TlsError, Transport, mqttbytes,
 };
+
+/// The port MQTT brokers listen on for plain MQTT.
+pub const DEFAULT_PORT: u16 = 1883;
+
+/// The port MQTT brokers listen on for MQTT over TLS (Mosquitto, cloud
+/// brokers): the same packets, inside TLS records.
+pub const DEFAULT_TLS_PORT: u16 = 8883;
 
 /// The largest packet our clients send or accept: the embedded broker's
 /// default limit. rumqttc's own default, 10 KiB, is smaller than many real
@@ -61,6 +71,9 @@ pub struct ClientConfig {
     /// With `false`, the broker keeps this client's subscriptions and queues
     /// its QoS 1 and 2 messages while it is away (a persistent session).
     pub clean_session: bool,
+    /// With a TLS config, we speak MQTT inside TLS (and our password, if any,
+    /// travels encrypted instead of readable by anyone on the path).
+    pub tls: Option<Arc<tls::ClientConfig>>,
 }
 
 impl ClientConfig {
@@ -72,6 +85,7 @@ impl ClientConfig {
             client_id: client_id.to_string(),
             login: None,
             clean_session: true,
+            tls: None,
         }
     }
 
@@ -104,6 +118,12 @@ impl ClientConfig {
         if let Some((username, password)) = &self.login {
             options.set_credentials(username, password);
         }
+        if let Some(config) = &self.tls {
+            // rumqttc does the TLS handshake with our rustls config (ring, and
+            // the CAs the flags chose), checking the certificate against `host`.
+            let tls = TlsConfiguration::Rustls(config.clone());
+            options.set_transport(Transport::tls_with_config(tls));
+        }
         Ok(options)
     }
 
@@ -134,6 +154,21 @@ pub async fn await_close(eventloop: &mut EventLoop) {
     let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
 }
 
+/// The I/O error of a failed TLS handshake, or of a TLS alert later on.
+fn tls_cause(error: &ConnectionError) -> Option<&io::Error> {
+    let io = match error {
+        ConnectionError::Tls(TlsError::Io(io)) => io,
+        ConnectionError::Tls(_) => return None,
+        ConnectionError::Io(io) | ConnectionError::MqttState(StateError::Io(io)) => io,
+        ConnectionError::MqttState(StateError::Deserialization(mqttbytes::Error::Io(io))) => io,
+        _ => return None,
+    };
+    // A server that does not speak TLS shows up as an end of stream in the
+    // handshake, with no rustls error inside.
+    let in_handshake = matches!(error, ConnectionError::Tls(_));
+    (tls::rustls_error(io).is_some() || in_handshake).then_some(io)
+}
+
 /// Reads a QoS level as MQTT numbers it: 0, 1 or 2.
 pub fn qos(level: u8) -> anyhow::Result<QoS> {
     rumqttc::qos(level).map_err(|_| anyhow!("QoS must be 0, 1 or 2, not {level}"))
@@ -162,6 +197,19 @@ pub fn explain(error: &ConnectionError, addr: &str, connected: bool) -> anyhow::
         }
         _ => None,
     };
+    if let Some(cause) = tls_cause(error) {
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+        return match connected {
+            false => anyhow!(
+                "cannot connect to {addr}: {}",
+                tls::client::explain(cause, host)
+            ),
+            true => anyhow!(
+                "connection to {addr} failed: {}",
+                tls::client::explain(cause, host)
+            ),
+        };
+    }
     match (error, io_kind) {
         (ConnectionError::ConnectionRefused(code), _) => {
             let why = match code {

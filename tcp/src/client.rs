@@ -7,12 +7,14 @@
 //! for echo, where every line has exactly one answer.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use networking_protocols::tls::client::TlsStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
@@ -50,14 +52,43 @@ pub async fn connect(host: &str, port: u16, wait: Duration) -> anyhow::Result<Tc
 /// ended (everything it sent is printed first), or `output` failed. A server
 /// that closes with [`SHUTDOWN_NOTICE`] as its last line announced an orderly
 /// shutdown: that ends the session normally, input or not.
-pub async fn run<I, O>(stream: TcpStream, input: I, mut output: O) -> anyhow::Result<()>
+pub async fn run<I, O>(stream: TcpStream, input: I, output: O) -> anyhow::Result<()>
 where
     I: Stream<Item = io::Result<Bytes>>,
     O: AsyncWrite + Unpin,
 {
     let server = stream.peer_addr()?;
-    let (mut from_server, mut to_server) = stream.into_split();
+    let (from_server, to_server) = stream.into_split();
+    exchange(server, from_server, to_server, input, output).await
+}
 
+/// [`run`] over TLS: the same lines, encrypted. Closing our sending half
+/// sends TLS's close_notify alert, then TCP's FIN.
+pub async fn run_tls<I, O>(stream: TlsStream<TcpStream>, input: I, output: O) -> anyhow::Result<()>
+where
+    I: Stream<Item = io::Result<Bytes>>,
+    O: AsyncWrite + Unpin,
+{
+    let server = stream.get_ref().0.peer_addr()?;
+    // Both directions share one TLS session, so the halves share it through
+    // a lock (`tokio::io::split`) rather than each owning the socket.
+    let (from_server, to_server) = tokio::io::split(stream);
+    exchange(server, from_server, to_server, input, output).await
+}
+
+async fn exchange<R, W, I, O>(
+    server: SocketAddr,
+    mut from_server: R,
+    mut to_server: W,
+    input: I,
+    mut output: O,
+) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    I: Stream<Item = io::Result<Bytes>>,
+    O: AsyncWrite + Unpin,
+{
     let send = async move {
         tokio::pin!(input);
         while let Some(chunk) = input.next().await {

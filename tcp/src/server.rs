@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use networking_protocols::accept::{Acceptor, Incoming, Throttle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use networking_protocols::tls::{ServerConfig, TlsAcceptor, server::Handshake};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast};
 use tokio::time::timeout;
@@ -25,6 +26,7 @@ use tracing::{info, warn};
 
 mod chat;
 mod connection;
+mod stream;
 
 use chat::ChatLine;
 use connection::Connection;
@@ -51,6 +53,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// On shutdown, how long open connections get to finish.
     pub shutdown_grace: Duration,
+    /// With a TLS config, every client must do a TLS handshake first, and
+    /// all its lines travel encrypted (see `networking_protocols::tls`).
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
 impl Default for Config {
@@ -61,6 +66,7 @@ impl Default for Config {
             max_connections: 1024,
             idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -103,6 +109,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     // In chat mode, a broadcast channel carries every line to every connection.
     let (chat, _) = broadcast::channel::<ChatLine>(CHAT_BACKLOG);
+    let tls_acceptor = config.tls.clone().map(TlsAcceptor::from);
 
     // The acceptor still answers when the process is out of file
     // descriptors: see networking_protocols::accept.
@@ -143,10 +150,34 @@ pub async fn run(
         };
         // One task per connection: while one client is slow or silent, the
         // others' tasks keep running. https://tokio.rs/tokio/tutorial/spawning
-        let connection = Connection::new(socket, peer, &config, stop.clone());
         let chat = chat.clone();
+        let Some(tls_acceptor) = tls_acceptor.clone() else {
+            let connection = Connection::new(socket, peer, &config, stop.clone());
+            tracker.spawn(async move {
+                connection.serve(chat).await;
+                drop(permit);
+            });
+            continue;
+        };
+        // With TLS, the handshake runs in the connection's task too: it takes
+        // a round trip or two, and a slow client must not hold up the others.
+        let (config, stop) = (config.clone(), stop.clone());
         tracker.spawn(async move {
-            connection.serve(chat).await;
+            let handshake = tokio::select! {
+                handshake = networking_protocols::tls::server::accept(&tls_acceptor, socket) => handshake,
+                () = stop.cancelled() => return,
+            };
+            match handshake {
+                Handshake::Done(tls) => Connection::new(*tls, peer, &config, stop).serve(chat).await,
+                // A plaintext client would read TLS records as garbage; it
+                // gets one line it can read instead.
+                Handshake::NotTls(socket) => {
+                    warn!(%peer, "refused: not TLS, and this server speaks TLS only");
+                    let notice = "error: this server speaks TLS; connect with --tls\n";
+                    close_gently(socket, Bytes::from(notice)).await;
+                }
+                Handshake::Failed(why) => warn!(%peer, "TLS handshake failed: {why}"),
+            }
             drop(permit);
         });
     }
@@ -178,7 +209,7 @@ pub async fn run(
 /// (FIN), and a reset can destroy our last line before the client reads it. So
 /// we send the line, close our sending side, and read and discard whatever the
 /// client still sends until it closes too, for at most [`LINGER`].
-async fn close_gently(mut socket: TcpStream, last_line: Bytes) {
+async fn close_gently<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S, last_line: Bytes) {
     let _ = timeout(LINGER, async {
         socket.write_all(&last_line).await?;
         socket.shutdown().await?;

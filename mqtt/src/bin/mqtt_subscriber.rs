@@ -34,6 +34,7 @@ use std::time::Duration;
 use clap::Parser;
 use mqtt::ClientConfig;
 use mqtt::subscriber::{self, SubscribeConfig};
+use networking_protocols::tls::client::ClientTlsArgs;
 use tracing::info;
 
 /// Subscribes to MQTT topics and prints every message that arrives, one per line.
@@ -43,9 +44,15 @@ struct Args {
     /// Broker to connect to (a name or an IP address)
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// Broker port
-    #[arg(long, default_value_t = 1883)]
-    port: u16,
+    /// Broker port [default: 1883, or 8883 with --tls]
+    #[arg(long)]
+    port: Option<u16>,
+    /// Speak MQTT over TLS: check the broker's certificate, then encrypt
+    /// everything (the password too)
+    #[arg(long)]
+    tls: bool,
+    #[command(flatten)]
+    tls_options: ClientTlsArgs,
     /// Topic filter, with wildcards + (one level) and # (the rest); repeat for more
     #[arg(
         short,
@@ -96,7 +103,18 @@ async fn main() {
 async fn subscribe(args: Args) -> anyhow::Result<()> {
     let client_id =
         (args.client_id).unwrap_or_else(|| format!("mqtt_subscriber-{}", std::process::id()));
-    let mut client = ClientConfig::new(&args.host, args.port, &client_id);
+    // MQTT's own port: 1883 for plain MQTT, 8883 for MQTT over TLS.
+    let port = (args.port).unwrap_or(if args.tls {
+        mqtt::DEFAULT_TLS_PORT
+    } else {
+        mqtt::DEFAULT_PORT
+    });
+    let mut client = ClientConfig::new(&args.host, port, &client_id);
+    client.tls = match (args.tls, args.tls_options.first_given()) {
+        (true, _) => Some(args.tls_options.config()?),
+        (false, Some(flag)) => anyhow::bail!("{flag} is a TLS option: add --tls"),
+        (false, None) => None,
+    };
     client.login = args.username.zip(args.password);
     client.clean_session = !args.persistent;
     let config = SubscribeConfig {

@@ -33,8 +33,10 @@
 
 use std::time::Duration;
 
+use anyhow::bail;
 use clap::Parser;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt, TryFutureExt};
+use networking_protocols::tls::client::{self as tls, ClientTlsArgs};
 use tcp::client;
 use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +65,11 @@ struct Args {
     /// Give up connecting after this many seconds
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout_secs: u64,
+    /// Speak TLS: check the server's certificate, then encrypt everything
+    #[arg(long)]
+    tls: bool,
+    #[command(flatten)]
+    tls_options: ClientTlsArgs,
 }
 
 #[tokio::main]
@@ -73,6 +80,11 @@ async fn main() {
 }
 
 async fn talk(args: Args) -> anyhow::Result<()> {
+    let tls_config = match (args.tls, args.tls_options.first_given()) {
+        (true, _) => Some(args.tls_options.config()?),
+        (false, Some(flag)) => bail!("{flag} is a TLS option: add --tls"),
+        (false, None) => None,
+    };
     let wait = Duration::from_secs(args.connect_timeout_secs);
     let stream = client::connect(&args.host, args.port, wait).await?;
     info!(
@@ -80,7 +92,6 @@ async fn talk(args: Args) -> anyhow::Result<()> {
         stream.peer_addr()?,
         stream.local_addr()?
     );
-
     // Both inputs are streams of byte chunks: a repeated line for -m, or
     // whatever arrives on stdin (a terminal hands over one line at a time).
     let input = match &args.message {
@@ -94,7 +105,26 @@ async fn talk(args: Args) -> anyhow::Result<()> {
     // the answers on their way. A second Ctrl-C quits without waiting.
     let ctrl_c = CancellationToken::new();
     let input = input.take_until(ctrl_c.clone().cancelled_owned());
-    let session = client::run(stream, input, tokio::io::stdout());
+    let stdout = tokio::io::stdout();
+    let session = match tls_config {
+        None => client::run(stream, input, stdout).left_future(),
+        // With TLS, the handshake comes first: the server proves who it is
+        // with its certificate, and both sides agree on keys.
+        Some(config) => {
+            let tls = tls::connect(config, &args.host, stream).await?;
+            let session = tls.get_ref().1;
+            info!(
+                "TLS handshake done: {:?}, {:?}",
+                session.protocol_version(),
+                session.negotiated_cipher_suite().map(|suite| suite.suite())
+            );
+            client::run_tls(tls, input, stdout).right_future()
+        }
+    };
+    // A TLS alert that arrives later (a server refusing our certificate
+    // does so after our side of the handshake) gets its fix explained.
+    let host = args.host.clone();
+    let session = session.map_err(|error| tls::explain_failure(error, &host));
     tokio::pin!(session);
     tokio::select! {
         // The Ctrl-C handler is installed when `shutdown_signal()` is called,

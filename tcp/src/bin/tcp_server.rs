@@ -33,6 +33,11 @@
 //! `RUST_LOG=debug` to see the byte stream at work: each read's size and how
 //! many line ends it held.
 //!
+//! The same over TLS: `cargo run -p tcp --bin tcp_server -- --tls` makes a
+//! local certificate authority once and logs where its `ca.pem` is; then
+//! `cargo run -p tcp --bin tcp_client -- --tls --cafile <that ca.pem>`. The
+//! lines are the same; on the wire they are now encrypted records.
+//!
 //! ## Read next
 //!
 //! `tcp/src/lib.rs` (how lines are found in a byte stream),
@@ -46,6 +51,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::builder::RangedU64ValueParser;
+use networking_protocols::tls::server::ServerTlsArgs;
 use tcp::server::{self, Config, Mode};
 use tokio::net::TcpListener;
 
@@ -72,6 +78,8 @@ struct Args {
     /// Disconnect a client that sends nothing (or reads nothing) for this many seconds
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_secs: u64,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
 }
 
 #[tokio::main]
@@ -87,6 +95,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     networking_protocols::raise_open_file_limit();
     // Binding claims the address; the kernel accepts connections on it from
     // now on, even before our first `accept`, and queues them for us.
+    // Certificates first: a bad --cert is reported before we take the port.
+    let tls = args.tls.config()?;
     let addr = SocketAddr::new(args.host, args.port);
     let listener = TcpListener::bind(addr)
         .await
@@ -102,6 +112,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_line_bytes: args.max_line_bytes,
         max_connections: args.max_connections,
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        tls,
         ..Config::default()
     };
     server::run(listener, config, shutdown).await?;

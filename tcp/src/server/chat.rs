@@ -13,7 +13,8 @@ use tokio::sync::broadcast;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{Connection, End, next_line};
+use super::connection::{Connection, End, is_tls_hello, next_line};
+use super::stream::Split;
 use crate::LineError;
 
 /// A line on its way through the chat, with who sent it (so the sender's own
@@ -24,7 +25,7 @@ pub(super) struct ChatLine {
     pub(super) text: Bytes,
 }
 
-impl Connection {
+impl<S: Split> Connection<S> {
     /// Chat: lines from this client go to the others; lines from the others
     /// come to this client, as they happen, in any order with its own input.
     pub(super) async fn chat(&mut self, chat: broadcast::Sender<ChatLine>) -> End {
@@ -42,7 +43,10 @@ impl Connection {
             tokio::select! {
                 () = self.stop.cancelled() => break End::Shutdown,
                 () = &mut idle => break End::Idle,
-                next = next_line(&mut self.lines) => match next {
+                next = next_line::<S>(&mut self.lines) => match next {
+                    Some(Ok(line)) if self.count == 0 && is_tls_hello(&line) => {
+                        break End::TlsClient;
+                    }
                     Some(Ok(line)) => {
                         self.count += 1;
                         // A fresh timer: unlike `now + idle_timeout`, `sleep`

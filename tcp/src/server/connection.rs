@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::broadcast;
 use tokio::time::timeout;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -17,19 +15,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::chat::ChatLine;
+use super::stream::Split;
 use super::{ANSWER_QUEUE_BYTES, Config, LINGER, Mode, READ_BUFFER_BYTES, close_gently};
 use crate::{LineCodec, LineError, SHUTDOWN_NOTICE};
 
 /// The reading half, with a look at each read as it happens (for the debug
 /// log).
-type Reader = InspectReader<OwnedReadHalf, OnRead>;
+type Reader<S> = InspectReader<<S as Split>::Read, OnRead>;
 type OnRead = Box<dyn FnMut(&[u8]) + Send>;
 
-/// One client's connection: its two halves, framed into lines.
-pub(super) struct Connection {
+/// One client's connection (plain TCP, or TLS): its two halves, framed into
+/// lines.
+pub(super) struct Connection<S: Split> {
     pub(super) peer: SocketAddr,
-    pub(super) lines: FramedRead<Reader, LineCodec>,
-    pub(super) answers: FramedWrite<OwnedWriteHalf, LineCodec>,
+    pub(super) lines: FramedRead<Reader<S>, LineCodec>,
+    pub(super) answers: FramedWrite<S::Write, LineCodec>,
     pub(super) idle_timeout: Duration,
     pub(super) mode: Mode,
     pub(super) stop: CancellationToken,
@@ -44,12 +44,21 @@ pub(super) enum End {
     Shutdown,
     Idle,
     TooLong(usize),
+    /// The first bytes were a TLS handshake: a TLS client at a plaintext port.
+    TlsClient,
     Failed(io::Error),
 }
 
-impl Connection {
+/// Whether a connection's first line is the start of a TLS handshake: a
+/// record of type 22 (handshake), protocol version 3.x. A ClientHello always
+/// holds a byte 10 (`\n`), so it reaches us as a "line".
+pub(super) fn is_tls_hello(line: &[u8]) -> bool {
+    line.starts_with(&[22, 3])
+}
+
+impl<S: Split> Connection<S> {
     pub(super) fn new(
-        socket: TcpStream,
+        socket: S,
         peer: SocketAddr,
         config: &Config,
         stop: CancellationToken,
@@ -57,12 +66,12 @@ impl Connection {
         // Nagle's algorithm holds back a small write while an earlier one is
         // unacknowledged, hoping to merge them; we already merge answers into
         // one write per batch, so waiting would only add latency.
-        if let Err(error) = socket.set_nodelay(true) {
+        if let Err(error) = socket.tcp().set_nodelay(true) {
             warn!(%peer, %error, "cannot set TCP_NODELAY");
         }
         // Splitting lets one side wait for the client's bytes while the other
-        // writes answers. `into_split` halves can move to different tasks.
-        let (reader, writer) = socket.into_split();
+        // writes answers (see `stream.rs`).
+        let (reader, writer) = socket.split();
         // `RUST_LOG=debug` shows the byte stream at work: what each read
         // returned, and how many line ends it held. Lines typed one by one
         // come one per read; piped lines arrive several to a read, and a
@@ -101,12 +110,21 @@ impl Connection {
         if let End::Failed(error) = &end {
             return info!(%peer, lines, ?duration, %error, "connection failed");
         }
+        if let End::TlsClient = &end {
+            // Our plaintext answer would be garbage to a TLS client: we close,
+            // and its handshake fails with "the server closed the connection".
+            warn!(%peer, "refused: a TLS handshake, and this server speaks plain TCP (start it with --tls)");
+        }
         info!(%peer, lines, ?duration, reason = ?end, "disconnected");
         self.send_queued_answers(&end).await;
         let notice = match end {
             // The client sent FIN and we have answered everything: dropping
             // the socket sends our FIN.
-            End::ClientClosed | End::Failed(_) => return,
+            End::Failed(_) => return,
+            // The client sent FIN and we have answered everything: we close
+            // our side too (over TLS, with a close_notify alert first, which
+            // tells the client the end is ours and not an attacker's cut).
+            End::ClientClosed | End::TlsClient => String::new(),
             // Echo answers stay byte-exact, so an echo client is not told that
             // the server is leaving (it sees the connection close); a chat
             // client is.
@@ -122,7 +140,7 @@ impl Connection {
         };
         let reader = self.lines.into_inner().into_inner();
         let writer = self.answers.into_inner();
-        if let Ok(socket) = reader.reunite(writer) {
+        if let Some(socket) = S::join(reader, writer) {
             close_gently(socket, Bytes::from(notice)).await;
         }
     }
@@ -196,7 +214,7 @@ impl Connection {
                             // back, so a connection that falls silent now
                             // holds none. The next answer takes a new one.
                             *answers.write_buffer_mut() = BytesMut::new();
-                            Ok::<_, LineError>(next_line(lines).await)
+                            Ok::<_, LineError>(next_line::<S>(lines).await)
                         } => match next {
                             Ok(next) => {
                                 // One clock read per batch, not per line.
@@ -215,6 +233,9 @@ impl Connection {
                 None => return End::ClientClosed,
                 Some(Err(error)) => return End::from(error),
             };
+            if self.count == 0 && is_tls_hello(&line) {
+                return End::TlsClient;
+            }
             self.count += 1;
             // `feed` only queues the answer: the queue is below its limit, so
             // it does not write. We stop reading while the queue is full, so a
@@ -234,15 +255,15 @@ impl Connection {
 /// socket to become readable (the kernel holds any bytes that arrive), then
 /// take a fresh [`READ_BUFFER_BYTES`] buffer for the read. Ten thousand silent
 /// clients then cost ten thousand sockets and tasks, not ten thousand buffers.
-pub(super) async fn next_line(
-    lines: &mut FramedRead<Reader, LineCodec>,
+pub(super) async fn next_line<S: Split>(
+    lines: &mut FramedRead<Reader<S>, LineCodec>,
 ) -> Option<Result<BytesMut, LineError>> {
     if lines.read_buffer().is_empty() {
         // `now_or_never` polls once: readable already (the next bytes are
         // here), or we are about to wait.
-        if half(lines).readable().now_or_never().is_none() {
+        if S::readable(half::<S>(lines)).now_or_never().is_none() {
             *lines.read_buffer_mut() = BytesMut::new();
-            if let Err(error) = half(lines).readable().await {
+            if let Err(error) = S::readable(half::<S>(lines)).await {
                 return Some(Err(LineError::Io(error)));
             }
         }
@@ -252,7 +273,7 @@ pub(super) async fn next_line(
 }
 
 /// The socket's reading half, under the framing and the read log.
-fn half(lines: &FramedRead<Reader, LineCodec>) -> &OwnedReadHalf {
+fn half<S: Split>(lines: &FramedRead<Reader<S>, LineCodec>) -> &S::Read {
     lines.get_ref().get_ref()
 }
 

@@ -1,0 +1,365 @@
+//! TLS, as a user runs it: the real binaries with `--tls`, certificates made
+//! on the spot, and every mistake's one `error:` line with its fix.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::tls::{Ca, TempDir};
+use common::{Process, Server, run, within};
+use networking_protocols::tls;
+use networking_protocols::tls::server::{Handshake, ServerTlsArgs};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Starts `tcp_server --tls` with its local certificate made in `dir`.
+async fn tls_tcp_server(dir: &TempDir, extra: &[&str]) -> Server {
+    let tls_dir = dir.path("local");
+    let mut args = vec!["--tls", "--tls-dir", &tls_dir];
+    args.extend_from_slice(extra);
+    Server::start("tcp_server", &args).await
+}
+
+async fn tcp_client(server: &Server, extra: &[&str]) -> (bool, String, String) {
+    let port = server.port();
+    let mut args = vec!["--port", &port, "-m", "hello"];
+    args.extend_from_slice(extra);
+    let (status, out, err) = run("tcp_client", &args, b"").await;
+    (status.success(), out, err)
+}
+
+/// The first `error:` line of a program's stderr, and that there is one only.
+fn error_line(stderr: &str) -> &str {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line expected:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    errors[0]
+}
+
+/// With its local CA passed as --cafile, a TLS client's line comes back; the
+/// server made the CA once, says where, and reuses it on the next start.
+#[tokio::test]
+async fn tcp_echo_over_tls_with_the_local_ca() {
+    let dir = TempDir::new();
+    let cafile = dir.path("local/ca.pem");
+    let server = tls_tcp_server(&dir, &[]).await;
+    let (ok, out, err) = tcp_client(&server, &["--tls", "--cafile", &cafile]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "hello\n");
+    assert!(err.contains("TLS handshake done: Some(TLSv1_3)"), "{err}");
+    let ca = std::fs::read(&cafile).unwrap();
+    let server_log = |server: Server| async move {
+        server.process.signal("INT");
+        let (status, _, log) = server.process.finish().await;
+        assert!(status.success(), "{log}");
+        log
+    };
+    let log = server_log(server).await;
+    assert!(
+        log.contains(&format!(
+            "TLS: made a local certificate for localhost, 127.0.0.1, ::1 in {}",
+            dir.path("local")
+        )) && log.contains(&format!("clients trust it with --cafile {cafile}")),
+        "{log}"
+    );
+
+    let again = tls_tcp_server(&dir, &[]).await;
+    let (ok, out, err) = tcp_client(
+        &again,
+        &["--tls", "--cafile", &cafile, "--host", "localhost"],
+    )
+    .await;
+    assert!(ok && out == "hello\n", "{err}");
+    assert!(
+        server_log(again)
+            .await
+            .contains("TLS: using a local certificate")
+    );
+    assert_eq!(
+        std::fs::read(&cafile).unwrap(),
+        ca,
+        "the CA is reused, not made again"
+    );
+}
+
+/// Without --cafile the client trusts the system's CAs only, which did not
+/// sign the local certificate: one error line says to pass --cafile, and the
+/// server logs that the client did not trust it.
+#[tokio::test]
+async fn verification_fails_without_cafile() {
+    let dir = TempDir::new();
+    let server = tls_tcp_server(&dir, &[]).await;
+    let (ok, out, err) = tcp_client(&server, &["--tls"]).await;
+    assert!(!ok && out.is_empty());
+    assert!(
+        error_line(&err).contains("not signed by a CA we trust; for a local server, pass --cafile"),
+        "{err}"
+    );
+    // --insecure gets through, with a warning that says what it gives up.
+    let (ok, out, err) = tcp_client(&server, &["--tls", "--insecure"]).await;
+    assert!(ok && out == "hello\n", "{err}");
+    assert!(
+        err.contains("--insecure: the server's certificate is not checked"),
+        "{err}"
+    );
+    server.process.signal("INT");
+    let (_, _, log) = server.process.finish().await;
+    assert!(
+        log.contains("the client does not trust our certificate"),
+        "{log}"
+    );
+}
+
+/// A certificate for another name, or one that has expired, is refused with
+/// its own explanation.
+#[tokio::test]
+async fn name_mismatch_and_expiry_are_explained() {
+    let dir = TempDir::new();
+    let ca = Ca::new(&dir, "ca");
+    let (cert, key) = ca.issue("elsewhere", &["elsewhere.example"], false);
+    let server = Server::start("tcp_server", &["--tls", "--cert", &cert, "--key", &key]).await;
+    let (ok, _, err) = tcp_client(&server, &["--tls", "--cafile", &ca.cafile()]).await;
+    assert!(!ok);
+    assert!(
+        error_line(&err).contains("the server's certificate is not for \"127.0.0.1\""),
+        "{err}"
+    );
+
+    let (cert, key) = ca.issue("old", &["127.0.0.1"], true);
+    let server = Server::start("tcp_server", &["--tls", "--cert", &cert, "--key", &key]).await;
+    let (ok, _, err) = tcp_client(&server, &["--tls", "--cafile", &ca.cafile()]).await;
+    assert!(!ok);
+    assert!(
+        error_line(&err).contains("the server's certificate has expired"),
+        "{err}"
+    );
+}
+
+/// Mutual TLS: with --require-client-cert, a client without a certificate is
+/// refused (and told to pass --cert and --key), one with a certificate from
+/// another CA too, and one with a certificate from that CA gets its echo.
+#[tokio::test]
+async fn mutual_tls_refuses_clients_without_a_certificate() {
+    let dir = TempDir::new();
+    let clients = Ca::new(&dir, "clients");
+    let server = tls_tcp_server(&dir, &["--require-client-cert", &clients.cafile()]).await;
+    let cafile = dir.path("local/ca.pem");
+
+    let (ok, out, err) = tcp_client(&server, &["--tls", "--cafile", &cafile]).await;
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        error_line(&err).contains("asks for a client certificate; pass --cert and --key"),
+        "{err}"
+    );
+
+    let strangers = Ca::new(&dir, "strangers");
+    let (cert, key) = strangers.issue("stranger", &["stranger"], false);
+    let args = ["--tls", "--cafile", &cafile, "--cert", &cert, "--key", &key];
+    let (ok, out, err) = tcp_client(&server, &args).await;
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        error_line(&err).contains("the server refused our certificate"),
+        "{err}"
+    );
+
+    let (cert, key) = clients.issue("alice", &["alice"], false);
+    let args = ["--tls", "--cafile", &cafile, "--cert", &cert, "--key", &key];
+    let (ok, out, err) = tcp_client(&server, &args).await;
+    assert!(ok && out == "hello\n", "{err}");
+
+    server.process.signal("INT");
+    let (_, _, log) = server.process.finish().await;
+    assert!(log.contains("the client sent no certificate"), "{log}");
+    assert!(
+        log.contains("not signed by the --require-client-cert CA"),
+        "{log}"
+    );
+}
+
+/// A plaintext client at a TLS port is told, in a line it can read, to use
+/// --tls; a TLS client at a plaintext port is told the server does not seem
+/// to speak TLS. Both servers log why, and keep serving.
+#[tokio::test]
+async fn plaintext_and_tls_mixed_up_are_explained_on_both_sides() {
+    let dir = TempDir::new();
+    let cafile = dir.path("local/ca.pem");
+    let tls_server = tls_tcp_server(&dir, &[]).await;
+    let (_, out, _) = tcp_client(&tls_server, &[]).await;
+    assert_eq!(out, "error: this server speaks TLS; connect with --tls\n");
+    let (ok, out, err) = tcp_client(&tls_server, &["--tls", "--cafile", &cafile]).await;
+    assert!(ok && out == "hello\n", "{err}");
+
+    let plain_server = Server::start("tcp_server", &[]).await;
+    let (ok, out, err) = tcp_client(&plain_server, &["--tls", "--cafile", &cafile]).await;
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        error_line(&err)
+            .contains("does it speak TLS? (start it with --tls, or connect without TLS)"),
+        "{err}"
+    );
+    let (ok, out, err) = tcp_client(&plain_server, &[]).await;
+    assert!(ok && out == "hello\n", "{err}");
+
+    for (server, says) in [
+        (
+            tls_server,
+            "refused: not TLS, and this server speaks TLS only",
+        ),
+        (
+            plain_server,
+            "refused: a TLS handshake, and this server speaks plain TCP (start it with --tls)",
+        ),
+    ] {
+        server.process.signal("INT");
+        let (_, _, log) = server.process.finish().await;
+        assert!(log.contains(says), "{log}");
+    }
+}
+
+/// Certificate files that are missing, not certificates, or a key that does
+/// not belong to its certificate: one error line before listening, exit 1.
+#[tokio::test]
+async fn bad_certificate_files_are_one_error_line() {
+    let dir = TempDir::new();
+    let ca = Ca::new(&dir, "ca");
+    let (cert, key) = ca.issue("server", &["localhost"], false);
+    let (_, other_key) = ca.issue("other", &["localhost"], false);
+    let missing = dir.path("missing.pem");
+    let not_pem = dir.path("not.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--cert", &missing, "--key", &key], "cannot read --cert"),
+        (&["--cert", &not_pem, "--key", &key], "no certificate in it"),
+        (&["--cert", &cert, "--key", &cert], "no private key in it"),
+        (
+            &["--cert", &cert, "--key", &other_key],
+            "does not belong to the certificate in --cert",
+        ),
+        (
+            &["--require-client-cert", &missing],
+            "cannot read --require-client-cert",
+        ),
+    ];
+    for (args, says) in cases {
+        let mut all = vec!["--port", "0", "--tls"];
+        all.extend_from_slice(args);
+        let (status, out, err) = run("tcp_server", &all, b"").await;
+        assert_eq!(status.code(), Some(1), "{args:?}: {err}");
+        assert!(out.is_empty(), "no listening line: {out}");
+        assert!(error_line(&err).contains(says), "{args:?}: {err}");
+    }
+    // The client's own files are checked the same way, before connecting.
+    let args = ["--port", "1", "--tls", "--cert", &cert, "--key", &other_key];
+    let (status, _, err) = run("tcp_client", &args, b"").await;
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        error_line(&err).contains("does not belong to the certificate"),
+        "{err}"
+    );
+    let (status, _, err) = run("tcp_client", &["--port", "1", "--cafile", &missing], b"").await;
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        error_line(&err).contains("--cafile is a TLS option: add --tls"),
+        "{err}"
+    );
+}
+
+/// A TLS front for `backend`, as a TLS-terminating proxy in front of a broker
+/// would be: it takes TLS on a port of its own, using `options` (the server's
+/// flags), and carries the plaintext bytes to `backend` and back.
+async fn tls_front(options: ServerTlsArgs, backend: SocketAddr) -> SocketAddr {
+    let acceptor = options.acceptor().unwrap().expect("--tls");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Handshake::Done(mut tls) = tls::server::accept(&acceptor, tcp).await {
+                    let mut plain = TcpStream::connect(backend).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn front_options(dir: &TempDir) -> ServerTlsArgs {
+    ServerTlsArgs {
+        tls: true,
+        tls_dir: Some(dir.path("local").into()),
+        ..ServerTlsArgs::default()
+    }
+}
+
+/// MQTT over TLS: the subscriber and the publisher, with --tls and the CA,
+/// exchange a QoS 1 message through mqtt_broker behind a TLS front. Without
+/// --cafile, or with --tls at a plain broker, one error line says why.
+#[tokio::test]
+async fn mqtt_clients_over_tls() {
+    let dir = TempDir::new();
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let front = tls_front(front_options(&dir), broker.addr).await;
+    let port = front.port().to_string();
+    let cafile = dir.path("local/ca.pem");
+
+    let tls = ["--port", &port, "--tls", "--cafile", &cafile];
+    let mut sub_args = tls.to_vec();
+    sub_args.extend(["-t", "secure", "-q", "1", "-C", "1", "--show-packets"]);
+    let sub = Process::spawn("mqtt_subscriber", &sub_args);
+    within("the subscription", async {
+        while !sub.stderr().contains("<- SUBACK") {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut pub_args = tls.to_vec();
+    pub_args.extend([
+        "-t", "secure", "-q", "1", "-m", "over tls", "-u", "alice", "-P", "secret",
+    ]);
+    let (status, _, err) = run("mqtt_publisher", &pub_args, b"").await;
+    assert!(status.success(), "{err}");
+    let (status, out, err) = sub.finish().await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "over tls\n");
+
+    let (status, _, err) = run("mqtt_publisher", &["--port", &port, "--tls"], b"").await;
+    assert!(!status.success());
+    assert!(error_line(&err).contains("pass --cafile"), "{err}");
+
+    let plain = broker.port();
+    let args = ["--port", &plain, "--tls", "--cafile", &cafile];
+    let (status, _, err) = run("mqtt_publisher", &args, b"").await;
+    assert!(!status.success());
+    assert!(error_line(&err).contains("does it speak TLS?"), "{err}");
+}
+
+/// A broker front that requires client certificates refuses our publisher
+/// without one (telling it to pass --cert and --key), and takes it with one.
+#[tokio::test]
+async fn mqtt_mutual_tls() {
+    let dir = TempDir::new();
+    let clients = Ca::new(&dir, "clients");
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let options = ServerTlsArgs {
+        require_client_cert: Some(clients.cafile().into()),
+        ..front_options(&dir)
+    };
+    let port = tls_front(options, broker.addr).await.port().to_string();
+    let cafile = dir.path("local/ca.pem");
+    let args = ["--port", &port, "--tls", "--cafile", &cafile];
+    let (status, _, err) = run("mqtt_publisher", &args, b"").await;
+    assert!(!status.success());
+    assert!(error_line(&err).contains("pass --cert and --key"), "{err}");
+
+    let (cert, key) = clients.issue("device", &["device-1"], false);
+    let mut with_cert = args.to_vec();
+    with_cert.extend(["--cert", &cert, "--key", &key, "-q", "1"]);
+    let (status, _, err) = run("mqtt_publisher", &with_cert, b"").await;
+    assert!(status.success(), "{err}");
+}

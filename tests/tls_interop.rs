@@ -1,0 +1,187 @@
+//! TLS against independent implementations: OpenSSL's `s_client` against
+//! `tcp_server --tls`, and our MQTT clients against a Mosquitto TLS listener,
+//! with and without a client certificate. Ignored unless the peers are installed
+//! (`.ci/run` installs them).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::tls::{Ca, TempDir};
+use common::{Server, run, within};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// `tcp_server --tls` with its local certificate made in `dir/local`.
+async fn tls_server(bin: &str, dir: &TempDir, extra: &[&str]) -> Server {
+    let tls_dir = dir.path("local");
+    let mut args = vec!["--tls", "--tls-dir", &tls_dir];
+    args.extend_from_slice(extra);
+    Server::start(bin, &args).await
+}
+
+/// Runs `openssl s_client` against `server`, sends `hello`, and returns the
+/// first line it prints after the handshake, or its stderr if it fails.
+async fn s_client(server: &Server, extra: &[&str]) -> Result<String, String> {
+    let connect = server.addr.to_string();
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &connect,
+            "-quiet",
+            "-verify_return_error",
+        ])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl; apt-get install openssl");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello\n").await.unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = within("s_client's output", lines.next_line())
+        .await
+        .unwrap();
+    let _ = child.kill().await;
+    match line {
+        Some(line) => Ok(line),
+        None => {
+            let output = child.wait_with_output().await.unwrap();
+            Err(String::from_utf8_lossy(&output.stderr).to_string())
+        }
+    }
+}
+
+/// OpenSSL's client verifies tcp_server's local certificate with the CA the
+/// server made, gets its echo, and fails verification without it; with
+/// --require-client-cert it must present a certificate.
+#[tokio::test]
+#[ignore = "needs openssl: apt-get install openssl"]
+async fn openssl_s_client_against_tcp_server() {
+    let dir = TempDir::new();
+    let cafile = dir.path("local/ca.pem");
+    let server = tls_server("tcp_server", &dir, &[]).await;
+    let trusted = ["-CAfile", &cafile, "-verify_hostname", "localhost"];
+    assert_eq!(s_client(&server, &trusted).await.unwrap(), "hello");
+    let clients = Ca::new(&dir, "clients");
+    let untrusted = s_client(&server, &["-CAfile", &clients.cafile()]).await;
+    let untrusted = untrusted.unwrap_err();
+    assert!(untrusted.contains("verify error"), "{untrusted}");
+
+    let (cert, key) = clients.issue("alice", &["alice"], false);
+    let mutual = tls_server(
+        "tcp_server",
+        &dir,
+        &["--require-client-cert", &clients.cafile()],
+    )
+    .await;
+    let with_cert = ["-CAfile", &cafile, "-cert", &cert, "-key", &key];
+    assert_eq!(s_client(&mutual, &with_cert).await.unwrap(), "hello");
+    assert!(s_client(&mutual, &["-CAfile", &cafile]).await.is_err());
+}
+
+/// The full path of `mosquitto`, which Debian puts in /usr/sbin.
+fn mosquitto() -> String {
+    ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).is_file())
+        .map_or("mosquitto".to_string(), String::from)
+}
+
+/// A free loopback port (the operating system's pick, released at once).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Mosquitto with two TLS listeners, both presenting `localhost.pem` from
+/// `dir/local`: the first asks nothing of clients, the second requires a
+/// certificate signed by `clients_ca`. Returns the broker and both ports.
+async fn mosquitto_tls(dir: &TempDir, clients_ca: &str) -> (Child, u16, u16) {
+    networking_protocols::tls::local::ensure(std::path::Path::new(&dir.path("local"))).unwrap();
+    let (cert, key) = (
+        dir.path("local/localhost.pem"),
+        dir.path("local/localhost-key.pem"),
+    );
+    let (open, mutual) = (free_port(), free_port());
+    let config = format!(
+        // Started as root, Mosquitto switches to its own user, which cannot
+        // read our private key (0600 in a 0700 directory): stay as we are.
+        // (Not started as root, it ignores `user`.)
+        "user root\npersistence false\nlog_dest stderr\nallow_anonymous true\n\
+         listener {open} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n\
+         listener {mutual} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n\
+         cafile {clients_ca}\nrequire_certificate true\n"
+    );
+    let file = dir.path("mosquitto.conf");
+    std::fs::write(&file, config).unwrap();
+    let child = Command::new(mosquitto())
+        .args(["-c", &file])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto; apt-get install mosquitto");
+    for port in [open, mutual] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        within("mosquitto to listen", async {
+            while TcpStream::connect(addr).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+    (child, open, mutual)
+}
+
+/// Our MQTT clients over TLS against Mosquitto: a message through its TLS
+/// listener with --cafile; at the listener that requires a client
+/// certificate, refused without one and delivered with one.
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn our_mqtt_clients_against_mosquitto_tls() {
+    let dir = TempDir::new();
+    let clients = Ca::new(&dir, "clients");
+    let (_mosquitto, open, mutual) = mosquitto_tls(&dir, &clients.cafile()).await;
+    let cafile = dir.path("local/ca.pem");
+    let (cert, key) = clients.issue("device", &["device-1"], false);
+
+    for (port, client_cert) in [(open, None), (mutual, Some((&cert, &key)))] {
+        let port = port.to_string();
+        let mut tls = vec!["--port", &port, "--tls", "--cafile", &cafile];
+        if let Some((cert, key)) = client_cert {
+            tls.extend(["--cert", cert, "--key", key]);
+        }
+        let mut sub_args = tls.clone();
+        sub_args.extend(["-t", "tls/interop", "-q", "1", "-C", "1", "--show-packets"]);
+        let sub = common::Process::spawn("mqtt_subscriber", &sub_args);
+        within("the subscription", async {
+            while !sub.stderr().contains("<- SUBACK") {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let mut pub_args = tls.clone();
+        pub_args.extend(["-t", "tls/interop", "-q", "1", "-m", "via mosquitto"]);
+        let (status, _, err) = run("mqtt_publisher", &pub_args, b"").await;
+        assert!(status.success(), "{err}");
+        let (status, out, err) = sub.finish().await;
+        assert!(status.success(), "{err}");
+        assert_eq!(out, "via mosquitto\n");
+    }
+
+    let port = mutual.to_string();
+    let args = ["--port", &port, "--tls", "--cafile", &cafile];
+    let (status, _, err) = run("mqtt_publisher", &args, b"").await;
+    assert!(!status.success());
+    assert!(err.contains("pass --cert and --key"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
