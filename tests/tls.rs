@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use common::tls::{Ca, TempDir};
 use common::{Process, Server, run, within};
 use networking_protocols::tls;
+use networking_protocols::tls::client::{ClientTlsArgs, TlsStream};
 use networking_protocols::tls::server::{Handshake, ServerTlsArgs};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Starts `tcp_server --tls` with its local certificate made in `dir`.
@@ -266,6 +268,151 @@ async fn bad_certificate_files_are_one_error_line() {
         error_line(&err).contains("--cafile is a TLS option: add --tls"),
         "{err}"
     );
+}
+
+/// Starts `websocket_server --tls` with its local certificate made in `dir`.
+async fn tls_websocket_server(dir: &TempDir, extra: &[&str]) -> Server {
+    let tls_dir = dir.path("local");
+    let mut args = vec!["--tls", "--tls-dir", &tls_dir];
+    args.extend_from_slice(extra);
+    Server::start("websocket_server", &args).await
+}
+
+async fn websocket_client(url: &str, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec!["--url", url, "-m", "hello"];
+    args.extend_from_slice(extra);
+    let (status, out, err) = run("websocket_client", &args, b"").await;
+    (status.success(), out, err)
+}
+
+/// A TLS connection to `server` from the test, trusting `cafile`.
+async fn tls_connect(server: &Server, cafile: &str) -> TlsStream<TcpStream> {
+    let options = ClientTlsArgs {
+        cafile: Some(cafile.into()),
+        ..ClientTlsArgs::default()
+    };
+    let tcp = within("connect", TcpStream::connect(server.addr))
+        .await
+        .unwrap();
+    within(
+        "the TLS handshake",
+        tls::client::connect(options.config().unwrap(), "localhost", tcp),
+    )
+    .await
+    .unwrap()
+}
+
+/// wss://: the client's message comes back over TLS, trusting the local CA;
+/// without --cafile, one error line says to pass it.
+#[tokio::test]
+async fn websocket_echo_over_wss() {
+    let dir = TempDir::new();
+    let cafile = dir.path("local/ca.pem");
+    let server = tls_websocket_server(&dir, &[]).await;
+    let url = format!("wss://localhost:{}", server.port());
+    let (ok, out, err) = websocket_client(&url, &["--cafile", &cafile]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "hello\n");
+    let (ok, out, err) = websocket_client(&url, &[]).await;
+    assert!(!ok && out.is_empty());
+    assert!(error_line(&err).contains("pass --cafile"), "{err}");
+    let plain = format!("ws://127.0.0.1:{}", server.port());
+    let (ok, _, err) = websocket_client(&plain, &["--cafile", &cafile]).await;
+    assert!(!ok);
+    assert!(
+        error_line(&err).contains("--cafile is a TLS option: use a wss:// URL"),
+        "{err}"
+    );
+}
+
+/// With --tls the page is served over https, and its own https origin may
+/// upgrade while the http one may not (it would be another page).
+#[tokio::test]
+async fn page_over_https_and_its_origin() {
+    let dir = TempDir::new();
+    let cafile = dir.path("local/ca.pem");
+    let server = tls_websocket_server(&dir, &[]).await;
+    let port = server.port();
+
+    let mut tls = tls_connect(&server, &cafile).await;
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut page = Vec::new();
+    within("the page", tls.read_to_end(&mut page))
+        .await
+        .unwrap();
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.ends_with(websocket::http::PAGE));
+
+    for (origin, status) in [
+        (
+            format!("https://localhost:{port}"),
+            "HTTP/1.1 101 Switching Protocols\r\n",
+        ),
+        (
+            format!("http://localhost:{port}"),
+            "HTTP/1.1 403 Forbidden\r\n",
+        ),
+    ] {
+        let mut tls = tls_connect(&server, &cafile).await;
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n"
+        );
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut head = vec![0u8; status.len()];
+        within("the answer", tls.read_exact(&mut head))
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8(head).unwrap(), status, "{origin}");
+    }
+}
+
+/// ws:// to a TLS port gets a plain 400 that says to use wss://; wss:// to a
+/// plain port is told the server does not seem to speak TLS; both servers
+/// log it and keep serving.
+#[tokio::test]
+async fn websocket_plaintext_and_tls_mixed_up() {
+    let dir = TempDir::new();
+    let cafile = dir.path("local/ca.pem");
+    let tls_server = tls_websocket_server(&dir, &[]).await;
+    let (ok, _, err) =
+        websocket_client(&format!("ws://127.0.0.1:{}", tls_server.port()), &[]).await;
+    assert!(!ok);
+    assert!(
+        error_line(&err)
+            .contains("HTTP 400 Bad Request; if the server speaks TLS, use a wss:// URL"),
+        "{err}"
+    );
+    let plain_server = Server::start("websocket_server", &[]).await;
+    let url = format!("wss://127.0.0.1:{}", plain_server.port());
+    let (ok, _, err) = websocket_client(&url, &["--cafile", &cafile]).await;
+    assert!(!ok);
+    assert!(error_line(&err).contains("does it speak TLS?"), "{err}");
+    let (ok, out, err) =
+        websocket_client(&format!("ws://127.0.0.1:{}", plain_server.port()), &[]).await;
+    assert!(ok && out == "hello\n", "{err}");
+    let url = format!("wss://127.0.0.1:{}", tls_server.port());
+    let (ok, out, err) = websocket_client(&url, &["--cafile", &cafile]).await;
+    assert!(ok && out == "hello\n", "{err}");
+
+    for (server, says) in [
+        (
+            tls_server,
+            "refused: plain HTTP, and this server speaks TLS only",
+        ),
+        (
+            plain_server,
+            "a TLS handshake, and this server speaks plain HTTP (start it with --tls)",
+        ),
+    ] {
+        server.process.signal("INT");
+        let (_, _, log) = server.process.finish().await;
+        assert!(log.contains(says), "{log}");
+    }
 }
 
 /// A TLS front for `backend`, as a TLS-terminating proxy in front of a broker

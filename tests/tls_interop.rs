@@ -1,6 +1,7 @@
 //! TLS against independent implementations: OpenSSL's `s_client` against
-//! `tcp_server --tls`, and our MQTT clients against a Mosquitto TLS listener,
-//! with and without a client certificate. Ignored unless the peers are installed
+//! `tcp_server --tls`, Python's `ssl` and `websockets` on both sides of
+//! `wss://`, and our MQTT clients against a Mosquitto TLS listener, with and
+//! without a client certificate. Ignored unless the peers are installed
 //! (`.ci/run` installs them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
@@ -86,6 +87,83 @@ async fn openssl_s_client_against_tcp_server() {
     let with_cert = ["-CAfile", &cafile, "-cert", &cert, "-key", &key];
     assert_eq!(s_client(&mutual, &with_cert).await.unwrap(), "hello");
     assert!(s_client(&mutual, &["-CAfile", &cafile]).await.is_err());
+}
+
+/// A Python client with an `ssl` context that trusts our CA (and checks the
+/// name) talks to websocket_server --tls over wss://.
+#[tokio::test]
+#[ignore = "needs python3 websockets: pip install websockets"]
+async fn python_websockets_client_against_wss_server() {
+    let dir = TempDir::new();
+    let server = tls_server("websocket_server", &dir, &[]).await;
+    let script = r#"
+import asyncio, ssl, sys, websockets
+async def main(url, cafile):
+    context = ssl.create_default_context(cafile=cafile)
+    async with websockets.connect(url, ssl=context) as ws:
+        await ws.send("hello over wss")
+        print(await ws.recv())
+    print("closed", ws.close_code)
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"#;
+    let url = format!("wss://localhost:{}/", server.port());
+    let output = within(
+        "the python client",
+        Command::new("python3")
+            .args(["-c", script, &url, &dir.path("local/ca.pem")])
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "hello over wss\nclosed 1000\n"
+    );
+}
+
+/// websocket_client with --cafile talks to a Python `websockets` server that
+/// serves wss:// with a certificate from our test CA.
+#[tokio::test]
+#[ignore = "needs python3 websockets: pip install websockets"]
+async fn websocket_client_against_python_wss_server() {
+    let dir = TempDir::new();
+    let ca = Ca::new(&dir, "ca");
+    let (cert, key) = ca.issue("server", &["localhost", "127.0.0.1"], false);
+    let script = r#"
+import asyncio, ssl, sys, websockets
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+async def main(cert, key):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    async with websockets.serve(echo, "127.0.0.1", 0, ssl=context) as server:
+        print("listening on 127.0.0.1:%d" % server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"#;
+    let mut python = Command::new("python3")
+        .args(["-c", script, &cert, &key])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3");
+    let mut stdout = BufReader::new(python.stdout.take().unwrap()).lines();
+    let first = within("python's listening line", stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    let addr = first.strip_prefix("listening on ").unwrap();
+    let url = format!("wss://{addr}");
+    let args = ["--url", &url, "--cafile", &ca.cafile(), "-m", "hello ✓"];
+    let (status, out, err) = run("websocket_client", &args, b"").await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "hello ✓\n");
+    let (status, _, err) = run("websocket_client", &["--url", &url, "-m", "x"], b"").await;
+    assert!(!status.success());
+    assert!(err.contains("pass --cafile"), "{err}");
 }
 
 /// The full path of `mosquitto`, which Debian puts in /usr/sbin.

@@ -342,6 +342,42 @@ async fn page_works_in_headless_chromium() {
     );
 }
 
+/// The page over https with `websocket_server --tls`: it connects back with
+/// `wss://` and echoes through it. (Chromium is told to accept our local CA's
+/// certificate through DevTools: verification itself is tested with clients
+/// that take a CA file.)
+#[tokio::test]
+#[ignore = "needs chromium: apt-get install chromium"]
+async fn page_works_over_https_in_headless_chromium() {
+    let dir = common::tls::TempDir::new();
+    let tls_dir = dir.path("local");
+    let server = Server::start(SERVER, &["--tls", "--tls-dir", &tls_dir]).await;
+    let origin = format!("localhost:{}", server.addr.port());
+    let mut chromium = Chromium::start().await;
+    chromium
+        .call("Security.setIgnoreCertificateErrors", r#"{"ignore":true}"#)
+        .await;
+    chromium.open(&format!("https://{origin}/")).await;
+    let log = chromium.log_with("connected to").await;
+    assert_eq!(log, format!("connected to wss://{origin}/"));
+    chromium
+        .call(
+            "Runtime.evaluate",
+            r#"{"expression":"document.getElementById('text').focus()"}"#,
+        )
+        .await;
+    chromium
+        .call("Input.insertText", r#"{"text":"hello over wss"}"#)
+        .await;
+    let enter = r#"{"type":"keyDown","key":"Enter","code":"Enter","windowsVirtualKeyCode":13}"#;
+    chromium.call("Input.dispatchKeyEvent", enter).await;
+    let log = chromium.log_with("|hello over wss").await;
+    assert_eq!(
+        log,
+        format!("connected to wss://{origin}/|> hello over wss|hello over wss")
+    );
+}
+
 /// The wstest command, from `WSTEST` or the PATH.
 fn wstest() -> String {
     std::env::var("WSTEST").unwrap_or_else(|_| "wstest".to_string())

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, Stream, StreamExt};
+use networking_protocols::tls::client::{self as tls, ClientTlsArgs, TlsStream};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -24,6 +25,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::either::Either;
 
 use crate::close::CLOSE_TIMEOUT;
 use crate::{CloseCode, CloseFrame};
@@ -34,12 +36,12 @@ pub type Socket = WebSocketStream<Connection>;
 /// How many of the server's first bytes we keep: enough for a status line.
 const KEPT: usize = 256;
 
-/// The TCP connection under a client's WebSocket. It keeps a copy of the
-/// first bytes the server sent: when the server does not upgrade, its
-/// status line says what it is.
+/// The connection under a client's WebSocket: TCP (`ws://`), or TLS over
+/// TCP (`wss://`). It keeps a copy of the first bytes the server sent: when
+/// the server does not upgrade, its status line says what it is.
 #[derive(Debug)]
 pub struct Connection {
-    tcp: TcpStream,
+    stream: Either<TcpStream, Box<TlsStream<TcpStream>>>,
     /// A copy of the first [`KEPT`] bytes read, shared with [`connect`].
     first_bytes: Arc<Mutex<Vec<u8>>>,
     /// How many are kept: past [`KEPT`], reads cost no lock.
@@ -49,7 +51,10 @@ pub struct Connection {
 impl Connection {
     /// The TCP connection, for its addresses.
     pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
+        match &self.stream {
+            Either::Left(tcp) => tcp,
+            Either::Right(tls) => tls.get_ref().0,
+        }
     }
 }
 
@@ -60,7 +65,7 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let read = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
         if self.kept < KEPT {
             let new = &buf.filled()[before..];
             let new = &new[..new.len().min(KEPT - self.kept)];
@@ -79,15 +84,15 @@ impl AsyncWrite for Connection {
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -103,17 +108,29 @@ pub enum Ending {
 /// Connects to a WebSocket server: a TCP connection, then the HTTP upgrade
 /// request. Every error names the URL: a bad URL, nobody listening, or a
 /// server that answers with plain HTTP instead of `101 Switching Protocols`.
+/// A `wss://` URL trusts the system's CAs; see [`connect_with`].
 pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Socket> {
+    connect_with(url, wait, &ClientTlsArgs::default()).await
+}
+
+/// [`connect`], with TLS options for a `wss://` URL: WebSocket over TLS,
+/// whose handshake comes between TCP's and the HTTP upgrade. Errors also: the
+/// TLS failures that `networking_protocols::tls::client::explain` names, and
+/// TLS options given with a `ws://` URL.
+pub async fn connect_with(
+    url: &str,
+    wait: Duration,
+    tls: &ClientTlsArgs,
+) -> anyhow::Result<Socket> {
     let request = url
         .into_client_request()
         .map_err(|error| anyhow!("bad URL {url:?}: {error}; expected ws://HOST:PORT/PATH"))?;
-    match request.uri().scheme_str() {
-        Some("ws") => {}
-        Some("wss") => {
-            bail!("bad URL {url:?}: wss:// needs TLS, which these lessons leave out; use ws://")
-        }
-        _ => bail!("bad URL {url:?}: expected ws://HOST:PORT/PATH"),
-    }
+    let tls_config = match (request.uri().scheme_str(), tls.first_given()) {
+        (Some("ws"), None) => None,
+        (Some("ws"), Some(flag)) => bail!("{flag} is a TLS option: use a wss:// URL"),
+        (Some("wss"), _) => Some(tls.config()?),
+        _ => bail!("bad URL {url:?}: expected ws://HOST:PORT/PATH or wss://HOST:PORT/PATH"),
+    };
     // A port that does not fit in 16 bits (`:99999`) reads as no port at all,
     // and tungstenite would quietly connect to port 80 instead.
     let authority = request.uri().authority().map_or("", |a| a.as_str());
@@ -129,28 +146,42 @@ pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Socket> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let port = request.uri().port_u16().unwrap_or(80);
+    let default_port = if tls_config.is_some() { 443 } else { 80 };
+    let port = request.uri().port_u16().unwrap_or(default_port);
     let first_bytes = Arc::new(Mutex::new(Vec::new()));
     let shared = first_bytes.clone();
     let connecting = async move {
-        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|error| explain(url, WsError::Io(error), &[]))?;
         // Send each message at once rather than merge small writes (Nagle's
         // algorithm): an interactive client wants low latency.
-        tcp.set_nodelay(true)?;
+        let _ = tcp.set_nodelay(true);
+        // wss://: the TLS handshake, then the same upgrade inside TLS.
+        let stream = match tls_config {
+            None => Either::Left(tcp),
+            Some(config) => {
+                let connected = tls::connect(config, &host, tcp).await;
+                Either::Right(Box::new(
+                    connected.context(format!("cannot connect to {url}"))?,
+                ))
+            }
+        };
         let connection = Connection {
-            tcp,
+            stream,
             first_bytes: shared,
             kept: 0,
         };
         // tungstenite sends the upgrade request and checks the answer.
-        tokio_tungstenite::client_async_with_config(request, connection, None).await
+        let upgraded = tokio_tungstenite::client_async_with_config(request, connection, None).await;
+        upgraded.map_err(|error| {
+            let first_bytes = first_bytes.lock().map(|b| b.clone()).unwrap_or_default();
+            explain(url, error, &first_bytes)
+        })
     };
     match timeout(wait, connecting).await {
         Ok(Ok((socket, _response))) => Ok(socket),
-        Ok(Err(error)) => {
-            let first_bytes = first_bytes.lock().map(|b| b.clone()).unwrap_or_default();
-            Err(explain(url, error, &first_bytes))
-        }
+        Ok(Err(error)) => Err(error),
         Err(_) => bail!("cannot connect to {url}: no answer within {wait:?}"),
     }
 }
@@ -167,8 +198,18 @@ fn explain(url: &str, error: WsError, answer: &[u8]) -> anyhow::Error {
         WsError::Http(response) => {
             let status = response.status();
             let reason = status.canonical_reason().unwrap_or("");
+            // A TLS server cannot read our plaintext request; ours answers
+            // 400 (and so does nginx).
+            let plain = url
+                .get(..5)
+                .is_some_and(|s| s.eq_ignore_ascii_case("ws://"));
+            let why = if status.as_u16() == 400 && plain {
+                "; if the server speaks TLS, use a wss:// URL"
+            } else {
+                ""
+            };
             anyhow!(
-                "{url} did not upgrade to WebSocket: the server answered HTTP {} {reason}",
+                "{url} did not upgrade to WebSocket: the server answered HTTP {} {reason}{why}",
                 status.as_u16()
             )
         }

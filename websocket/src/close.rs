@@ -22,14 +22,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tracing::warn;
 
-use crate::{CloseCode, CloseFrame, Message};
+use crate::{CloseCode, CloseFrame, Message, Stream};
 
 /// How long we wait for the peer's answer to our Close frame.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -133,18 +133,28 @@ impl From<Error> for End {
     }
 }
 
+/// After a completed closing handshake, closes our side of the connection:
+/// over TLS, a close_notify alert first, which tells the client that the end
+/// is ours and not a cut by someone on the path; then TCP's FIN.
+async fn close_transport(ws: &mut WebSocketStream<Stream>) {
+    let _ = timeout(CLOSE_TIMEOUT, ws.get_mut().shutdown()).await;
+}
+
 /// Closes the connection the way its end calls for, and returns the close
 /// code for the log.
-pub async fn finish(mut ws: WebSocketStream<TcpStream>, peer: SocketAddr, end: End) -> String {
+pub async fn finish(mut ws: WebSocketStream<Stream>, peer: SocketAddr, end: End) -> String {
     match end {
-        End::PeerClosed(frame) => match frame {
-            Some(frame) => format!(
-                "{} by client {:?}",
-                describe(frame.code),
-                frame.reason.as_str()
-            ),
-            None => "by client, without a code".to_string(),
-        },
+        End::PeerClosed(frame) => {
+            close_transport(&mut ws).await;
+            match frame {
+                Some(frame) => format!(
+                    "{} by client {:?}",
+                    describe(frame.code),
+                    frame.reason.as_str()
+                ),
+                None => "by client, without a code".to_string(),
+            }
+        }
         // Our Close first, then we wait for the peer's: the closing
         // handshake. When it completes, tungstenite ends the stream and we
         // drop the TCP connection (the server closes TCP first, so the
@@ -157,6 +167,7 @@ pub async fn finish(mut ws: WebSocketStream<TcpStream>, peer: SocketAddr, end: E
                 Ok::<(), Error>(())
             })
             .await;
+            close_transport(&mut ws).await;
             describe(CloseCode::Away)
         }
         // After a violation we cannot trust the rest of the stream (we may

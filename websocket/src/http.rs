@@ -37,6 +37,7 @@ use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, create_response, write_response};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use crate::Stream;
 use crate::origin::{AllowedOrigins, ForeignOrigin};
 
 /// The browser page served at `/`: one self-contained HTML file.
@@ -65,7 +66,7 @@ pub const BUSY: &str = "server busy: too many connections; try again later";
 pub enum Accepted {
     /// The client asked for WebSocket and got it, with one of the server's
     /// connection slots, held until the connection ends.
-    Upgraded(Box<WebSocketStream<TcpStream>>, OwnedSemaphorePermit),
+    Upgraded(Box<WebSocketStream<Stream>>, OwnedSemaphorePermit),
     /// We answered `503 Service Unavailable` and closed: every connection
     /// slot is taken.
     Busy,
@@ -77,7 +78,7 @@ pub enum Accepted {
 
 /// Reads the request head of a new connection, for at most [`HEAD_TIMEOUT`].
 /// Fails if the client sends none in time or closes first.
-pub async fn read_request(stream: &mut TcpStream) -> io::Result<Head> {
+pub async fn read_request(stream: &mut Stream) -> io::Result<Head> {
     timeout(HEAD_TIMEOUT, read_head(stream))
         .await
         .map_err(|_| {
@@ -97,7 +98,7 @@ pub async fn read_request(stream: &mut TcpStream) -> io::Result<Head> {
 /// connect and send nothing (or half a request) cannot use up the limit.
 /// An upgrade from a page that `origins` does not allow gets `403 Forbidden`.
 pub async fn respond(
-    mut stream: TcpStream,
+    mut stream: Stream,
     head: Head,
     config: WebSocketConfig,
     slots: &Arc<Semaphore>,
@@ -106,6 +107,12 @@ pub async fn respond(
     let (request, leftover) = match head {
         Head::Complete(request, leftover) => (request, leftover),
         Head::Invalid(why) => return answer(stream, "400 Bad Request", "", TEXT, &why).await,
+        // A plain-HTTP answer would be garbage to a TLS client: we close, and
+        // its handshake fails with "the server closed the connection".
+        Head::Tls => {
+            let why = "a TLS handshake, and this server speaks plain HTTP (start it with --tls)";
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+        }
         Head::NotGet => {
             let why = "only GET is served here";
             return answer(stream, "405 Method Not Allowed", "", TEXT, why).await;
@@ -125,7 +132,8 @@ pub async fn respond(
     // RFC 6455 §10.2: a browser names the page that opens a WebSocket in its
     // `Origin` header, and a page from another site must not get in (see
     // `origin.rs`). §4.2.2 says how to refuse: an HTTP error such as 403.
-    if let Err(ForeignOrigin(origin)) = origins.check(&request, false) {
+    let tls = matches!(stream, Stream::Right(_));
+    if let Err(ForeignOrigin(origin)) = origins.check(&request, tls) {
         let why = "forbidden: WebSocket connections from that page's Origin are not allowed";
         answer(stream, "403 Forbidden", &path, TEXT, why).await?;
         return Ok(Accepted::Forbidden { origin });
@@ -159,16 +167,22 @@ pub enum Head {
     /// A well-formed request with another method than GET (POST, HEAD...).
     NotGet,
     TooLarge,
+    /// The bytes of a TLS handshake (a record of type 22, version 3.x): a
+    /// `wss://` or `https://` client at our plain port.
+    Tls,
 }
 
 /// Reads until the blank line that ends the request head. The head arrives
 /// as TCP bytes like anything else: it may come in several reads.
-async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
+async fn read_head(stream: &mut Stream) -> io::Result<Head> {
     let mut head = Vec::new();
     loop {
         // `try_parse` returns `None` until the head is complete. It refuses
         // anything but `GET` over HTTP/1.1 or later, which is all we serve:
         // another method gets 405, anything else it refuses 400.
+        if head.starts_with(&[22, 3]) {
+            return Ok(Head::Tls);
+        }
         match Request::try_parse(&head) {
             Ok(Some((length, request))) => {
                 let leftover = head.split_off(length);
@@ -185,7 +199,11 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
         // would make every connection's task that much larger, for its whole
         // life. The room is taken only once bytes have arrived, so a client
         // that connects and says nothing costs no buffer.
-        stream.readable().await?;
+        // (A TLS stream decrypts into buffers of its own, which the socket's
+        // readiness does not show: it takes the room at once.)
+        if let Stream::Left(tcp) = stream {
+            tcp.readable().await?;
+        }
         head.reserve(1024);
         if stream.read_buf(&mut head).await? == 0 {
             let why = "closed before sending a complete request";
@@ -196,7 +214,7 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
 
 /// Sends a complete HTTP answer and closes the connection.
 async fn answer(
-    mut stream: TcpStream,
+    mut stream: Stream,
     status: &'static str,
     path: &str,
     content_type: &str,
@@ -243,6 +261,13 @@ pub fn refuse_now(stream: TcpStream) {
     while matches!(stream.try_read(&mut sink), Ok(1..)) {}
 }
 
+/// Answers a plaintext request at our TLS port in plain HTTP (the one
+/// answer its client can read), then closes.
+pub async fn refuse_plaintext(stream: TcpStream) {
+    let why = "this server speaks TLS: use https:// or wss://";
+    let _ = answer(Stream::Left(stream), "400 Bad Request", "", TEXT, why).await;
+}
+
 /// Closes without losing what we sent.
 ///
 /// Closing a socket while the client's bytes still sit unread in our receive
@@ -250,7 +275,7 @@ pub fn refuse_now(stream: TcpStream) {
 /// and a reset can destroy our answer before the client reads it. So we close
 /// our sending side, then read and discard until the client closes too, for
 /// at most [`LINGER`].
-pub async fn close_gently(mut stream: TcpStream) {
+pub async fn close_gently(mut stream: Stream) {
     let _ = timeout(LINGER, async {
         stream.shutdown().await?;
         // On the heap, not in the task (see `read_head`).

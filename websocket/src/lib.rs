@@ -35,6 +35,15 @@ pub mod session;
 /// The port the server listens on and the client connects to by default.
 pub const DEFAULT_PORT: u16 = 8765;
 
+/// A connection the server serves: plain TCP (`ws://`, the page over
+/// `http://`), or TLS over TCP (`wss://`, `https://`). The TLS side is boxed:
+/// its session state is large, and plain connections need not carry room
+/// for it.
+pub type Stream = tokio_util::either::Either<
+    tokio::net::TcpStream,
+    Box<networking_protocols::tls::server::TlsStream<tokio::net::TcpStream>>,
+>;
+
 pub use tokio_tungstenite::tungstenite::Message;
 pub use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 pub use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;

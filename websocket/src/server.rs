@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use networking_protocols::tls::{ServerConfig, TlsAcceptor, server::Handshake as TlsHandshake};
+
+use crate::Stream;
 use crate::http::{self, Accepted};
 use crate::origin::AllowedOrigins;
 use crate::session::{self, Shared};
@@ -55,6 +58,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Pages from other sites allowed to connect (RFC 6455 §10.2); others get 403.
     pub allowed_origins: AllowedOrigins,
+    /// With a TLS config, every connection starts with a TLS handshake: the
+    /// page is served over `https://` and WebSockets are `wss://`.
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
 impl Default for Config {
@@ -67,6 +73,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(5),
             allowed_origins: AllowedOrigins::own_only(),
+            tls: None,
         }
     }
 }
@@ -120,6 +127,7 @@ pub async fn run(
         max_connections: config.max_connections,
         refusals: Mutex::default(),
         origins: config.allowed_origins,
+        tls: config.tls,
     });
     let handshakes = Arc::new(Handshakes::new(config.max_handshakes));
     // The acceptor still answers when the process is out of file
@@ -177,23 +185,54 @@ struct Server {
     refusals: Mutex<Throttle>,
     /// The pages allowed to open a WebSocket here, besides our own.
     origins: AllowedOrigins,
+    /// With `--tls`: the TLS side of every connection.
+    tls: Option<Arc<ServerConfig>>,
+}
+
+/// The TLS handshake, before the HTTP request. A client that speaks plain
+/// HTTP to our TLS port gets a plain `400` that says so, as nginx does.
+async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    socket: TcpStream,
+    peer: SocketAddr,
+) -> io::Result<Stream> {
+    let why = match networking_protocols::tls::server::accept(acceptor, socket).await {
+        TlsHandshake::Done(tls) => return Ok(Stream::Right(tls)),
+        TlsHandshake::NotTls(socket) => {
+            warn!(%peer, "refused: plain HTTP, and this server speaks TLS only (https://, wss://)");
+            http::refuse_plaintext(socket).await;
+            "plain HTTP at a TLS port".to_string()
+        }
+        TlsHandshake::Failed(why) => format!("TLS handshake failed: {why}"),
+    };
+    Err(io::Error::other(why))
 }
 
 /// One connection's life: its request (while it holds a place among the
 /// handshakes), then the upgrade and the session, or a plain HTTP answer.
-async fn serve(mut socket: TcpStream, peer: SocketAddr, handshake: Handshake, server: Arc<Server>) {
+async fn serve(socket: TcpStream, peer: SocketAddr, handshake: Handshake, server: Arc<Server>) {
     let shared = &server.session;
     // A chat client joins the channel before it hears 101: from the moment
     // it is connected, it misses nothing.
     let chat = (shared.mode == Mode::Chat).then(|| shared.chat.subscribe());
-    let head = tokio::select! {
-        head = http::read_request(&mut socket) => head,
+    // With TLS, its handshake comes first; it counts as part of the
+    // connection's handshake, with the same bound and deadline.
+    let request = async {
+        let mut stream = match &server.tls {
+            None => Stream::Left(socket),
+            Some(tls) => tls_handshake(&TlsAcceptor::from(tls.clone()), socket, peer).await?,
+        };
+        let head = http::read_request(&mut stream).await?;
+        Ok::<_, io::Error>((stream, head))
+    };
+    let request = tokio::select! {
+        request = request => request,
         () = handshake.cut_off() => return,
         () = shared.stop.cancelled() => return,
     };
     drop(handshake);
-    let head = match head {
-        Ok(head) => head,
+    let (socket, head) = match request {
+        Ok(request) => request,
         Err(error) => return info!(%peer, %error, "no request"),
     };
     let accepted = tokio::select! {

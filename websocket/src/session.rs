@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use tokio_tungstenite::WebSocketStream;
@@ -23,13 +22,13 @@ use tracing::info;
 
 use crate::close::{self, End};
 use crate::server::Mode;
-use crate::{CloseFrame, Message};
+use crate::{CloseFrame, Message, Stream};
 
 /// How many messages we take from the socket in a row before we look at the
 /// timer, the shutdown signal and the chat again.
 const BATCH: usize = 64;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Stream>;
 
 /// A chat message on its way to every connection, with who sent it (so the
 /// sender's own session can skip it).
@@ -53,7 +52,7 @@ pub struct Shared {
 /// Serves one upgraded connection until it ends, then closes it. In chat
 /// mode, `chat` is this connection's place in the chat channel.
 pub async fn serve(
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Stream>,
     peer: SocketAddr,
     shared: &Shared,
     chat: Option<broadcast::Receiver<ChatMessage>>,

@@ -27,6 +27,9 @@
 //! down"`. Run it with `--url ws://127.0.0.1:8765/nope` to see a server that
 //! refuses to upgrade (HTTP 404).
 //!
+//! WebSocket over TLS: start the server with `--tls` and connect to
+//! `--url wss://localhost:8765 --cafile <the ca.pem the server printed>`.
+//!
 //! ## Read next
 //!
 //! `websocket/src/client.rs`: splitting one connection into a sending and a
@@ -36,6 +39,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Parser;
+use networking_protocols::tls::client::ClientTlsArgs;
 use tracing::info;
 use websocket::client::{self, Ending};
 use websocket::{CloseCode, CloseFrame, close};
@@ -66,6 +70,9 @@ struct Args {
     /// Give up connecting after this many seconds
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout_secs: u64,
+    /// TLS options, for a wss:// URL
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 #[tokio::main]
@@ -77,7 +84,7 @@ async fn main() {
 
 async fn talk(args: Args) -> anyhow::Result<()> {
     let wait = Duration::from_secs(args.connect_timeout_secs);
-    let socket = client::connect(&args.url, wait).await?;
+    let socket = client::connect_with(&args.url, wait, &args.tls).await?;
     // Our own address is what a chat server tags our messages with.
     let local = socket.get_ref().tcp().local_addr()?;
     info!("connected to {} from {local}", args.url);

@@ -43,6 +43,11 @@
 //! `Origin` header). Another site's page gets `403 Forbidden`, and terminal 1
 //! logs why; `--allow-origin http://localhost:3000` lets that page in too.
 //!
+//! With `--tls`, the same over TLS: the page at `https://localhost:8765/`
+//! connects with `wss://`. The server makes a local certificate authority
+//! once and logs where its `ca.pem` is; a browser warns about it unless you
+//! import that CA (or click through).
+//!
 //! ## Read next
 //!
 //! `websocket/src/server.rs` (one task per connection, the connection limit,
@@ -56,6 +61,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::builder::RangedU64ValueParser;
+use networking_protocols::tls::server::ServerTlsArgs;
 use tokio::net::TcpListener;
 use websocket::origin::{self, AllowedOrigins};
 use websocket::server::{self, Config, Mode};
@@ -88,6 +94,8 @@ struct Args {
     /// this server and programs that send no Origin are always accepted
     #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = origin::parse)]
     allow_origins: Vec<String>,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
 }
 
 #[tokio::main]
@@ -101,6 +109,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // Every connection is an open file descriptor: we take as many as the
     // system allows this process (often 1024 until a program asks for more).
     networking_protocols::raise_open_file_limit();
+    // Certificates first: a bad --cert is reported before we take the port.
+    let tls = args.tls.config()?;
     let addr = SocketAddr::new(args.host, args.port);
     let listener = TcpListener::bind(addr)
         .await
@@ -115,6 +125,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         ping_interval: Duration::from_secs(args.ping_interval_secs),
         allowed_origins: AllowedOrigins::new(args.allow_origins),
+        tls,
         ..Config::default()
     };
     // The server runs until Ctrl-C or SIGTERM, then closes every connection
