@@ -5,15 +5,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use common::tls::{Ca, TempDir};
 use common::{Process, Server, run, within};
 use networking_protocols::tls;
 use networking_protocols::tls::client::{ClientTlsArgs, TlsStream};
-use networking_protocols::tls::server::{Handshake, ServerTlsArgs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Starts `tcp_server --tls` with its local certificate made in `dir`.
 async fn tls_tcp_server(dir: &TempDir, extra: &[&str]) -> Server {
@@ -415,44 +412,16 @@ async fn websocket_plaintext_and_tls_mixed_up() {
     }
 }
 
-/// A TLS front for `backend`, as a TLS-terminating proxy in front of a broker
-/// would be: it takes TLS on a port of its own, using `options` (the server's
-/// flags), and carries the plaintext bytes to `backend` and back.
-async fn tls_front(options: ServerTlsArgs, backend: SocketAddr) -> SocketAddr {
-    let acceptor = options.acceptor().unwrap().expect("--tls");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Handshake::Done(mut tls) = tls::server::accept(&acceptor, tcp).await {
-                    let mut plain = TcpStream::connect(backend).await.unwrap();
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                }
-            });
-        }
-    });
-    addr
-}
-
-fn front_options(dir: &TempDir) -> ServerTlsArgs {
-    ServerTlsArgs {
-        tls: true,
-        tls_dir: Some(dir.path("local").into()),
-        ..ServerTlsArgs::default()
-    }
-}
-
 /// MQTT over TLS: the subscriber and the publisher, with --tls and the CA,
-/// exchange a QoS 1 message through mqtt_broker behind a TLS front. Without
-/// --cafile, or with --tls at a plain broker, one error line says why.
+/// exchange a QoS 1 message through `mqtt_broker --tls`. Without --cafile,
+/// with --tls at a plain broker, or without --tls at the TLS broker, one
+/// error line says why, and the TLS broker logs the plaintext client.
 #[tokio::test]
 async fn mqtt_clients_over_tls() {
     let dir = TempDir::new();
-    let broker = Server::start("mqtt_broker", &[]).await;
-    let front = tls_front(front_options(&dir), broker.addr).await;
-    let port = front.port().to_string();
+    let local = dir.path("local");
+    let broker = Server::start("mqtt_broker", &["--tls", "--tls-dir", &local]).await;
+    let port = broker.port();
     let cafile = dir.path("local/ca.pem");
 
     let tls = ["--port", &port, "--tls", "--cafile", &cafile];
@@ -479,11 +448,30 @@ async fn mqtt_clients_over_tls() {
     assert!(!status.success());
     assert!(error_line(&err).contains("pass --cafile"), "{err}");
 
-    let plain = broker.port();
+    let plain_broker = Server::start("mqtt_broker", &[]).await;
+    let plain = plain_broker.port();
     let args = ["--port", &plain, "--tls", "--cafile", &cafile];
     let (status, _, err) = run("mqtt_publisher", &args, b"").await;
     assert!(!status.success());
     assert!(error_line(&err).contains("does it speak TLS?"), "{err}");
+
+    let (status, _, err) = run("mqtt_publisher", &["--port", &port], b"").await;
+    assert!(!status.success());
+    assert!(
+        error_line(&err).contains("does it want TLS (--tls)?"),
+        "{err}"
+    );
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    within("the broker's log line", async {
+        while !broker
+            .process
+            .stderr()
+            .contains("a client without TLS at the TLS port")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }
 
 /// A broker front that requires client certificates refuses our publisher
@@ -492,12 +480,17 @@ async fn mqtt_clients_over_tls() {
 async fn mqtt_mutual_tls() {
     let dir = TempDir::new();
     let clients = Ca::new(&dir, "clients");
-    let broker = Server::start("mqtt_broker", &[]).await;
-    let options = ServerTlsArgs {
-        require_client_cert: Some(clients.cafile().into()),
-        ..front_options(&dir)
-    };
-    let port = tls_front(options, broker.addr).await.port().to_string();
+    let local = dir.path("local");
+    let clients_ca = clients.cafile();
+    let args = [
+        "--tls",
+        "--tls-dir",
+        &local,
+        "--require-client-cert",
+        &clients_ca,
+    ];
+    let broker = Server::start("mqtt_broker", &args).await;
+    let port = broker.port();
     let cafile = dir.path("local/ca.pem");
     let args = ["--port", &port, "--tls", "--cafile", &cafile];
     let (status, _, err) = run("mqtt_publisher", &args, b"").await;

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::mqtt::program;
 use common::tls::{Ca, TempDir};
 use common::{Server, run, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -262,4 +263,42 @@ async fn our_mqtt_clients_against_mosquitto_tls() {
     assert!(!status.success());
     assert!(err.contains("pass --cert and --key"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Mosquitto's own clients against `mqtt_broker --tls`: `mosquitto_sub` and
+/// `mosquitto_pub` with `--cafile` (the CA the broker printed) exchange a
+/// retained QoS 1 message; `mosquitto_pub` without TLS does not get in.
+#[tokio::test]
+#[ignore = "needs mosquitto-clients: apt-get install -y mosquitto-clients"]
+async fn mosquitto_clients_against_mqtt_broker_tls() {
+    let dir = TempDir::new();
+    let local = dir.path("local");
+    let broker = Server::start("mqtt_broker", &["--tls", "--tls-dir", &local]).await;
+    let port = broker.addr.port().to_string();
+    let cafile = dir.path("local/ca.pem");
+    let common = [
+        "-h",
+        "localhost",
+        "-p",
+        &port,
+        "--cafile",
+        &cafile,
+        "-q",
+        "1",
+    ];
+    // Retained, so the subscriber that comes after gets it: no waiting for
+    // its SUBACK (mosquitto_sub buffers its stdout in a pipe).
+    let mut pub_args = common.to_vec();
+    pub_args.extend(["-t", "tls/mosquitto", "-r", "-m", "to our broker over tls"]);
+    let (status, _, err) = run(&program("mosquitto_pub"), &pub_args, b"").await;
+    assert!(status.success(), "{err}");
+    let mut sub_args = common.to_vec();
+    sub_args.extend(["-t", "tls/mosquitto", "-C", "1"]);
+    let (status, out, err) = run(&program("mosquitto_sub"), &sub_args, b"").await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "to our broker over tls\n");
+
+    let plain = ["-h", "localhost", "-p", &port, "-t", "x", "-m", "no tls"];
+    let (status, _, _) = run(&program("mosquitto_pub"), &plain, b"").await;
+    assert!(!status.success(), "a plaintext mosquitto_pub got in");
 }

@@ -50,6 +50,8 @@ use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
 use tokio::sync::oneshot;
 
 use crate::frontdoor::{self, FrontDoorConfig, relay::Limits};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Which log lines a learner sees when `RUST_LOG` is unset: ours at info
 /// (the front door logs each client connecting, being refused or closed,
@@ -86,6 +88,8 @@ pub struct BrokerConfig {
     /// past this, a client that is not reading loses messages (logged). See
     /// `frontdoor/congestion.rs`.
     pub max_queued_bytes: usize,
+    /// With `Some`, clients speak MQTT over TLS (see `frontdoor/tls.rs`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The default for `--max-queued-bytes`: 8 MiB per client.
@@ -104,6 +108,7 @@ impl Default for BrokerConfig {
             max_connections: 1000,
             users: Vec::new(),
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            tls: None,
         }
     }
 }
@@ -219,10 +224,35 @@ pub async fn start(
     let (upstream, ended) = tokio::task::spawn_blocking(move || start_rumqttd(&router_config))
         .await
         .context("the rumqttd start task failed")??;
+    let stop = CancellationToken::new();
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopping.cancel();
+    });
+    // With TLS, clients connect to `frontdoor::tls`, which carries their
+    // decrypted bytes to the front door on a port of its own.
+    let door_listener = match &config.tls {
+        None => listener,
+        Some(tls) => {
+            let internal = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                .await
+                .context("cannot bind the front door's port for TLS clients")?;
+            tokio::spawn(frontdoor::tls::terminate(
+                listener,
+                tokio_rustls::TlsAcceptor::from(tls.clone()),
+                internal.local_addr()?,
+                // Room for the front door to answer one too many with CONNACK 3.
+                config.max_connections.saturating_add(64),
+                stop.clone(),
+            ));
+            internal
+        }
+    };
     let front_door = tokio::spawn(frontdoor::run(
-        listener,
+        door_listener,
         front_door_config(config, upstream),
-        shutdown,
+        stop.cancelled_owned(),
     ));
     Ok(RunningBroker {
         addr,
@@ -233,8 +263,11 @@ pub async fn start(
 }
 
 /// File descriptors one client costs this process: its connection, the
-/// front door's connection to rumqttd, and rumqttd's end of that.
-pub const FILES_PER_CLIENT: u64 = 3;
+/// front door's connection to rumqttd, and rumqttd's end of that; with TLS,
+/// two more (the TLS end's connection to the front door, and its other end).
+pub fn files_per_client(config: &BrokerConfig) -> u64 {
+    if config.tls.is_some() { 5 } else { 3 }
+}
 
 /// File descriptors kept for everything else: the listeners, refusals in
 /// progress (at most 64), log files, rumqttd's internals.
@@ -252,8 +285,9 @@ pub fn fit_open_file_limit(
     let Some(limit) = limit else {
         return Ok(config);
     };
+    let per_client = files_per_client(&config);
     let fits =
-        usize::try_from(limit.saturating_sub(FILES_SPARE) / FILES_PER_CLIENT).unwrap_or(usize::MAX);
+        usize::try_from(limit.saturating_sub(FILES_SPARE) / per_client).unwrap_or(usize::MAX);
     if fits == 0 {
         bail!("the open-file limit ({limit}) leaves no room for clients; raise it with ulimit -n");
     }
@@ -262,7 +296,7 @@ pub fn fit_open_file_limit(
             requested = config.max_connections,
             serving = fits,
             "--max-connections is more than the open-file limit ({limit}) can hold at \
-             {FILES_PER_CLIENT} files per client; raise it with ulimit -n"
+             {per_client} files per client; raise it with ulimit -n"
         );
         config.max_connections = fits;
     }

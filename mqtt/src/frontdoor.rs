@@ -31,6 +31,7 @@ pub mod congestion;
 pub mod connect;
 pub mod relay;
 pub mod subscriptions;
+pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::io;

@@ -236,16 +236,17 @@ pub fn explain(error: &ConnectionError, addr: &str, connected: bool) -> anyhow::
         (_, Some(ErrorKind::ConnectionRefused)) => {
             anyhow!("cannot connect to {addr}: connection refused; is a broker running there?")
         }
-        // Some brokers answer a bad login, or one client too many, by closing
-        // the connection without a CONNACK (rumqttd alone does; our
-        // mqtt_broker answers CONNACK 5 or 3), so "closed" is all we know.
+        // A broker that wants TLS closes a plaintext CONNECT without a word
+        // (MQTT has no code for "use TLS"), and some brokers answer a bad
+        // login, or one client too many, the same way (rumqttd alone does;
+        // our mqtt_broker answers CONNACK 5 or 3), so we name all three.
         (
             _,
             Some(ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
         ) if !connected => {
             anyhow!(
-                "broker at {addr} closed the connection before accepting it: \
-                 bad username or password (-u, -P), or too many clients"
+                "broker at {addr} closed the connection before accepting it: does it want \
+                 TLS (--tls)? some brokers also close for a bad login (-u, -P) or too many clients"
             )
         }
         (

@@ -30,6 +30,10 @@
 //! anyone else is refused with CONNACK code 5, and terminal 1 says why.
 //! Ctrl-C stops the broker.
 //!
+//! Over TLS: `mqtt_broker --tls` listens on 8883 and logs where its local
+//! CA is; `mqtt_publisher --tls --cafile <that ca.pem>` connects to it
+//! (`mqtt/src/frontdoor/tls.rs` ends TLS in front of the front door).
+//!
 //! ## Read next
 //!
 //! `mqtt/src/frontdoor.rs` (what a broker checks before it trusts a client),
@@ -42,6 +46,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::anyhow;
 use clap::Parser;
 use mqtt::broker::{self, BrokerConfig};
+use networking_protocols::tls::server::ServerTlsArgs;
 use tracing::info;
 
 /// An MQTT 3.1.1 broker (rumqttd, embedded): forwards every published message
@@ -53,8 +58,9 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
     /// Port to listen on; 0 picks a free one (printed on the first line)
-    #[arg(long, default_value_t = 1883)]
-    port: u16,
+    /// [default: 1883, or 8883 with --tls]
+    #[arg(long)]
+    port: Option<u16>,
     /// Largest PUBLISH accepted (topic plus payload), in bytes; a client sending
     /// a larger one is disconnected
     #[arg(long, default_value_t = broker::DEFAULT_MAX_PAYLOAD_BYTES as u32,
@@ -72,6 +78,9 @@ struct Args {
     #[arg(long, default_value_t = broker::DEFAULT_MAX_QUEUED_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(64 * 1024..=1 << 40))]
     max_queued_bytes: u64,
+    /// MQTT over TLS (clients connect with --tls, mosquitto_pub with --cafile)
+    #[command(flatten)]
+    tls: ServerTlsArgs,
 }
 
 /// MQTT's largest remaining length: 256 MiB - 1 (spec §2.2.3).
@@ -95,13 +104,17 @@ async fn main() {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    // Certificates first: a bad --cert is reported before we take the port.
+    let tls = args.tls.config()?;
+    let port = args.port.unwrap_or(if tls.is_some() { 8883 } else { 1883 });
     let config = BrokerConfig {
-        addr: SocketAddr::new(args.host, args.port),
+        addr: SocketAddr::new(args.host, port),
         // Both fit: clap's ranges above keep them far below usize::MAX.
         max_payload_bytes: args.max_payload_bytes as usize,
         max_connections: args.max_connections as usize,
         users: args.user,
         max_queued_bytes: usize::try_from(args.max_queued_bytes).unwrap_or(usize::MAX),
+        tls,
     };
     // Ctrl-C and SIGTERM are ours before anyone can learn where we listen.
     let shutdown = networking_protocols::shutdown_signal();
