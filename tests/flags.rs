@@ -114,7 +114,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
 ];
 
 /// Flags that take a value that is not a number.
-const NOT_NUMERIC: [&str; 15] = [
+const NOT_NUMERIC: [&str; 21] = [
     "--host",
     "--url",
     "--message",
@@ -130,6 +130,13 @@ const NOT_NUMERIC: [&str; 15] = [
     "--user",
     "--help",
     "--version",
+    // TLS: files and directories, and the pages allowed to connect.
+    "--cafile",
+    "--cert",
+    "--key",
+    "--require-client-cert",
+    "--tls-dir",
+    "--allow-origin",
 ];
 
 /// Every flag that takes a value in `bin --help` is in [`NUMERIC`] or in
