@@ -89,6 +89,31 @@ impl ClientConfig {
         }
     }
 
+    /// A config from the clients' shared flags: `--port` if given, else
+    /// MQTT's own port, 1883, or 8883 with `--tls`; with `--tls`, the TLS
+    /// options. Errors: a TLS option without `--tls`, or a certificate file
+    /// that cannot be read.
+    pub fn from_flags(
+        host: &str,
+        port: Option<u16>,
+        client_id: &str,
+        use_tls: bool,
+        tls_options: &tls::client::ClientTlsArgs,
+    ) -> anyhow::Result<Self> {
+        let default_port = if use_tls {
+            DEFAULT_TLS_PORT
+        } else {
+            DEFAULT_PORT
+        };
+        let mut config = ClientConfig::new(host, port.unwrap_or(default_port), client_id);
+        config.tls = match (use_tls, tls_options.first_given()) {
+            (true, _) => Some(tls_options.config()?),
+            (false, Some(flag)) => bail!("{flag} is a TLS option: add --tls"),
+            (false, None) => None,
+        };
+        Ok(config)
+    }
+
     /// The broker's address as people write it, for messages.
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)

@@ -104,17 +104,13 @@ async fn subscribe(args: Args) -> anyhow::Result<()> {
     let client_id =
         (args.client_id).unwrap_or_else(|| format!("mqtt_subscriber-{}", std::process::id()));
     // MQTT's own port: 1883 for plain MQTT, 8883 for MQTT over TLS.
-    let port = (args.port).unwrap_or(if args.tls {
-        mqtt::DEFAULT_TLS_PORT
-    } else {
-        mqtt::DEFAULT_PORT
-    });
-    let mut client = ClientConfig::new(&args.host, port, &client_id);
-    client.tls = match (args.tls, args.tls_options.first_given()) {
-        (true, _) => Some(args.tls_options.config()?),
-        (false, Some(flag)) => anyhow::bail!("{flag} is a TLS option: add --tls"),
-        (false, None) => None,
-    };
+    let mut client = ClientConfig::from_flags(
+        &args.host,
+        args.port,
+        &client_id,
+        args.tls,
+        &args.tls_options,
+    )?;
     client.login = args.username.zip(args.password);
     client.clean_session = !args.persistent;
     let config = SubscribeConfig {
