@@ -5,10 +5,12 @@
 //! cargo bench --bench comparison
 //! ```
 //!
-//! In about half a minute it starts every server of this workspace in this
+//! In under a minute it starts every server of this workspace in this
 //! process on 127.0.0.1 (a free port each; the servers on a thread of their
-//! own, the clients on this one), drives the same workload through each
-//! (64-byte messages, then 1 KiB messages), prints a Markdown table and
+//! own, the clients on this one), and the TCP and WebSocket servers and the
+//! broker once more with TLS (`+TLS` rows, trusting a local CA made for the
+//! run), drives the same workload through each (64-byte messages, then 1 KiB
+//! messages), prints a Markdown table and
 //! draws the same figures in `target/comparison.svg`. The README's "Choosing
 //! a protocol" section shows one run and says what each column teaches.
 //!
@@ -121,14 +123,33 @@ async fn main() -> ExitCode {
         Err(_) => servers.mqtt,
     };
 
+    let client_tls = match servers.tls_client.config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: cannot trust the local CA: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut rows = Vec::new();
     for size in SIZES {
-        rows.push(row(Tcp, servers.tcp, size).await);
+        rows.push(row(Tcp::default(), servers.tcp, size).await);
         rows.push(row(Udp, servers.udp, size).await);
-        rows.push(row(WebSocket, servers.websocket, size).await);
+        rows.push(row(WebSocket::default(), servers.websocket, size).await);
         for qos in mqtt {
             rows.push(row(Mqtt::new(qos), mqtt_broker, size).await);
         }
+        // The same over TLS, beside the plaintext rows.
+        let tcp_tls = Tcp {
+            tls: Some(client_tls.clone()),
+        };
+        rows.push(row(tcp_tls, servers.tcp_tls, size).await);
+        let websocket_tls = WebSocket {
+            tls: Some(servers.tls_client.clone()),
+        };
+        rows.push(row(websocket_tls, servers.websocket_tls, size).await);
+        let mut mqtt_tls = Mqtt::new(QoS::AtLeastOnce);
+        mqtt_tls.tls = Some(client_tls.clone());
+        rows.push(row(mqtt_tls, servers.mqtt_tls, size).await);
     }
     servers.stop().await;
 

@@ -9,10 +9,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
+use networking_protocols::tls::client::ClientTlsArgs;
+use networking_protocols::tls::server::ServerTlsArgs;
+use networking_protocols::tls::{self, ServerConfig};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -77,8 +82,27 @@ pub struct Servers {
     pub udp: SocketAddr,
     pub websocket: SocketAddr,
     pub mqtt: SocketAddr,
+    /// The same TCP, WebSocket and MQTT servers with `--tls`.
+    pub tcp_tls: SocketAddr,
+    pub websocket_tls: SocketAddr,
+    pub mqtt_tls: SocketAddr,
+    /// What a client needs to trust the TLS servers: the local CA.
+    pub tls_client: ClientTlsArgs,
+    tls_dir: PathBuf,
     stop: CancellationToken,
     thread: std::thread::JoinHandle<()>,
+}
+
+/// The servers' addresses, as the servers' thread reports them.
+#[derive(Debug)]
+struct Addrs {
+    tcp: SocketAddr,
+    udp: SocketAddr,
+    websocket: SocketAddr,
+    mqtt: SocketAddr,
+    tcp_tls: SocketAddr,
+    websocket_tls: SocketAddr,
+    mqtt_tls: SocketAddr,
 }
 
 impl Servers {
@@ -87,6 +111,20 @@ impl Servers {
     /// rumqttd runs on threads of its own. The clients run on the caller's thread, so on a
     /// 2-core machine each side has a core, as two processes would.
     pub async fn start() -> anyhow::Result<Servers> {
+        // The TLS servers' certificate: a local CA made for this run, as
+        // `--tls` without `--cert` makes one.
+        let tls_dir = std::env::temp_dir().join(format!("comparison-tls-{}", std::process::id()));
+        let server_tls = ServerTlsArgs {
+            tls: true,
+            tls_dir: Some(tls_dir.clone()),
+            ..ServerTlsArgs::default()
+        }
+        .config()?
+        .context("--tls gives a TLS config")?;
+        let tls_client = ClientTlsArgs {
+            cafile: Some(tls_dir.join(tls::local::CA_FILE)),
+            ..ClientTlsArgs::default()
+        };
         let stop = CancellationToken::new();
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
         let token = stop.clone();
@@ -105,7 +143,7 @@ impl Servers {
                 };
                 runtime.block_on(async move {
                     let mut tasks = JoinSet::new();
-                    let started = spawn_servers(&mut tasks, &token).await;
+                    let started = spawn_servers(&mut tasks, &token, server_tls).await;
                     let failed = started.is_err();
                     let _ = ready_tx.send(started);
                     if failed {
@@ -119,13 +157,18 @@ impl Servers {
                     .await;
                 });
             })?;
-        let (tcp, udp, websocket, mqtt) = ready.await.context("the servers' thread ended")??;
+        let addrs: Addrs = ready.await.context("the servers' thread ended")??;
 
         Ok(Servers {
-            tcp,
-            udp,
-            websocket,
-            mqtt,
+            tcp: addrs.tcp,
+            udp: addrs.udp,
+            websocket: addrs.websocket,
+            mqtt: addrs.mqtt,
+            tcp_tls: addrs.tcp_tls,
+            websocket_tls: addrs.websocket_tls,
+            mqtt_tls: addrs.mqtt_tls,
+            tls_client,
+            tls_dir,
             stop,
             thread,
         })
@@ -136,23 +179,17 @@ impl Servers {
         self.stop.cancel();
         let thread = self.thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let _ = std::fs::remove_dir_all(&self.tls_dir);
     }
 }
 
-/// Binds 127.0.0.1:0 for each server and starts it in `tasks`; returns the
-/// TCP, UDP, WebSocket and MQTT addresses.
+/// Binds 127.0.0.1:0 for each server and starts it in `tasks`, then the
+/// TCP, WebSocket and MQTT servers again with `tls`; returns the addresses.
 async fn spawn_servers(
     tasks: &mut JoinSet<()>,
     stop: &CancellationToken,
-) -> anyhow::Result<(SocketAddr, SocketAddr, SocketAddr, SocketAddr)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let tcp = listener.local_addr()?;
-    let config = tcp::server::Config::default();
-    let shutdown = stop.clone().cancelled_owned();
-    tasks.spawn(async move {
-        let _ = tcp::server::run(listener, config, shutdown).await;
-    });
-
+    tls: Arc<ServerConfig>,
+) -> anyhow::Result<Addrs> {
     let socket = UdpSocket::bind("127.0.0.1:0").await?;
     let udp = socket.local_addr()?;
     let config = udp::receiver::Config {
@@ -164,25 +201,69 @@ async fn spawn_servers(
         // The receiver prints a line per datagram; we do not need them.
         let _ = udp::receiver::run(&socket, &config, std::io::sink(), shutdown).await;
     });
+    Ok(Addrs {
+        tcp: spawn_tcp(tasks, stop, None).await?,
+        udp,
+        websocket: spawn_websocket(tasks, stop, None).await?,
+        mqtt: spawn_broker(tasks, stop, None).await?,
+        tcp_tls: spawn_tcp(tasks, stop, Some(tls.clone())).await?,
+        websocket_tls: spawn_websocket(tasks, stop, Some(tls.clone())).await?,
+        mqtt_tls: spawn_broker(tasks, stop, Some(tls)).await?,
+    })
+}
 
+async fn spawn_tcp(
+    tasks: &mut JoinSet<()>,
+    stop: &CancellationToken,
+    tls: Option<Arc<ServerConfig>>,
+) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let websocket = listener.local_addr()?;
-    let config = websocket::server::Config::default();
+    let addr = listener.local_addr()?;
+    let config = tcp::server::Config {
+        tls,
+        ..tcp::server::Config::default()
+    };
+    let shutdown = stop.clone().cancelled_owned();
+    tasks.spawn(async move {
+        let _ = tcp::server::run(listener, config, shutdown).await;
+    });
+    Ok(addr)
+}
+
+async fn spawn_websocket(
+    tasks: &mut JoinSet<()>,
+    stop: &CancellationToken,
+    tls: Option<Arc<ServerConfig>>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let config = websocket::server::Config {
+        tls,
+        ..websocket::server::Config::default()
+    };
     let shutdown = stop.clone().cancelled_owned();
     tasks.spawn(async move {
         let _ = websocket::server::run(listener, config, shutdown).await;
     });
+    Ok(addr)
+}
 
-    // rumqttd runs on threads of its own and has no stop: it ends with this
-    // process. The front door stops with the others.
+/// rumqttd runs on threads of its own and has no stop: it ends with this
+/// process. The front door stops with the others.
+async fn spawn_broker(
+    tasks: &mut JoinSet<()>,
+    stop: &CancellationToken,
+    tls: Option<Arc<ServerConfig>>,
+) -> anyhow::Result<SocketAddr> {
     let config = mqtt::broker::BrokerConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls,
         ..Default::default()
     };
     let broker = mqtt::broker::start(&config, stop.clone().cancelled_owned()).await?;
-    let mqtt = broker.addr;
+    let addr = broker.addr;
     tasks.spawn(async move {
         let _ = broker.wait().await;
     });
-    Ok((tcp, udp, websocket, mqtt))
+    Ok(addr)
 }

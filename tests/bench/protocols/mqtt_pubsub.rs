@@ -1,6 +1,9 @@
 //! MQTT publisher to subscriber through the embedded broker, with rumqttc
 //! and the crate's connection options.
 
+use std::sync::Arc;
+
+use networking_protocols::tls::ClientConfig;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,10 +18,12 @@ use super::{Protocol, Rx, Tx};
 use crate::relay::Transport;
 
 /// MQTT at one QoS: a publisher and a subscriber on a topic of their own,
-/// both connected to the embedded broker, which forwards each message.
+/// both connected to the embedded broker, which forwards each message. With
+/// `tls`, over TLS (`mqtt_broker --tls`).
 #[derive(Debug)]
 pub struct Mqtt {
     pub qos: QoS,
+    pub tls: Option<Arc<ClientConfig>>,
     /// Numbers client ids and topics, so that no two sessions share one.
     next: AtomicU64,
 }
@@ -27,6 +32,7 @@ impl Mqtt {
     pub fn new(qos: QoS) -> Mqtt {
         Mqtt {
             qos,
+            tls: None,
             next: AtomicU64::new(0),
         }
     }
@@ -43,7 +49,8 @@ impl Mqtt {
         let id = format!("bench-{role}-{number:04}");
         // The same options as our binaries: at most 20 publishes in flight,
         // no Nagle delay.
-        let config = mqtt::ClientConfig::new(&addr.ip().to_string(), addr.port(), &id);
+        let mut config = mqtt::ClientConfig::new(&addr.ip().to_string(), addr.port(), &id);
+        config.tls = self.tls.clone();
         let (client, mut eventloop) = AsyncClient::new(config.mqtt_options()?, 100);
         eventloop.set_network_options(config.network_options());
         let (events, mut received) = mpsc::unbounded_channel();
@@ -114,7 +121,8 @@ impl Protocol for Mqtt {
     type Tx = MqttTx;
     type Rx = MqttRx;
     fn name(&self) -> String {
-        format!("MQTT QoS {}", self.qos as u8)
+        let tls = if self.tls.is_some() { "+TLS" } else { "" };
+        format!("MQTT{tls} QoS {}", self.qos as u8)
     }
     fn transport(&self) -> Transport {
         Transport::Tcp

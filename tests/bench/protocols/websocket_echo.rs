@@ -8,14 +8,30 @@ use anyhow::bail;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use networking_protocols::tls::client::ClientTlsArgs;
 use websocket::Message;
 
 use super::{Protocol, Rx, Tx};
 use crate::relay::Transport;
 
-/// WebSocket echo: each message is one binary message.
-#[derive(Debug)]
-pub struct WebSocket;
+/// WebSocket echo: each message is one binary message. With `tls`, over
+/// TLS (`wss://`, `websocket_server --tls`).
+#[derive(Debug, Default)]
+pub struct WebSocket {
+    pub tls: Option<ClientTlsArgs>,
+}
+
+impl WebSocket {
+    async fn connect(&self, addr: SocketAddr) -> anyhow::Result<websocket::client::Socket> {
+        match &self.tls {
+            None => websocket::client::connect(&format!("ws://{addr}/"), CONNECT_WAIT).await,
+            Some(tls) => {
+                let url = format!("wss://{addr}/");
+                websocket::client::connect_with(&url, CONNECT_WAIT, tls).await
+            }
+        }
+    }
+}
 
 pub struct WsTx(SplitSink<websocket::client::Socket, Message>);
 
@@ -28,7 +44,10 @@ impl Protocol for WebSocket {
     type Tx = WsTx;
     type Rx = WsRx;
     fn name(&self) -> String {
-        "WebSocket".to_string()
+        match self.tls {
+            None => "WebSocket".to_string(),
+            Some(_) => "WebSocket+TLS".to_string(),
+        }
     }
     fn transport(&self) -> Transport {
         Transport::Tcp
@@ -36,11 +55,11 @@ impl Protocol for WebSocket {
     async fn handshake(&self, addr: SocketAddr) -> anyhow::Result<Option<Duration>> {
         // A TCP connect, then GET with `Upgrade: websocket`, then 101.
         let start = Instant::now();
-        let _socket = websocket::client::connect(&format!("ws://{addr}/"), CONNECT_WAIT).await?;
+        let _socket = self.connect(addr).await?;
         Ok(Some(start.elapsed()))
     }
     async fn open(&self, addr: SocketAddr) -> anyhow::Result<(WsTx, WsRx)> {
-        let socket = websocket::client::connect(&format!("ws://{addr}/"), CONNECT_WAIT).await?;
+        let socket = self.connect(addr).await?;
         let (sink, stream) = socket.split();
         Ok((WsTx(sink), WsRx(stream)))
     }
