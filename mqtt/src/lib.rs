@@ -76,6 +76,45 @@ pub struct ClientConfig {
     pub tls: Option<Arc<tls::ClientConfig>>,
 }
 
+/// The flags both clients use to reach a broker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// Broker to connect to (a name or an IP address)
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port [default: 1883, or 8883 with --tls]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Speak MQTT over TLS: check the broker's certificate, then encrypt
+    /// everything (the password too)
+    #[arg(long)]
+    pub tls: bool,
+    #[command(flatten)]
+    pub tls_options: tls::client::ClientTlsArgs,
+}
+
+impl BrokerArgs {
+    /// A client config for these flags: `--port` if given, else MQTT's own
+    /// port, 1883, or 8883 with `--tls`; with `--tls`, the TLS options.
+    /// Errors: a TLS option without `--tls`, or a certificate file that
+    /// cannot be read.
+    pub fn client_config(&self, client_id: &str) -> anyhow::Result<ClientConfig> {
+        let default_port = if self.tls {
+            DEFAULT_TLS_PORT
+        } else {
+            DEFAULT_PORT
+        };
+        let port = self.port.unwrap_or(default_port);
+        let mut config = ClientConfig::new(&self.host, port, client_id);
+        config.tls = match (self.tls, self.tls_options.first_given()) {
+            (true, _) => Some(self.tls_options.config()?),
+            (false, Some(flag)) => bail!("{flag} is a TLS option: add --tls"),
+            (false, None) => None,
+        };
+        Ok(config)
+    }
+}
+
 impl ClientConfig {
     /// A config for `host:port` with a clean session and no login.
     pub fn new(host: &str, port: u16, client_id: &str) -> Self {
@@ -87,31 +126,6 @@ impl ClientConfig {
             clean_session: true,
             tls: None,
         }
-    }
-
-    /// A config from the clients' shared flags: `--port` if given, else
-    /// MQTT's own port, 1883, or 8883 with `--tls`; with `--tls`, the TLS
-    /// options. Errors: a TLS option without `--tls`, or a certificate file
-    /// that cannot be read.
-    pub fn from_flags(
-        host: &str,
-        port: Option<u16>,
-        client_id: &str,
-        use_tls: bool,
-        tls_options: &tls::client::ClientTlsArgs,
-    ) -> anyhow::Result<Self> {
-        let default_port = if use_tls {
-            DEFAULT_TLS_PORT
-        } else {
-            DEFAULT_PORT
-        };
-        let mut config = ClientConfig::new(host, port.unwrap_or(default_port), client_id);
-        config.tls = match (use_tls, tls_options.first_given()) {
-            (true, _) => Some(tls_options.config()?),
-            (false, Some(flag)) => bail!("{flag} is a TLS option: add --tls"),
-            (false, None) => None,
-        };
-        Ok(config)
     }
 
     /// The broker's address as people write it, for messages.

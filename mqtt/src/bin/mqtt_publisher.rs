@@ -48,9 +48,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Parser;
 use futures_util::StreamExt;
-use mqtt::ClientConfig;
+use mqtt::BrokerArgs;
 use mqtt::publisher::{self, PublishConfig};
-use networking_protocols::tls::client::ClientTlsArgs;
 use rumqttc::LastWill;
 
 /// Publishes MQTT messages to one topic and waits until the broker has
@@ -58,18 +57,8 @@ use rumqttc::LastWill;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Broker to connect to (a name or an IP address)
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Broker port [default: 1883, or 8883 with --tls]
-    #[arg(long)]
-    port: Option<u16>,
-    /// Speak MQTT over TLS: check the broker's certificate, then encrypt
-    /// everything (the password too)
-    #[arg(long)]
-    tls: bool,
     #[command(flatten)]
-    tls_options: ClientTlsArgs,
+    broker: BrokerArgs,
     /// Topic to publish to (no wildcards)
     #[arg(short, long, default_value = "topic/learning")]
     topic: String,
@@ -140,13 +129,7 @@ async fn publish(args: Args) -> anyhow::Result<()> {
     let client_id = (args.client_id.clone())
         .unwrap_or_else(|| format!("mqtt_publisher-{}", std::process::id()));
     // MQTT's own port: 1883 for plain MQTT, 8883 for MQTT over TLS.
-    let mut client = ClientConfig::from_flags(
-        &args.host,
-        args.port,
-        &client_id,
-        args.tls,
-        &args.tls_options,
-    )?;
+    let mut client = args.broker.client_config(&client_id)?;
     client.login = args.username.clone().zip(args.password.clone());
     let will = match &args.will_topic {
         Some(topic) => {

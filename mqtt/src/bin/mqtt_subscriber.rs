@@ -32,27 +32,16 @@
 use std::time::Duration;
 
 use clap::Parser;
-use mqtt::ClientConfig;
+use mqtt::BrokerArgs;
 use mqtt::subscriber::{self, SubscribeConfig};
-use networking_protocols::tls::client::ClientTlsArgs;
 use tracing::info;
 
 /// Subscribes to MQTT topics and prints every message that arrives, one per line.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Broker to connect to (a name or an IP address)
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Broker port [default: 1883, or 8883 with --tls]
-    #[arg(long)]
-    port: Option<u16>,
-    /// Speak MQTT over TLS: check the broker's certificate, then encrypt
-    /// everything (the password too)
-    #[arg(long)]
-    tls: bool,
     #[command(flatten)]
-    tls_options: ClientTlsArgs,
+    broker: BrokerArgs,
     /// Topic filter, with wildcards + (one level) and # (the rest); repeat for more
     #[arg(
         short,
@@ -104,13 +93,7 @@ async fn subscribe(args: Args) -> anyhow::Result<()> {
     let client_id =
         (args.client_id).unwrap_or_else(|| format!("mqtt_subscriber-{}", std::process::id()));
     // MQTT's own port: 1883 for plain MQTT, 8883 for MQTT over TLS.
-    let mut client = ClientConfig::from_flags(
-        &args.host,
-        args.port,
-        &client_id,
-        args.tls,
-        &args.tls_options,
-    )?;
+    let mut client = args.broker.client_config(&client_id)?;
     client.login = args.username.zip(args.password);
     client.clean_session = !args.persistent;
     let config = SubscribeConfig {
