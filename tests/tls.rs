@@ -7,8 +7,7 @@ mod common;
 
 use common::tls::{Ca, TempDir};
 use common::{Process, Server, run, within};
-use networking_protocols::tls;
-use networking_protocols::tls::client::{ClientTlsArgs, TlsStream};
+use networking_protocols::tls::client::TlsStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -284,19 +283,10 @@ async fn websocket_client(url: &str, extra: &[&str]) -> (bool, String, String) {
 
 /// A TLS connection to `server` from the test, trusting `cafile`.
 async fn tls_connect(server: &Server, cafile: &str) -> TlsStream<TcpStream> {
-    let options = ClientTlsArgs {
-        cafile: Some(cafile.into()),
-        ..ClientTlsArgs::default()
-    };
     let tcp = within("connect", TcpStream::connect(server.addr))
         .await
         .unwrap();
-    within(
-        "the TLS handshake",
-        tls::client::connect(options.config().unwrap(), "localhost", tcp),
-    )
-    .await
-    .unwrap()
+    common::tls::connect(tcp, cafile).await
 }
 
 /// wss://: the client's message comes back over TLS, trusting the local CA;

@@ -88,7 +88,7 @@ pub struct BrokerConfig {
     /// past this, a client that is not reading loses messages (logged). See
     /// `frontdoor/congestion.rs`.
     pub max_queued_bytes: usize,
-    /// With `Some`, clients speak MQTT over TLS (see `frontdoor/tls.rs`).
+    /// With `Some`, clients speak MQTT over TLS (see `frontdoor/relay/tls.rs`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -230,27 +230,8 @@ pub async fn start(
         shutdown.await;
         stopping.cancel();
     });
-    // With TLS, clients connect to `frontdoor::tls`, which carries their
-    // decrypted bytes to the front door on a port of its own.
-    let door_listener = match &config.tls {
-        None => listener,
-        Some(tls) => {
-            let internal = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-                .await
-                .context("cannot bind the front door's port for TLS clients")?;
-            tokio::spawn(frontdoor::tls::terminate(
-                listener,
-                tokio_rustls::TlsAcceptor::from(tls.clone()),
-                internal.local_addr()?,
-                // Room for the front door to answer one too many with CONNACK 3.
-                config.max_connections.saturating_add(64),
-                stop.clone(),
-            ));
-            internal
-        }
-    };
     let front_door = tokio::spawn(frontdoor::run(
-        door_listener,
+        listener,
         front_door_config(config, upstream),
         stop.cancelled_owned(),
     ));
@@ -263,11 +244,9 @@ pub async fn start(
 }
 
 /// File descriptors one client costs this process: its connection, the
-/// front door's connection to rumqttd, and rumqttd's end of that; with TLS,
-/// two more (the TLS end's connection to the front door, and its other end).
-pub fn files_per_client(config: &BrokerConfig) -> u64 {
-    if config.tls.is_some() { 5 } else { 3 }
-}
+/// front door's connection to rumqttd, and rumqttd's end of that (TLS ends
+/// in the front door, and costs none).
+pub const FILES_PER_CLIENT: u64 = 3;
 
 /// File descriptors kept for everything else: the listeners, refusals in
 /// progress (at most 64), log files, rumqttd's internals.
@@ -285,7 +264,7 @@ pub fn fit_open_file_limit(
     let Some(limit) = limit else {
         return Ok(config);
     };
-    let per_client = files_per_client(&config);
+    let per_client = FILES_PER_CLIENT;
     let fits =
         usize::try_from(limit.saturating_sub(FILES_SPARE) / per_client).unwrap_or(usize::MAX);
     if fits == 0 {
@@ -315,6 +294,7 @@ pub fn front_door_config(config: &BrokerConfig, upstream: SocketAddr) -> FrontDo
             max_packet_bytes: config.max_payload_bytes,
             max_queued_bytes: config.max_queued_bytes,
         },
+        tls: config.tls.clone(),
     }
 }
 

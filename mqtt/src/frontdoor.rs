@@ -26,12 +26,15 @@
 //! 5. at the end, **publishes the will** unless the client sent DISCONNECT.
 //!
 //! The connection limit is ours too: one client too many gets CONNACK 3.
+//!
+//! With `--tls`, TLS ends here too: each connection's TLS handshake comes
+//! before step 1, and the relay decrypts and encrypts in place
+//! ([`relay::tls`]), so the checks above are the same with TLS or without.
 
 pub mod congestion;
 pub mod connect;
 pub mod relay;
 pub mod subscriptions;
-pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -40,10 +43,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use networking_protocols::tls::server::{self as tls_server, Handshake, TlsStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout};
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -51,7 +56,12 @@ use tracing::{info, warn};
 use crate::wire::{self, ConnackCode, kind};
 use congestion::Congestion;
 use connect::{Connect, Refusal, Will};
+use relay::tls::TlsSession;
 use relay::{End, Limits, Relay};
+
+/// A client's connection until its CONNACK: plain TCP, or TLS over TCP
+/// (tokio-rustls, which reads and writes like a socket).
+type ClientStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// The front door's settings.
 #[derive(Debug, Clone)]
@@ -66,6 +76,8 @@ pub struct FrontDoorConfig {
     pub connect_timeout: Duration,
     /// The relay's limits: packet size and queued bytes per client.
     pub limits: Limits,
+    /// With `Some`, clients speak MQTT over TLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves clients on `listener` until `shutdown` resolves, then closes them
@@ -111,12 +123,18 @@ pub async fn run(
         let door = door.clone();
         match door.slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                tasks.spawn(async move { door.serve(stream, peer, slot).await });
+                tasks.spawn(async move {
+                    if let Some(client) = door.handshake(stream, peer).await {
+                        door.serve(client, peer, slot).await;
+                    }
+                });
             }
             Err(_) => match door.refusals.clone().try_acquire_owned() {
                 Ok(permit) => {
                     tasks.spawn(async move {
-                        door.refuse_busy(stream, peer).await;
+                        if let Some(client) = door.handshake(stream, peer).await {
+                            door.refuse_busy(client, peer).await;
+                        }
                         drop(permit);
                     });
                 }
@@ -189,13 +207,41 @@ impl Door {
         }
     }
 
+    /// With `--tls`, runs the TLS handshake (for at most
+    /// [`tls_server::HANDSHAKE_TIMEOUT`]); without, hands the connection
+    /// back as it is. `None`, logged, if the handshake failed or the client
+    /// speaks plaintext at the TLS port.
+    async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> Option<ClientStream> {
+        let Some(config) = &self.config.tls else {
+            return Some(Either::Left(tcp));
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+        match tls_server::accept(&acceptor, tcp).await {
+            Handshake::Done(tls) => Some(Either::Right(tls)),
+            Handshake::NotTls(_) => {
+                warn!(
+                    %peer,
+                    "a client without TLS at the TLS port: it needs --tls (mosquitto_pub: \
+                     --cafile) or the plaintext port"
+                );
+                None
+            }
+            Handshake::Failed(why) => {
+                info!(%peer, "TLS handshake failed: {why}");
+                None
+            }
+        }
+    }
+
     /// One more client than `--max-connections`: read its CONNECT and answer
     /// CONNACK 3, "server unavailable" (spec §3.2.2.3).
-    async fn refuse_busy(&self, mut stream: TcpStream, peer: SocketAddr) {
+    async fn refuse_busy(&self, mut stream: ClientStream, peer: SocketAddr) {
         if self.read_connect(&mut stream).await.is_ok() {
-            let _ = stream
-                .write_all(&wire::connack(false, ConnackCode::ServerUnavailable))
-                .await;
+            let _ = write_flushed(
+                &mut stream,
+                &wire::connack(false, ConnackCode::ServerUnavailable),
+            )
+            .await;
             warn!(%peer, limit = self.config.max_connections,
                 "refused a client: connection limit reached (CONNACK 3)");
         }
@@ -208,7 +254,7 @@ impl Door {
     /// returns why not, for the log.
     async fn read_connect(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut (impl AsyncRead + Unpin),
     ) -> Result<(wire::Frame, BytesMut), String> {
         let mut buffer = BytesMut::new();
         let read = async {
@@ -246,7 +292,7 @@ impl Door {
             })
     }
 
-    async fn serve(&self, mut client: TcpStream, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
+    async fn serve(&self, mut client: ClientStream, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
         let (frame, early) = match self.read_connect(&mut client).await {
             Ok(read) => read,
             Err(why) => {
@@ -263,7 +309,7 @@ impl Door {
             Ok(connect) => connect,
             Err(Refusal::Connack(code, why)) => {
                 warn!(%peer, "refused a client: {why} (CONNACK {})", code as u8);
-                let _ = client.write_all(&wire::connack(false, code)).await;
+                let _ = write_flushed(&mut client, &wire::connack(false, code)).await;
                 return linger(client).await;
             }
             Err(Refusal::Close(violation)) => {
@@ -301,7 +347,7 @@ impl Door {
         }
 
         let outcome = self
-            .session(&mut client, &name, &upstream_id, &connect, early, &me)
+            .session(client, &name, &upstream_id, &connect, early, &me)
             .await;
         me.done.cancel();
         let mut clients = self.clients();
@@ -323,7 +369,7 @@ impl Door {
     /// to rumqttd at once, whose CONNACK says whether it kept the session.
     async fn session(
         &self,
-        client: &mut TcpStream,
+        mut client: ClientStream,
         name: &str,
         upstream_id: &str,
         connect: &Connect,
@@ -350,12 +396,12 @@ impl Door {
                 Err(error) => {
                     // rumqttd did not take the client: we are unavailable.
                     let refusal = wire::connack(false, ConnackCode::ServerUnavailable);
-                    let _ = client.write_all(&refusal).await;
+                    let _ = write_flushed(&mut client, &refusal).await;
                     return Err(error);
                 }
             }
         };
-        if client.write_all(&connack).await.is_err() {
+        if write_flushed(&mut client, &connack).await.is_err() {
             // The client left before its CONNACK. If rumqttd's handshake is
             // complete, we end it the ordinary way.
             if let Some(mut upstream) = upstream {
@@ -370,8 +416,17 @@ impl Door {
             "client connected"
         );
 
+        // From here on the relay reads and writes the socket itself, with
+        // rustls's state beside it for a TLS client.
+        let (client, tls) = match client {
+            Either::Left(tcp) => (tcp, None),
+            Either::Right(tls) => {
+                let (tcp, conn) = tls.into_inner();
+                (tcp, Some(TlsSession::new(conn)))
+            }
+        };
         let relay = Relay {
-            client,
+            client: &client,
             rumqttd,
             upstream_id,
             name,
@@ -381,7 +436,7 @@ impl Door {
             own_acks: connect.clean_session,
             congestion: &self.congestion,
         };
-        let (end, unsent, upstream) = relay.run(early, &me.kick, upstream).await;
+        let (end, unsent, upstream) = relay.run(early, &me.kick, upstream, tls).await;
         match &end {
             End::Disconnect => info!(client = name, "client disconnected"),
             End::ClientGone(None) => info!(client = name, "client closed the connection"),
@@ -522,9 +577,16 @@ fn carries_a_message(packet: &Bytes) -> bool {
     )
 }
 
+/// Writes `bytes` and flushes them: with TLS, that sends the record now.
+async fn write_flushed(stream: &mut ClientStream, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
 /// After a refusal, waits (at most a second) for the client to close first,
-/// so our answer is read rather than lost to a reset.
-async fn linger(mut stream: TcpStream) {
+/// so our answer is read rather than lost to a reset. With TLS, the
+/// shutdown sends `close_notify` first.
+async fn linger(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 256];
     let drain = async { while matches!(stream.read(&mut sink).await, Ok(1..)) {} };

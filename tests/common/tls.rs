@@ -1,10 +1,27 @@
-//! Certificates for the TLS tests: a temporary directory, and a test
-//! certificate authority that signs server and client certificates.
+//! Certificates for the TLS tests: a temporary directory, a test
+//! certificate authority that signs server and client certificates, and a
+//! TLS connection from the test itself.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use networking_protocols::tls::client::{ClientTlsArgs, TlsStream};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, date_time_ymd};
+use tokio::net::TcpStream;
+
+use super::within;
+
+/// The TLS handshake over `tcp` with a server whose certificate names
+/// `localhost`, trusting `cafile`.
+pub async fn connect(tcp: TcpStream, cafile: &str) -> TlsStream<TcpStream> {
+    let options = ClientTlsArgs {
+        cafile: Some(cafile.into()),
+        ..ClientTlsArgs::default()
+    };
+    let handshake =
+        networking_protocols::tls::client::connect(options.config().unwrap(), "localhost", tcp);
+    within("the TLS handshake", handshake).await.unwrap()
+}
 
 /// A fresh directory under the system's temporary directory, removed when
 /// dropped.

@@ -32,7 +32,7 @@
 //!
 //! Over TLS: `mqtt_broker --tls` listens on 8883 and logs where its local
 //! CA is; `mqtt_publisher --tls --cafile <that ca.pem>` connects to it
-//! (`mqtt/src/frontdoor/tls.rs` ends TLS in front of the front door).
+//! (the front door ends TLS itself: `mqtt/src/frontdoor/relay/tls.rs`).
 //!
 //! ## Read next
 //!

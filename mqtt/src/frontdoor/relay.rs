@@ -20,10 +20,12 @@
 //!   that matters).
 //!
 //! This file is the loop and rumqttd's side; `relay/client.rs` checks the
-//! client's packets, and `relay/buffers.rs` holds the queues.
+//! client's packets, `relay/buffers.rs` holds the queues, and `relay/tls.rs`
+//! decrypts and encrypts a TLS client's bytes on their way.
 
 mod buffers;
 mod client;
+pub mod tls;
 
 use std::io;
 use std::time::Duration;
@@ -40,6 +42,7 @@ use super::subscriptions::{self, Subscriptions};
 use crate::wire::{self, Frame, Violation, kind};
 use buffers::{Outbox, PacketIds, read_some, readable, release_if_empty, writable};
 use client::{Answer, PendingSuback, SUBACK_FAILURE};
+use tls::TlsSession;
 
 /// How long rumqttd may hear nothing from us before we send it a PINGREQ:
 /// well inside the keep-alive we gave it
@@ -92,6 +95,8 @@ pub struct Limits {
 /// One client's relay.
 #[derive(Debug)]
 pub struct Relay<'a> {
+    /// The client's socket; with TLS, what crosses it is encrypted, and
+    /// `run`'s `tls` session decrypts and encrypts it.
     pub client: &'a TcpStream,
     /// rumqttd, and the client id it knows this client by.
     pub rumqttd: &'a super::Rumqttd,
@@ -107,6 +112,8 @@ pub struct Relay<'a> {
 }
 
 struct State {
+    /// The client's TLS session, if it came with TLS.
+    tls: Option<TlsSession>,
     /// The connection to rumqttd, once the client has sent something for it.
     upstream: Option<TcpStream>,
     from_client: BytesMut,
@@ -137,14 +144,18 @@ impl Relay<'_> {
     /// `upstream` is the connection to rumqttd if there is one already (a
     /// persistent session). Otherwise the relay opens it when the client
     /// first sends something for rumqttd, and returns it at the end.
+    /// `tls` is the client's TLS session if it has one; it ends with a
+    /// `close_notify`.
     pub async fn run(
         &self,
         early: BytesMut,
         kick: &CancellationToken,
         upstream: Option<TcpStream>,
+        tls: Option<TlsSession>,
     ) -> (End, Vec<Bytes>, Option<TcpStream>) {
         let now = Instant::now();
         let mut state = State {
+            tls,
             upstream,
             from_client: early,
             from_upstream: BytesMut::new(),
@@ -160,11 +171,25 @@ impl Relay<'_> {
             dropped: 0,
             dropped_logged: None,
         };
-        let early = self.client_packets(&mut state);
-        if let Err(end) = self.settle(early, &mut state).await {
-            return (end, state.to_upstream.chunks.into(), state.upstream);
+        let end = self.relay(&mut state, kick).await;
+        if let Some(tls) = &mut state.tls {
+            tls.close(self.client);
         }
-        let timer = tokio::time::sleep_until(self.deadline(&state));
+        (end, state.to_upstream.chunks.into(), state.upstream)
+    }
+
+    /// The loop of [`Relay::run`].
+    async fn relay(&self, state: &mut State, kick: &CancellationToken) -> End {
+        let mut early = self.client_packets(state);
+        // rustls may hold more that it decrypted while the CONNECT was read,
+        // which the socket will not announce again.
+        if early.is_ok() && state.tls.is_some() {
+            early = self.read_client(state);
+        }
+        if let Err(end) = self.settle(early, state).await {
+            return end;
+        }
+        let timer = tokio::time::sleep_until(self.deadline(state));
         tokio::pin!(timer);
         loop {
             // Read from the client unless rumqttd is behind, or another
@@ -176,17 +201,19 @@ impl Relay<'_> {
             // what does not fit is dropped (see `super::congestion`).
             let read_upstream = state.to_client.bytes < self.limits.max_queued_bytes
                 || (self.own_acks && state.pressure.stalled(Instant::now()));
+            let write_client = !state.to_client.is_empty()
+                || state.tls.as_ref().is_some_and(TlsSession::wants_write);
             let result = tokio::select! {
                 () = kick.cancelled() => Err(End::Kicked),
                 ready = self.client.readable(), if read_client => match ready {
-                    Ok(()) => self.read_client(&mut state),
+                    Ok(()) => self.read_client(state),
                     Err(error) => Err(End::ClientGone(Some(error))),
                 },
                 ready = readable(state.upstream.as_ref()), if read_upstream => match ready {
-                    Ok(()) => self.read_upstream_side(&mut state),
+                    Ok(()) => self.read_upstream_side(state),
                     Err(_) => Err(End::UpstreamGone),
                 },
-                ready = self.client.writable(), if !state.to_client.is_empty() => match ready {
+                ready = self.client.writable(), if write_client => match ready {
                     Ok(()) => Ok(()),
                     Err(error) => Err(End::ClientGone(Some(error))),
                 },
@@ -199,12 +226,12 @@ impl Relay<'_> {
                     state.last_heard = Instant::now();
                     Ok(())
                 }
-                () = &mut timer => self.on_timer(&mut state),
+                () = &mut timer => self.on_timer(state),
             };
-            if let Err(end) = self.settle(result, &mut state).await {
-                return (end, state.to_upstream.chunks.into(), state.upstream);
+            if let Err(end) = self.settle(result, state).await {
+                return end;
             }
-            timer.as_mut().reset(self.deadline(&state));
+            timer.as_mut().reset(self.deadline(state));
         }
     }
 
@@ -297,8 +324,13 @@ impl Relay<'_> {
             }
         }
         let mut progressed = false;
-        if !state.to_client.is_empty() {
-            match state.to_client.write_to(self.client) {
+        let tls_waiting = state.tls.as_ref().is_some_and(TlsSession::wants_write);
+        if !state.to_client.is_empty() || tls_waiting {
+            let written = match &mut state.tls {
+                Some(tls) => tls.write(self.client, &mut state.to_client),
+                None => state.to_client.write_to(self.client),
+            };
+            match written {
                 Ok(n) => progressed = n > 0,
                 Err(error) => return Err(End::ClientGone(Some(error))),
             }
@@ -315,7 +347,11 @@ impl Relay<'_> {
 
     /// Reads what the client sent and handles each whole packet.
     fn read_client(&self, state: &mut State) -> Result<(), End> {
-        match read_some(self.client, &mut state.from_client) {
+        let read = match &mut state.tls {
+            Some(tls) => tls.read(self.client, &mut state.from_client),
+            None => read_some(self.client, &mut state.from_client),
+        };
+        match read {
             Ok(0) => return Err(End::ClientGone(None)),
             Ok(_) => state.last_heard = Instant::now(),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),

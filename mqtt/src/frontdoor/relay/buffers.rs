@@ -29,6 +29,19 @@ impl Outbox {
     /// Writes as much as the socket takes now, in vectored writes of up to
     /// 64 slices. Returns the bytes written; stops at `WouldBlock`.
     pub(super) fn write_to(&mut self, stream: &TcpStream) -> io::Result<usize> {
+        self.write_with(|slices| match stream.try_write_vectored(slices) {
+            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+            written => written,
+        })
+    }
+
+    /// Hands the queue to `write`, up to 64 slices at a time, until it is
+    /// empty or `write` says `WouldBlock`; `write` returns how many bytes it
+    /// took. Returns the bytes taken in all.
+    pub(super) fn write_with(
+        &mut self,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let mut total = 0;
         while !self.chunks.is_empty() {
             let slices: Vec<IoSlice<'_>> = self
@@ -37,8 +50,7 @@ impl Outbox {
                 .take(64)
                 .map(|chunk| IoSlice::new(chunk))
                 .collect();
-            let written = match stream.try_write_vectored(&slices) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            let written = match write(&slices) {
                 Ok(n) => n,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => return Err(error),
