@@ -444,6 +444,14 @@ async fn mqtt_clients_over_tls() {
     let (status, _, err) = run("mqtt_publisher", &args, b"").await;
     assert!(!status.success());
     assert!(error_line(&err).contains("does it speak TLS?"), "{err}");
+    within("the plaintext broker's log line", async {
+        while !plain_broker.process.stderr().contains(
+            "refused: a TLS handshake, and this port speaks MQTT without TLS (start the broker with --tls",
+        ) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 
     let (status, _, err) = run("mqtt_publisher", &["--port", &port], b"").await;
     assert!(!status.success());

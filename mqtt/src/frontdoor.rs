@@ -259,6 +259,13 @@ impl Door {
         let mut buffer = BytesMut::new();
         let read = async {
             loop {
+                // A TLS record of type 22 (handshake), version 3.x: its first
+                // byte would pass for a CONNECT's, so we look at two.
+                if self.config.tls.is_none() && buffer.starts_with(&[22, 3]) {
+                    return Err("refused: a TLS handshake, and this port speaks MQTT \
+                                without TLS (start the broker with --tls; port 8883)"
+                        .to_string());
+                }
                 // The first byte is enough to tell a CONNECT [MQTT-3.1.0-1]:
                 // anything else (an HTTP request, say) is closed at once.
                 if let Some(&first) = buffer.first()
