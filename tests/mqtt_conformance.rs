@@ -190,6 +190,35 @@ fn describe(first: u8, body: &[u8]) -> String {
     }
 }
 
+/// A CONNECT and five QoS 1 PUBLISHes that, with the PINGREQ `observe`
+/// adds, come to exactly 80 KiB. Over TLS, the client sends them as five
+/// records of 16 KiB, so the broker has them all, decrypted, once it reads
+/// past its 64 KiB a turn, and the socket has nothing left to announce: a
+/// relay that leaves decrypted bytes unread until the socket is readable
+/// again never answers the PINGREQ.
+fn burst_of_80_kib() -> Vec<Vec<u8>> {
+    const TOTAL: usize = 5 * 16 * 1024;
+    let publish_of = |id: u16, payload: usize| {
+        let mut body = string(b"burst/t");
+        body.extend_from_slice(&id.to_be_bytes());
+        body.resize(body.len() + payload, b'.');
+        packet(0x32, &body)
+    };
+    let mut sends = vec![ok(b"burst")];
+    for id in 1..=4 {
+        sends.push(publish_of(id, 16_000));
+    }
+    let so_far: usize = sends.iter().map(Vec::len).sum::<usize>() + PINGREQ.len();
+    // The last one's header: the first byte, a 3-byte remaining length,
+    // the topic with its 2-byte length (9) and the packet id (2).
+    sends.push(publish_of(5, TOTAL - so_far - 15));
+    assert_eq!(
+        sends.iter().map(Vec::len).sum::<usize>() + PINGREQ.len(),
+        TOTAL
+    );
+    sends
+}
+
 /// One case: its name, the spec's rule, what it sends, what the spec says a
 /// client sees, and for a departure we keep, what our broker does and why.
 struct Case {
@@ -228,6 +257,11 @@ fn cases() -> Vec<Case> {
                 packet(0x32, &body)
             }],
             "CONNACK 0, PUBACK, PINGRESP",
+        ),
+        case(
+            "QoS 1 PUBLISHes with the CONNECT, 80 KiB in all (over TLS: five whole records)",
+            burst_of_80_kib(),
+            "CONNACK 0, PUBACK, PUBACK, PUBACK, PUBACK, PUBACK, PINGRESP",
         ),
         case(
             "MQTT-3.1.2-2 unsupported protocol level: CONNACK 1",

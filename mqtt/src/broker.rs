@@ -86,7 +86,8 @@ pub struct BrokerConfig {
     pub users: Vec<(String, String)>,
     /// Bytes queued for one client that reads slower than messages arrive;
     /// past this, a client that is not reading loses messages (logged). See
-    /// `frontdoor/congestion.rs`.
+    /// `frontdoor/congestion.rs`. A TLS client's encrypted records waiting
+    /// for its socket (up to about 64 KiB, rustls's limit) are not counted.
     pub max_queued_bytes: usize,
     /// With `Some`, clients speak MQTT over TLS (see `frontdoor/relay/tls.rs`).
     pub tls: Option<Arc<rustls::ServerConfig>>,

@@ -144,8 +144,8 @@ impl Relay<'_> {
     /// `upstream` is the connection to rumqttd if there is one already (a
     /// persistent session). Otherwise the relay opens it when the client
     /// first sends something for rumqttd, and returns it at the end.
-    /// `tls` is the client's TLS session if it has one; it ends with a
-    /// `close_notify`.
+    /// `tls` is the client's TLS session if it has one; at the end we try
+    /// to send it a `close_notify` (see [`TlsSession::close`]).
     pub async fn run(
         &self,
         early: BytesMut,
