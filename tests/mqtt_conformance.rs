@@ -791,6 +791,72 @@ async fn over_tls_every_acknowledged_qos_1_message_reaches_a_reading_subscriber(
     );
 }
 
+/// QoS 0 is "at most once", but a broker that has room loses nothing: a
+/// publisher sends 60,000 QoS 0 messages of 1000 bytes (60 MB, more than
+/// the 32 MiB rumqttd keeps per topic) as fast as TCP takes them, and a
+/// subscriber that reads as fast as it can gets every one. A QoS 0
+/// publisher waits for nothing, so the front door asks rumqttd to catch up
+/// every 256 KiB (`SYNC_BYTES` in `mqtt/src/frontdoor/relay.rs`).
+#[tokio::test]
+async fn a_reading_subscriber_gets_every_qos_0_message_of_a_fast_publisher() {
+    const COUNT: usize = 60_000;
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let mut sub = watcher_at(broker.addr, b"qos0-reader", b"fast/t", 0).await;
+    let reader = tokio::spawn(async move {
+        let mut seen = vec![false; COUNT];
+        let (mut distinct, mut buffer) = (0, Vec::new());
+        let mut chunk = vec![0u8; 1 << 16];
+        while distinct < COUNT {
+            let n = match tokio::time::timeout(Duration::from_secs(10), sub.read(&mut chunk)).await
+            {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => break,
+            };
+            buffer.extend_from_slice(&chunk[..n]);
+            let mut used_all = 0;
+            while let Some((first, body, used)) = split(&buffer[used_all..]) {
+                used_all += used;
+                if first >> 4 == 3 {
+                    let topic = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                    let digits = &body[2 + topic..10 + topic];
+                    let index: usize = std::str::from_utf8(digits).unwrap().parse().unwrap();
+                    if !std::mem::replace(&mut seen[index], true) {
+                        distinct += 1;
+                    }
+                }
+            }
+            buffer.drain(..used_all);
+        }
+        distinct
+    });
+    let mut publisher = TcpStream::connect(broker.addr).await.unwrap();
+    publisher.write_all(&connect(b"qos0-writer")).await.unwrap();
+    assert_eq!(read_connack(&mut publisher).await, "CONNACK 0");
+    let sending = async {
+        for batch in 0..COUNT / 100 {
+            let mut wire = Vec::new();
+            for index in batch * 100..(batch + 1) * 100 {
+                let mut body = string(b"fast/t");
+                body.extend_from_slice(format!("{index:08}").as_bytes());
+                body.resize(body.len() + 992, b'.');
+                wire.extend(packet(0x30, &body));
+            }
+            publisher.write_all(&wire).await.unwrap();
+        }
+    };
+    within("the publisher's writes", sending).await;
+    let delivered = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the subscriber to finish")
+        .unwrap();
+    assert_eq!(
+        delivered,
+        COUNT,
+        "the broker warned: {:#?}",
+        warnings(&broker)
+    );
+}
+
 /// The broker's warnings so far.
 fn warnings(broker: &Server) -> Vec<String> {
     broker

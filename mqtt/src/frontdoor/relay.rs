@@ -57,6 +57,22 @@ const READ_PER_TURN: usize = 64 * 1024;
 /// until rumqttd has taken them.
 const UPSTREAM_QUEUE_BYTES: usize = 256 * 1024;
 
+/// QoS 0 PUBLISH bytes after which we send rumqttd a PINGREQ of our own, and
+/// how many of those may be unanswered before we stop reading the client.
+///
+/// rumqttd's router reads every connection as fast as it can and appends
+/// each message to its topic filters' logs; it forwards to subscribers in
+/// between. A QoS 1 or 2 publisher waits for acknowledgements, which the
+/// router sends once it has taken a message, so it cannot get far ahead of
+/// the router. A QoS 0 publisher waits for nothing: it could fill a log
+/// faster than the router forwards it, and a subscriber that falls 32 MiB
+/// behind loses messages (see `broker.rs`). The router answers a PINGREQ
+/// in order with the packets before it, so an answered PINGREQ says that
+/// rumqttd has taken everything we sent before it: a QoS 0 publisher gets
+/// at most about `SYNC_BYTES * SYNCS_IN_FLIGHT` ahead of the router.
+const SYNC_BYTES: usize = 256 * 1024;
+const SYNCS_IN_FLIGHT: u32 = 2;
+
 /// How a relayed connection ended.
 #[derive(Debug)]
 pub enum End {
@@ -129,6 +145,8 @@ struct State {
     pressure: Pressure,
     /// Our own PINGREQs to rumqttd not yet answered.
     own_pings: u32,
+    /// QoS 0 PUBLISH bytes sent towards rumqttd since our last PINGREQ.
+    unsynced: usize,
     /// Messages dropped for this client since the last log line about it.
     dropped: u64,
     dropped_logged: Option<Instant>,
@@ -168,6 +186,7 @@ impl Relay<'_> {
             last_to_upstream: now,
             pressure: self.congestion.pressure(),
             own_pings: 0,
+            unsynced: 0,
             dropped: 0,
             dropped_logged: None,
         };
@@ -195,7 +214,7 @@ impl Relay<'_> {
             // Read from the client unless rumqttd is behind, or another
             // subscriber that is still reading needs publishers to wait.
             let paused = state.pressure.paused();
-            let read_client = state.to_upstream.bytes < UPSTREAM_QUEUE_BYTES && !paused;
+            let read_client = state.to_upstream.bytes < UPSTREAM_QUEUE_BYTES && !held(state);
             // A full queue to the client holds rumqttd back, except for a
             // client that is not reading at all: then we keep reading, and
             // what does not fit is dropped (see `super::congestion`).
@@ -282,7 +301,7 @@ impl Relay<'_> {
             None => Instant::now() + Duration::from_secs(24 * 3600),
         };
         if let Some(grace) = self.grace
-            && !state.pressure.paused()
+            && !held(state)
         {
             deadline = deadline.min(state.last_heard + grace);
         }
@@ -295,7 +314,7 @@ impl Relay<'_> {
     fn on_timer(&self, state: &mut State) -> Result<(), End> {
         let now = Instant::now();
         if let Some(grace) = self.grace
-            && !state.pressure.paused()
+            && !held(state)
             && now >= state.last_heard + grace
         {
             return Err(End::KeepAliveExpired(grace));
@@ -392,7 +411,14 @@ impl Relay<'_> {
     fn upstream_packet(&self, state: &mut State, mut frame: Frame) {
         match frame.kind {
             // rumqttd answers pings in order: ours first, as we sent them.
-            kind::PINGRESP if state.own_pings > 0 => state.own_pings -= 1,
+            kind::PINGRESP if state.own_pings > 0 => {
+                if held(state) && !state.pressure.paused() {
+                    // We stopped reading the client meanwhile: that time is
+                    // not its silence.
+                    state.last_heard = Instant::now();
+                }
+                state.own_pings -= 1;
+            }
             kind::SUBACK => {
                 let packet_id = packet_id_of(&frame);
                 match state.subacks.iter().position(|p| p.packet_id == packet_id) {
@@ -472,6 +498,17 @@ impl Relay<'_> {
         }
     }
 
+    /// Counts a QoS 0 PUBLISH of `bytes` sent towards rumqttd, and asks
+    /// rumqttd for a PINGRESP every [`SYNC_BYTES`] (see there).
+    fn count_unacknowledged(&self, state: &mut State, bytes: usize) {
+        state.unsynced += bytes;
+        if state.unsynced >= SYNC_BYTES {
+            state.to_upstream.push(Bytes::from_static(&wire::PINGREQ));
+            state.own_pings += 1;
+            state.unsynced = 0;
+        }
+    }
+
     /// Whether a message of `bytes` must be dropped: the client's queue is
     /// full and the client has stopped reading. A client that is reading
     /// takes it even over the limit (by at most one read from rumqttd, since
@@ -500,6 +537,12 @@ impl Relay<'_> {
             state.dropped_logged = Some(now);
         }
     }
+}
+
+/// Whether we are not reading the client for now: another client is
+/// congested, or rumqttd has not yet answered our last PINGREQs.
+fn held(state: &State) -> bool {
+    state.pressure.paused() || state.own_pings >= SYNCS_IN_FLIGHT
 }
 
 /// The first two body bytes (rumqttd's packets are well formed).

@@ -95,7 +95,12 @@ impl Relay<'_> {
                         "PUBLISH with packet id 0 [MQTT-2.3.1-1]".into(),
                     )));
                 }
+                let qos = frame.qos();
+                let bytes = frame.bytes.len();
                 state.to_upstream.push(frame.bytes.freeze());
+                if qos == 0 {
+                    self.count_unacknowledged(state, bytes);
+                }
             }
             kind::PUBACK | kind::PUBREC | kind::PUBCOMP | kind::PUBREL => {
                 let id = only_packet_id(&frame)?;
