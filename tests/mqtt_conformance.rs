@@ -766,28 +766,26 @@ async fn no_sequence_of_connects_locks_clients_out() {
 #[tokio::test]
 async fn every_acknowledged_qos_1_message_reaches_a_reading_subscriber() {
     let broker = Server::start("mqtt_broker", &[]).await;
-    let (acked, delivered) = publish_and_count(broker.addr, 100_000).await;
-    assert_eq!(
-        delivered,
-        acked,
-        "the broker warned: {:#?}",
-        warnings(&broker)
-    );
+    all_acknowledged_arrive(&broker, broker.addr, 100_000).await;
 }
 
 /// The same over TLS, 20,000 messages: the relay's own buffers and rustls's
-/// (which holds at most 64 KiB of records the socket has not taken) lose
-/// nothing either.
+/// (about 64 KiB of records the socket has not taken) lose nothing either.
 #[tokio::test]
 async fn over_tls_every_acknowledged_qos_1_message_reaches_a_reading_subscriber() {
     let dir = TempDir::new();
     let (broker, target) = tls_broker(&dir, &[]).await;
-    let (acked, delivered) = publish_and_count(target, 20_000).await;
+    all_acknowledged_arrive(&broker, target, 20_000).await;
+}
+
+/// [`publish_and_count`], and every message the broker acknowledged arrived.
+async fn all_acknowledged_arrive(broker: &Server, target: impl Into<Target>, count: u32) {
+    let (acked, delivered) = publish_and_count(target, count).await;
     assert_eq!(
         delivered,
         acked,
         "the broker warned: {:#?}",
-        warnings(&broker)
+        warnings(broker)
     );
 }
 
