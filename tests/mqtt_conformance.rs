@@ -839,10 +839,12 @@ async fn a_reading_subscriber_gets_every_qos_0_message_of_a_fast_publisher() {
                 body.resize(body.len() + 992, b'.');
                 wire.extend(packet(0x30, &body));
             }
-            publisher.write_all(&wire).await.unwrap();
+            within("the publisher's write", publisher.write_all(&wire))
+                .await
+                .unwrap();
         }
     };
-    within("the publisher's writes", sending).await;
+    sending.await;
     let delivered = tokio::time::timeout(Duration::from_secs(60), reader)
         .await
         .expect("the subscriber to finish")
