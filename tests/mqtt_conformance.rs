@@ -830,21 +830,18 @@ async fn a_reading_subscriber_gets_every_qos_0_message_of_a_fast_publisher() {
     let mut publisher = TcpStream::connect(broker.addr).await.unwrap();
     publisher.write_all(&connect(b"qos0-writer")).await.unwrap();
     assert_eq!(read_connack(&mut publisher).await, "CONNACK 0");
-    let sending = async {
-        for batch in 0..COUNT / 100 {
-            let mut wire = Vec::new();
-            for index in batch * 100..(batch + 1) * 100 {
-                let mut body = string(b"fast/t");
-                body.extend_from_slice(format!("{index:08}").as_bytes());
-                body.resize(body.len() + 992, b'.');
-                wire.extend(packet(0x30, &body));
-            }
-            within("the publisher's write", publisher.write_all(&wire))
-                .await
-                .unwrap();
+    for batch in 0..COUNT / 100 {
+        let mut wire = Vec::new();
+        for index in batch * 100..(batch + 1) * 100 {
+            let mut body = string(b"fast/t");
+            body.extend_from_slice(format!("{index:08}").as_bytes());
+            body.resize(body.len() + 992, b'.');
+            wire.extend(packet(0x30, &body));
         }
-    };
-    sending.await;
+        within("the publisher's write", publisher.write_all(&wire))
+            .await
+            .unwrap();
+    }
     let delivered = tokio::time::timeout(Duration::from_secs(60), reader)
         .await
         .expect("the subscriber to finish")
