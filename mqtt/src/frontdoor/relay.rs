@@ -11,6 +11,8 @@
 //! - it drops a client it has not heard from in 1.5 times its keep-alive
 //!   [MQTT-3.1.2-24], and keeps its own connection to rumqttd alive with
 //!   PINGREQs of its own, whose answers it keeps to itself;
+//! - it holds a QoS 0 publisher to rumqttd's pace with more such PINGREQs
+//!   (see [`SYNC_BYTES`]);
 //! - it answers SUBSCRIBE to `$` filters (`$SYS/#`) with a failure code,
 //!   because rumqttd would close the connection for them;
 //! - for clean sessions, it subscribes at QoS 0 for the client and delivers
