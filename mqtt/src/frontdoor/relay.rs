@@ -12,7 +12,7 @@
 //!   [MQTT-3.1.2-24], and keeps its own connection to rumqttd alive with
 //!   PINGREQs of its own, whose answers it keeps to itself;
 //! - it holds a QoS 0 publisher to rumqttd's pace with more such PINGREQs
-//!   (see [`SYNC_BYTES`]);
+//!   (see `SYNC_BYTES`);
 //! - it answers SUBSCRIBE to `$` filters (`$SYS/#`) with a failure code,
 //!   because rumqttd would close the connection for them;
 //! - for clean sessions, it subscribes at QoS 0 for the client and delivers
@@ -165,7 +165,7 @@ impl Relay<'_> {
     /// persistent session). Otherwise the relay opens it when the client
     /// first sends something for rumqttd, and returns it at the end.
     /// `tls` is the client's TLS session if it has one; at the end we try
-    /// to send it a `close_notify` (see [`TlsSession::close`]).
+    /// to send it a `close_notify` (see `TlsSession::close`).
     pub async fn run(
         &self,
         early: BytesMut,
