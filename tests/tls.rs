@@ -446,7 +446,7 @@ async fn mqtt_clients_over_tls() {
     assert!(error_line(&err).contains("does it speak TLS?"), "{err}");
     within("the plaintext broker's log line", async {
         while !plain_broker.process.stderr().contains(
-            "refused: a TLS handshake, and this port speaks MQTT without TLS (start the broker with --tls",
+            "refused: a TLS handshake, and this port speaks MQTT without TLS: start the broker with --tls",
         ) {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
@@ -464,7 +464,7 @@ async fn mqtt_clients_over_tls() {
         while !broker
             .process
             .stderr()
-            .contains("a client without TLS at the TLS port")
+            .contains("refused: not TLS, and this port speaks MQTT over TLS only")
         {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }

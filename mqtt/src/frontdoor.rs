@@ -59,6 +59,10 @@ use connect::{Connect, Refusal, Will};
 use relay::tls::TlsSession;
 use relay::{End, Limits, Relay};
 
+/// What a plaintext port logs for a client that starts a TLS handshake.
+const TLS_AT_PLAINTEXT_PORT: &str = "refused: a TLS handshake, and this port speaks MQTT without \
+                                     TLS: start the broker with --tls (its default port is then 8883)";
+
 /// A client's connection until its CONNACK: plain TCP, or TLS over TCP
 /// (tokio-rustls, which reads and writes like a socket).
 type ClientStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
@@ -221,13 +225,13 @@ impl Door {
             Handshake::NotTls(_) => {
                 warn!(
                     %peer,
-                    "a client without TLS at the TLS port: it needs --tls (mosquitto_pub: \
-                     --cafile) or the plaintext port"
+                    "refused: not TLS, and this port speaks MQTT over TLS only: the client \
+                     needs --tls (mosquitto_pub: --cafile), or a broker started without --tls"
                 );
                 None
             }
             Handshake::Failed(why) => {
-                info!(%peer, "TLS handshake failed: {why}");
+                warn!(%peer, "TLS handshake failed: {why}");
                 None
             }
         }
@@ -262,9 +266,7 @@ impl Door {
                 // A TLS record of type 22 (handshake), version 3.x: its first
                 // byte would pass for a CONNECT's, so we look at two.
                 if self.config.tls.is_none() && buffer.starts_with(&[22, 3]) {
-                    return Err("refused: a TLS handshake, and this port speaks MQTT \
-                                without TLS (start the broker with --tls; port 8883)"
-                        .to_string());
+                    return Err(TLS_AT_PLAINTEXT_PORT.to_string());
                 }
                 // The first byte is enough to tell a CONNECT [MQTT-3.1.0-1]:
                 // anything else (an HTTP request, say) is closed at once.
@@ -302,6 +304,12 @@ impl Door {
     async fn serve(&self, mut client: ClientStream, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
         let (frame, early) = match self.read_connect(&mut client).await {
             Ok(read) => read,
+            // A client that wants TLS is a mistake of setup, worth a warning
+            // (as the TLS port's refusals are); the rest are one client's.
+            Err(why) if why == TLS_AT_PLAINTEXT_PORT => {
+                warn!(%peer, "{why}");
+                return;
+            }
             Err(why) => {
                 info!(%peer, "closed a connection: {why}");
                 return;

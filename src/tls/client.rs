@@ -169,10 +169,11 @@ pub async fn connect(
 pub fn explain(error: &io::Error, host: &str) -> String {
     let Some(tls) = super::rustls_error(error) else {
         return match error.kind() {
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => format!(
-                "{error}: the server closed the connection during the handshake; \
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
+                "the server closed the connection during the TLS handshake; \
                  does it speak TLS? (start it with --tls, or connect without TLS)"
-            ),
+                    .to_string()
+            }
             _ => error.to_string(),
         };
     };
