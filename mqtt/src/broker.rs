@@ -58,12 +58,18 @@ use tokio_util::sync::CancellationToken;
 /// and disconnecting), and of rumqttd's only its warnings about a log
 /// segment dropped under a subscriber. Its other lines are about the
 /// front door's internal connections, not about clients, and include an
-/// ERROR for every ordinary disconnect. `RUST_LOG=info` shows everything.
+/// ERROR for every ordinary disconnect. Of rustls's, only errors: its
+/// warnings repeat ours (the alert a failed handshake sends) or are about a
+/// client's quirks, in hex (`mosquitto_pub -h 127.0.0.1` sends the address
+/// as a server name, which TLS forbids). `RUST_LOG=info` shows everything.
 ///
 /// The choice is made from each call site's metadata alone, so tracing makes
 /// it once per call site: rumqttd's per-packet spans then cost nothing.
 pub fn log_filter(line: &tracing::Metadata<'_>) -> bool {
     let info_or_worse = *line.level() <= tracing::Level::INFO;
+    if line.target().starts_with("rustls") {
+        return *line.level() <= tracing::Level::ERROR;
+    }
     if !line.target().starts_with("rumqttd") {
         return info_or_worse;
     }

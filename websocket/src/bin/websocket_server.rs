@@ -101,7 +101,9 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    networking_protocols::init_logging("info");
+    // rustls's own warnings repeat ours (the alert a failed handshake
+    // sends) or are about a client's quirks, in hex; `RUST_LOG=info` shows them.
+    networking_protocols::init_logging("info,rustls=error");
     networking_protocols::exit(serve(args).await)
 }
 
