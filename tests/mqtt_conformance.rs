@@ -665,6 +665,52 @@ async fn mqtt_broker_over_tls_publishes_the_right_wills() {
     wills(target).await;
 }
 
+/// A TLS record that does not decrypt (bytes changed on the way, or sent by
+/// someone without the session's keys) ends that client's connection: the
+/// broker answers with TLS's alert, closes, and logs why, and its will is
+/// published; everyone else goes on.
+#[tokio::test]
+async fn over_tls_a_record_that_does_not_decrypt_ends_only_that_client() {
+    let dir = TempDir::new();
+    let (broker, target) = tls_broker(&dir, &[]).await;
+    let mut watch = watcher(target.clone(), b"tamper-watch", b"tamper/#").await;
+    let tcp = within("connect", TcpStream::connect(target.addr))
+        .await
+        .unwrap();
+    let cafile = target.cafile.as_deref().unwrap();
+    let mut tls = common::tls::connect(tcp, cafile).await;
+    tls.write_all(&connect_with_will(b"tampered", 60, b"tamper/will", b"gone"))
+        .await
+        .unwrap();
+    assert_eq!(read_connack(&mut tls).await, "CONNACK 0");
+    // Under TLS, straight onto the socket: an application-data record
+    // (type 23, TLS 1.2 on the outside, as TLS 1.3 writes it) of 32 bytes
+    // that no key made.
+    let (mut raw, _session) = tls.into_inner();
+    let mut record = vec![23, 3, 3, 0, 32];
+    record.extend_from_slice(&[0xaa; 32]);
+    raw.write_all(&record).await.unwrap();
+    let mut answer = Vec::new();
+    within("the broker to close", raw.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    assert!(
+        answer.first() == Some(&23),
+        "an encrypted alert before the close: {answer:?}"
+    );
+    assert_eq!(next_message(&mut watch).await, "PUBLISH tamper/will gone");
+    within("the log line", async {
+        while !broker.process.stderr().contains("cannot decrypt") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        observe(target, &[ok(b"after-tamper")]).await,
+        "CONNACK 0, PINGRESP"
+    );
+}
+
 /// MQTT-3.1.2-24: a client that only receives (messages arrive every 300 ms,
 /// it sends nothing) is still closed after 1.5 x its keep-alive of 1 s, and
 /// its will is published.
