@@ -34,6 +34,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use rustls::RootCertStore;
 pub use rustls::{ClientConfig, ServerConfig};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -75,6 +76,37 @@ pub fn read_private_key(flag: &str, path: &Path) -> anyhow::Result<PrivateKeyDer
             path.display()
         )
     })
+}
+
+/// The CAs of a PEM file, as a store to verify the other side against.
+///
+/// Errors: as [`read_certificates`], or a certificate rustls cannot use as a CA.
+pub fn read_roots(flag: &str, path: &Path) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for ca in read_certificates(flag, path)? {
+        roots
+            .add(ca)
+            .map_err(|error| anyhow!("{flag} {}: {error}", path.display()))?;
+    }
+    Ok(roots)
+}
+
+/// The error for a certificate and key rustls would not pair: the one
+/// mistake with a clear fix (a key made with another certificate) says so.
+pub fn cert_and_key_error(error: rustls::Error, cert: &Path, key: &Path) -> anyhow::Error {
+    match error {
+        rustls::Error::InconsistentKeys(_) => anyhow!(
+            "--key {} does not belong to the certificate in --cert {}: \
+             pass the key that was made with that certificate",
+            key.display(),
+            cert.display()
+        ),
+        error => anyhow!(
+            "--cert {} with --key {}: {error}",
+            cert.display(),
+            key.display()
+        ),
+    }
 }
 
 fn read(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -26,7 +26,7 @@ use tokio_rustls::TlsConnector;
 pub use tokio_rustls::client::TlsStream;
 use tracing::warn;
 
-use super::{provider, read_certificates, read_private_key};
+use super::{cert_and_key_error, provider, read_certificates, read_private_key, read_roots};
 
 /// The TLS flags every client shares (named as `mosquitto_pub`'s and
 /// `curl`'s are).
@@ -92,15 +92,7 @@ impl ClientTlsArgs {
                 let private_key = read_private_key("--key", key)?;
                 builder
                     .with_client_auth_cert(chain, private_key)
-                    .map_err(|error| match error {
-                        Error::InconsistentKeys(_) => anyhow!(
-                            "--key {} does not belong to the certificate in --cert {}: \
-                             pass the key that was made with that certificate",
-                            key.display(),
-                            cert.display()
-                        ),
-                        error => anyhow!("--cert {}: {error}", cert.display()),
-                    })?
+                    .map_err(|error| cert_and_key_error(error, cert, key))?
             }
             _ => builder.with_no_client_auth(),
         };
@@ -110,15 +102,10 @@ impl ClientTlsArgs {
     /// The CAs we trust: `--cafile`'s, or the system's (on Linux, the
     /// bundle in /etc/ssl/certs that the distribution keeps up to date).
     fn roots(&self) -> anyhow::Result<RootCertStore> {
-        let mut roots = RootCertStore::empty();
         if let Some(cafile) = &self.cafile {
-            for ca in read_certificates("--cafile", cafile)? {
-                roots
-                    .add(ca)
-                    .map_err(|error| anyhow!("--cafile {}: {error}", cafile.display()))?;
-            }
-            return Ok(roots);
+            return read_roots("--cafile", cafile);
         }
+        let mut roots = RootCertStore::empty();
         // Unreadable entries are skipped: one bad file in the system's store
         // should not stop us trusting the others.
         let system = rustls_native_certs::load_native_certs();

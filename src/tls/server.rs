@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{AlertDescription, CertificateError, Error, RootCertStore, ServerConfig};
+use rustls::{AlertDescription, CertificateError, Error, ServerConfig};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 pub use tokio_rustls::server::TlsStream;
 use tracing::info;
 
-use super::{local, provider, read_certificates, read_private_key};
+use super::{cert_and_key_error, local, provider, read_certificates, read_private_key, read_roots};
 
 /// The TLS flags every server shares.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -88,12 +88,7 @@ impl ServerTlsArgs {
         let builder = match &self.require_client_cert {
             None => builder.with_no_client_auth(),
             Some(cafile) => {
-                let mut roots = RootCertStore::empty();
-                for ca in read_certificates("--require-client-cert", cafile)? {
-                    roots.add(ca).map_err(|error| {
-                        anyhow!("--require-client-cert {}: {error}", cafile.display())
-                    })?;
-                }
+                let roots = read_roots("--require-client-cert", cafile)?;
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
                         .build()
@@ -109,19 +104,7 @@ impl ServerTlsArgs {
         };
         let config = builder
             .with_single_cert(chain, private_key)
-            .map_err(|error| match error {
-                Error::InconsistentKeys(_) => anyhow!(
-                    "--key {} does not belong to the certificate in --cert {}: \
-                     pass the key that was made with that certificate",
-                    key.display(),
-                    cert.display()
-                ),
-                error => anyhow!(
-                    "--cert {} with --key {}: {error}",
-                    cert.display(),
-                    key.display()
-                ),
-            })?;
+            .map_err(|error| cert_and_key_error(error, &cert, &key))?;
         Ok(Some(Arc::new(config)))
     }
 }
