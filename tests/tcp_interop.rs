@@ -46,10 +46,7 @@ async fn netcat_is_a_client_of_tcp_server() {
 #[ignore = "needs socat: apt-get install socat"]
 async fn tcp_client_talks_to_socat_echo() {
     // socat cannot report a port it picked, so we find a free one first.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = common::free_port();
     let _socat = Command::new("socat")
         .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
         .arg("PIPE")

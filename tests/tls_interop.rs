@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::mqtt::program;
 use common::tls::{Ca, TempDir};
-use common::{Server, run, within};
+use common::{Server, free_port, run, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -167,20 +167,6 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
     assert!(err.contains("pass --cafile"), "{err}");
 }
 
-/// The full path of `mosquitto`, which Debian puts in /usr/sbin.
-fn mosquitto() -> String {
-    ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .into_iter()
-        .find(|path| std::path::Path::new(path).is_file())
-        .map_or("mosquitto".to_string(), String::from)
-}
-
-/// A free loopback port (the operating system's pick, released at once).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// Mosquitto with two TLS listeners, both presenting `localhost.pem` from
 /// `dir/local`: the first asks nothing of clients, the second requires a
 /// certificate signed by `clients_ca`. Returns the broker and both ports.
@@ -202,7 +188,7 @@ async fn mosquitto_tls(dir: &TempDir, clients_ca: &str) -> (Child, u16, u16) {
     );
     let file = dir.path("mosquitto.conf");
     std::fs::write(&file, config).unwrap();
-    let child = Command::new(mosquitto())
+    let child = Command::new(program("mosquitto"))
         .args(["-c", &file])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

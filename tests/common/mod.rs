@@ -38,6 +38,13 @@ pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output 
     }
 }
 
+/// A free loopback port, for a peer that cannot report the port it picked
+/// (socat, Mosquitto): the operating system's pick, released at once.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
 /// The path of one of the workspace's binaries, built on first use.
 ///
 /// Integration tests of the root package cannot see other packages' binaries

@@ -73,11 +73,7 @@ impl Mosquitto {
 
     /// The same, with more lines for its configuration file.
     pub async fn start_with(user: Option<(&str, &str)>, extra: &str) -> Mosquitto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let dir = std::env::temp_dir().join(format!("mqtt-interop-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut config = format!(
