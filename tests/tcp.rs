@@ -650,20 +650,34 @@ async fn client_reports_a_reset() {
 /// error, not a silent success.
 #[tokio::test]
 async fn client_reports_a_server_that_closes_early() {
+    let (addr, output, result) = client_against_a_server_that_says(b"bye\n").await;
+    assert_eq!(output, b"bye\n");
+    assert_eq!(
+        result.expect_err("closed early").to_string(),
+        format!("{addr} closed the connection before our input ended")
+    );
+}
+
+/// Runs `tcp_client`'s loop, with input that never ends (like a terminal
+/// nobody types into), against a server that sends `last_words` and closes.
+/// Returns the server's address, what the client printed, and how it ended.
+async fn client_against_a_server_that_says(
+    last_words: &[u8],
+) -> (SocketAddr, Vec<u8>, anyhow::Result<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let last_words = last_words.to_vec();
     tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.expect("accept");
-        socket.write_all(b"bye\n").await.expect("write");
+        socket.write_all(&last_words).await.expect("write");
         socket.shutdown().await.expect("close");
         let mut sink = Vec::new();
         let _ = socket.read_to_end(&mut sink).await;
     });
     let stream = tcp::client::connect("127.0.0.1", addr.port(), common::WAIT).await;
-    // Input that never ends, like a terminal nobody types into.
     let (_keep_open, input_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(1);
     let mut output = Vec::new();
-    let error = within(
+    let result = within(
         "the client",
         tcp::client::run(
             stream.expect("connect"),
@@ -671,13 +685,8 @@ async fn client_reports_a_server_that_closes_early() {
             &mut output,
         ),
     )
-    .await
-    .expect_err("closed early");
-    assert_eq!(output, b"bye\n");
-    assert_eq!(
-        error.to_string(),
-        format!("{addr} closed the connection before our input ended")
-    );
+    .await;
+    (addr, output, result)
 }
 
 /// A server that closes with the shutdown notice as its last line announced
@@ -692,28 +701,7 @@ async fn client_takes_an_announced_shutdown_as_a_normal_end() {
         (b"so [server] shutting down\n".to_vec(), false),
         (b"[server] shutting down".to_vec(), false),
     ] {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let last_words = sent.clone();
-        tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.expect("accept");
-            socket.write_all(&last_words).await.expect("write");
-            socket.shutdown().await.expect("close");
-            let mut sink = Vec::new();
-            let _ = socket.read_to_end(&mut sink).await;
-        });
-        let stream = tcp::client::connect("127.0.0.1", addr.port(), common::WAIT).await;
-        let (_keep_open, input_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(1);
-        let mut output = Vec::new();
-        let result = within(
-            "the client",
-            tcp::client::run(
-                stream.expect("connect"),
-                tokio_stream_from(input_rx),
-                &mut output,
-            ),
-        )
-        .await;
+        let (_, output, result) = client_against_a_server_that_says(&sent).await;
         assert_eq!(output, sent);
         assert_eq!(result.is_ok(), announced, "{sent:?}: {result:?}");
     }
