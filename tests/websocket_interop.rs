@@ -264,6 +264,20 @@ impl Chromium {
         }
     }
 
+    /// Types `text` into the page's message box and presses Enter, as a user
+    /// would. (`text` goes into JSON as it is: no quotes or backslashes.)
+    async fn type_line(&mut self, text: &str) {
+        self.call(
+            "Runtime.evaluate",
+            r#"{"expression":"document.getElementById('text').focus()"}"#,
+        )
+        .await;
+        self.call("Input.insertText", &format!(r#"{{"text":"{text}"}}"#))
+            .await;
+        let enter = r#"{"type":"keyDown","key":"Enter","code":"Enter","windowsVirtualKeyCode":13}"#;
+        self.call("Input.dispatchKeyEvent", enter).await;
+    }
+
     /// Waits until the page's message log, its lines joined with `|`, contains
     /// `needle` (the page itself watches its log), and returns that text.
     async fn log_with(&mut self, needle: &str) -> String {
@@ -311,17 +325,7 @@ async fn page_works_in_headless_chromium() {
     let log = chromium.log_with("connected to").await;
     assert_eq!(log, format!("connected to ws://{}/", server.addr));
 
-    chromium
-        .call(
-            "Runtime.evaluate",
-            r#"{"expression":"document.getElementById('text').focus()"}"#,
-        )
-        .await;
-    chromium
-        .call("Input.insertText", r#"{"text":"hello from chromium"}"#)
-        .await;
-    let enter = r#"{"type":"keyDown","key":"Enter","code":"Enter","windowsVirtualKeyCode":13}"#;
-    chromium.call("Input.dispatchKeyEvent", enter).await;
+    chromium.type_line("hello from chromium").await;
     let log = chromium.log_with("|hello from chromium").await;
     assert_eq!(
         log,
@@ -360,17 +364,7 @@ async fn page_works_over_https_in_headless_chromium() {
     chromium.open(&format!("https://{origin}/")).await;
     let log = chromium.log_with("connected to").await;
     assert_eq!(log, format!("connected to wss://{origin}/"));
-    chromium
-        .call(
-            "Runtime.evaluate",
-            r#"{"expression":"document.getElementById('text').focus()"}"#,
-        )
-        .await;
-    chromium
-        .call("Input.insertText", r#"{"text":"hello over wss"}"#)
-        .await;
-    let enter = r#"{"type":"keyDown","key":"Enter","code":"Enter","windowsVirtualKeyCode":13}"#;
-    chromium.call("Input.dispatchKeyEvent", enter).await;
+    chromium.type_line("hello over wss").await;
     let log = chromium.log_with("|hello over wss").await;
     assert_eq!(
         log,
