@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use anyhow::anyhow;
 use plotters::prelude::*;
 
+use crate::plot::{axes, plot_error};
 use crate::{Measured, Row, SIZES};
 
 /// One panel: a title and the figure it shows from a measurement.
@@ -98,31 +98,8 @@ fn draw_panel(
         .max(1.0)
         * if latency { 3.0 } else { 1.35 };
 
-    let count = protocols.len();
-    let mut chart = ChartBuilder::on(area)
-        .caption(panel.title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(-0.5..count as f64 - 0.5, 0.0..top)
-        .map_err(plot_error)?;
     let names: Vec<String> = protocols.iter().map(|p| p.to_string()).collect();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .light_line_style(WHITE)
-        .x_labels(count)
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 0.01 && i >= 0.0 {
-                names.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .draw()
-        .map_err(plot_error)?;
+    let mut chart = axes(area, panel.title, &names, top)?;
 
     for (s, size) in SIZES.iter().enumerate() {
         let colour = COLOURS[s % COLOURS.len()];
@@ -218,9 +195,4 @@ fn bars_ok(rows: &[Row], x: usize, protocols: &[&str]) -> bool {
     rows.iter()
         .filter(|row| protocols.get(x) == Some(&row.protocol.as_str()))
         .all(|row| row.outcome.is_ok())
-}
-
-/// plotters' errors carry the backend's error type; we only need the text.
-fn plot_error<E: std::error::Error + Send + Sync>(error: DrawingAreaErrorKind<E>) -> anyhow::Error {
-    anyhow!("{error}")
 }

@@ -47,6 +47,7 @@
 
 mod chart;
 mod measure;
+mod plot;
 mod protocols;
 mod relay;
 mod table;

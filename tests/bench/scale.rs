@@ -37,6 +37,8 @@
 
 #[path = "scale/clients.rs"]
 mod clients;
+#[path = "plot.rs"]
+mod plot;
 #[path = "scale/report.rs"]
 mod report;
 #[path = "scale/servers.rs"]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::Row;
+use crate::plot::thousands;
 
 /// The table, in Markdown, so it can go straight into a README.
 pub fn print(rows: &[Row]) {
@@ -42,17 +43,4 @@ pub fn print(rows: &[Row]) {
 
 fn micros(duration: Duration) -> String {
     format!("{} µs", duration.as_micros())
-}
-
-/// `12345.6` as `12,346`.
-fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value);
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }

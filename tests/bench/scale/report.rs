@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use anyhow::anyhow;
 use plotters::prelude::*;
 
+use crate::plot::{axes, plot_error, thousands};
 use crate::{BURST, FAN_OUT, FanOut, Idle, LEVELS};
 
 pub fn print(idle: &[Idle], fan_out: &[FanOut]) {
@@ -50,19 +50,6 @@ pub fn print(idle: &[Idle], fan_out: &[FanOut]) {
             Err(why) => println!("| {} | failed: {} | | |", row.server, why.replace('|', "/")),
         }
     }
-}
-
-/// `12345.6` as `12,346`.
-fn thousands(value: f64) -> String {
-    let digits = format!("{value:.0}");
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 /// A colour per N.
@@ -135,31 +122,8 @@ fn bar_panel(
     series: &[String],
 ) -> anyhow::Result<()> {
     let top = bars.iter().map(|bar| bar.2).fold(1.0_f64, f64::max) * 1.3;
-    let count = names.len();
     let width = 0.8 / series.len() as f64;
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(-0.5..count as f64 - 0.5, 0.0..top)
-        .map_err(plot_error)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .light_line_style(WHITE)
-        .x_labels(count)
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 0.01 && i >= 0.0 {
-                names.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .draw()
-        .map_err(plot_error)?;
+    let mut chart = axes(area, title, names, top)?;
     for (s, label) in series.iter().enumerate() {
         let colour = COLOURS[s % COLOURS.len()];
         let left = move |x: usize| x as f64 - 0.4 + s as f64 * width;
@@ -203,9 +167,4 @@ fn short(value: f64) -> String {
     } else {
         format!("{value:.1}")
     }
-}
-
-/// plotters' errors carry the backend's error type; we only need the text.
-fn plot_error<E: std::error::Error + Send + Sync>(error: DrawingAreaErrorKind<E>) -> anyhow::Error {
-    anyhow!("{error}")
 }
