@@ -59,9 +59,29 @@ use connect::{Connect, Refusal, Will};
 use relay::tls::TlsSession;
 use relay::{End, Limits, Relay};
 
-/// What a plaintext port logs for a client that starts a TLS handshake.
-const TLS_AT_PLAINTEXT_PORT: &str = "refused: a TLS handshake, and this port speaks MQTT without \
-                                     TLS: start the broker with --tls (its default port is then 8883)";
+/// Why a new connection brought no CONNECT, for the log.
+#[derive(Debug)]
+enum NoConnect {
+    /// It started a TLS handshake at a plaintext port: a mistake of setup
+    /// rather than of one client, so it is logged as a warning (as the TLS
+    /// port's refusals are).
+    TlsAtPlaintextPort,
+    /// Anything else: the first packet is not a CONNECT, is malformed, or
+    /// did not come in time.
+    Other(String),
+}
+
+impl std::fmt::Display for NoConnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoConnect::TlsAtPlaintextPort => f.write_str(
+                "refused: a TLS handshake, and this port speaks MQTT without TLS: \
+                 start the broker with --tls (its default port is then 8883)",
+            ),
+            NoConnect::Other(why) => f.write_str(why),
+        }
+    }
+}
 
 /// A client's connection until its CONNACK: plain TCP, or TLS over TCP
 /// (tokio-rustls, which reads and writes like a socket).
@@ -259,54 +279,60 @@ impl Door {
     async fn read_connect(
         &self,
         stream: &mut (impl AsyncRead + Unpin),
-    ) -> Result<(wire::Frame, BytesMut), String> {
+    ) -> Result<(wire::Frame, BytesMut), NoConnect> {
         let mut buffer = BytesMut::new();
         let read = async {
             loop {
                 // A TLS record of type 22 (handshake), version 3.x: its first
                 // byte would pass for a CONNECT's, so we look at two.
                 if self.config.tls.is_none() && buffer.starts_with(&[22, 3]) {
-                    return Err(TLS_AT_PLAINTEXT_PORT.to_string());
+                    return Err(NoConnect::TlsAtPlaintextPort);
                 }
                 // The first byte is enough to tell a CONNECT [MQTT-3.1.0-1]:
                 // anything else (an HTTP request, say) is closed at once.
                 if let Some(&first) = buffer.first()
                     && first >> 4 != kind::CONNECT
                 {
-                    return Err(format!(
+                    return Err(NoConnect::Other(format!(
                         "the first packet is type {}, not CONNECT [MQTT-3.1.0-1]",
                         first >> 4
-                    ));
+                    )));
                 }
                 match wire::next_frame(&mut buffer, self.config.limits.max_packet_bytes) {
                     Ok(Some(frame)) => return Ok((frame, buffer)),
                     Ok(None) => {}
-                    Err(violation) => return Err(violation.to_string()),
+                    Err(violation) => return Err(NoConnect::Other(violation.to_string())),
                 }
                 buffer.reserve(256);
                 match stream.read_buf(&mut buffer).await {
-                    Ok(0) => return Err("the client closed before its CONNECT".to_string()),
+                    Ok(0) => {
+                        return Err(NoConnect::Other(
+                            "the client closed before its CONNECT".to_string(),
+                        ));
+                    }
                     Ok(_) => {}
-                    Err(error) => return Err(format!("reading the CONNECT failed: {error}")),
+                    Err(error) => {
+                        return Err(NoConnect::Other(format!(
+                            "reading the CONNECT failed: {error}"
+                        )));
+                    }
                 }
             }
         };
         timeout(self.config.connect_timeout, read)
             .await
             .unwrap_or_else(|_| {
-                Err(format!(
+                Err(NoConnect::Other(format!(
                     "no CONNECT within {:?}",
                     self.config.connect_timeout
-                ))
+                )))
             })
     }
 
     async fn serve(&self, mut client: ClientStream, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
         let (frame, early) = match self.read_connect(&mut client).await {
             Ok(read) => read,
-            // A client that wants TLS is a mistake of setup, worth a warning
-            // (as the TLS port's refusals are); the rest are one client's.
-            Err(why) if why == TLS_AT_PLAINTEXT_PORT => {
+            Err(why @ NoConnect::TlsAtPlaintextPort) => {
                 warn!(%peer, "{why}");
                 return;
             }
