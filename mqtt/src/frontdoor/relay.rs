@@ -414,7 +414,7 @@ impl Relay<'_> {
         match frame.kind {
             // rumqttd answers pings in order: ours first, as we sent them.
             kind::PINGRESP if state.own_pings > 0 => {
-                if held(state) && !state.pressure.paused() {
+                if state.own_pings >= SYNCS_IN_FLIGHT {
                     // We stopped reading the client meanwhile: that time is
                     // not its silence.
                     state.last_heard = Instant::now();
