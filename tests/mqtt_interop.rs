@@ -112,30 +112,6 @@ async fn our_clients_through_mosquitto_lose_nothing() {
     assert_eq!(out, "topic/learning Hello MQTT!\n");
 }
 
-/// Mosquitto follows MQTT 3.1.1 section 3.8.4: a QoS 0 publish reaches a QoS 2
-/// subscriber at QoS 0 (rumqttd delivers it at QoS 2; see tests/mqtt.rs).
-#[tokio::test]
-#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
-async fn mosquitto_delivers_at_the_lower_qos() {
-    let mosquitto = Mosquitto::start(None).await;
-    let port = mosquitto.port();
-    let sub = subscriber(&port, &["-q", "2", "-C", "1", "-t", "probe"]).await;
-    let (status, _, stderr) = run(
-        "mqtt_publisher",
-        &["--port", &port, "-q", "0", "-t", "probe", "-m", "q0"],
-        b"",
-    )
-    .await;
-    assert!(status.success(), "{stderr}");
-    let (status, out, stderr) = sub.finish().await;
-    assert!(status.success());
-    assert_eq!(out, "q0\n");
-    assert!(
-        stderr.contains("<- PUBLISH qos=0 topic=probe (2 bytes)"),
-        "{stderr}"
-    );
-}
-
 /// Mosquitto follows MQTT 3.1.1 section 3.2.2.3: a bad password gets CONNACK
 /// with return code 5 (as `mqtt_broker` does; see tests/mqtt.rs), so our
 /// publisher can name the cause.
@@ -186,27 +162,4 @@ async fn mosquitto_accepts_a_keep_alive_of_zero() {
         .await
         .unwrap();
     assert_eq!(answer, [0x20, 0x02, 0x00, 0x00]);
-}
-
-/// Mosquitto follows MQTT 3.1.1 section 3.3.1.3: an empty message that is not
-/// retained leaves the topic's retained message in place (rumqttd removes
-/// it; see tests/mqtt.rs).
-#[tokio::test]
-#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
-async fn mosquitto_keeps_a_retained_message_after_an_empty_publish() {
-    let mosquitto = Mosquitto::start(None).await;
-    let port = mosquitto.port();
-    for args in [
-        &["-t", "status", "-m", "online", "-r", "-q", "1"][..],
-        &["-t", "status", "-m", "", "-q", "1"],
-    ] {
-        let mut all = vec!["--port", port.as_str()];
-        all.extend_from_slice(args);
-        let (status, _, stderr) = run("mqtt_publisher", &all, b"").await;
-        assert!(status.success(), "{stderr}");
-    }
-    let args = ["--port", &port, "-t", "status", "-v", "-C", "1", "-W", "5"];
-    let (status, out, stderr) = run("mqtt_subscriber", &args, b"").await;
-    assert!(status.success(), "{stderr}");
-    assert_eq!(out, "status online (retained)\n");
 }

@@ -1,57 +1,51 @@
-//! The embedded broker: rumqttd as the router, behind our front door.
+//! The embedded broker: rumqttd's router, behind our front door.
 //!
 //! [rumqttd](https://docs.rs/rumqttd) is a whole MQTT broker in a library:
-//! it keeps subscriptions, sessions, retained messages and the QoS flows.
-//! We use it for that, but clients never reach it directly: [`start`] binds
-//! the port clients connect to and serves it with [`crate::frontdoor`], which
-//! checks each client the way the spec says and connects it to rumqttd on
-//! an internal loopback port. (How rumqttd 0.20 behaves with clients in
-//! front of it is why: see `frontdoor.rs`.)
+//! it keeps subscriptions, sessions and retained messages. We use its
+//! router for that, in this process, but clients never reach it directly:
+//! [`start`] binds the port clients connect to and serves it with
+//! [`crate::frontdoor`], which checks each client the way the spec says and
+//! hands the router what it must know over in-memory links
+//! (`frontdoor/router.rs`).
 //!
 //! rumqttd is built to be configured from a TOML file, and its
 //! [`RouterConfig::default`] is all zeros, which among other things allows
 //! *zero* connections. So we fill in every field ourselves, each with the
-//! reason for its value, in [`rumqttd_config`].
+//! reason for its value, in [`router_config`].
 //!
-//! It runs on its own threads (a router thread, plus one thread with a small
-//! tokio runtime per listener), not on our tokio runtime, and it has no stop
-//! API: it stops when the process ends.
+//! The router runs on a thread of its own, not on our tokio runtime, and has
+//! no stop API: it stops when the process ends. If it ever ends before
+//! (a panic), [`RunningBroker::wait`] returns an error at once.
 //!
 //! # Where the broker still departs from MQTT 3.1.1
 //!
 //! The front door answers every CONNECT refusal with the spec's CONNACK
 //! code, accepts a keep-alive of 0, closes clients that break the spec's
-//! rules, and publishes wills. What rumqttd still does its own way (the
-//! tests in `tests/mqtt.rs` pin these down, and `tests/mqtt_conformance.rs`
-//! runs the same cases against Mosquitto):
+//! rules, publishes wills, delivers at the lower of the publish and
+//! subscription QoS, lets only a retained empty message clear a retained
+//! one, and gives a repeated SUBSCRIBE its new QoS (`tests/mqtt.rs` and
+//! `tests/mqtt_conformance.rs` run each against Mosquitto too). What
+//! remains, each pinned down by a test:
 //!
-//! - It delivers at the subscription's QoS, not at the minimum of the
-//!   publish and subscription QoS (spec 3.8.4): a QoS 0 publish reaches a
-//!   QoS 2 subscriber as QoS 2.
-//! - For a persistent session, a second SUBSCRIBE to a filter gets the new
-//!   QoS in its SUBACK, but rumqttd goes on delivering at the first one
-//!   (spec 3.8.4: the new subscription replaces the old). Clean sessions'
-//!   QoS is the front door's (`frontdoor/subscriptions.rs`), and follows
-//!   the spec.
-//! - Any message with an empty payload removes the topic's retained message;
-//!   the spec (3.3.1.3) says only a *retained* empty message does.
 //! - It has no `$SYS/` topics: a SUBSCRIBE to a `$` filter (other than
 //!   `$share/group/...`) gets the failure code 0x80 in its SUBACK, where
 //!   Mosquitto grants it and publishes its statistics there.
+//! - One client cannot hold both `a/b` and `$share/g/a/b` (or two share
+//!   groups of one filter): rumqttd reads them from one log and ends its
+//!   router thread over it, so the second gets the failure code 0x80.
+//! - A repeated SUBSCRIBE does not send the filter's retained messages
+//!   again [MQTT-3.8.4-3]; only a new subscription gets them.
 //! - Retained messages and sessions live in memory: a restart loses them.
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
-use tokio::sync::oneshot;
-
-use crate::frontdoor::{self, FrontDoorConfig, relay::Limits};
-use std::sync::Arc;
+use rumqttd::RouterConfig;
 use tokio_util::sync::CancellationToken;
+
+use crate::frontdoor::{self, FrontDoorConfig, relay::Limits, router::Router};
 
 /// Which log lines a learner sees when `RUST_LOG` is unset: ours at info
 /// (the front door logs each client connecting, being refused or closed,
@@ -120,16 +114,18 @@ impl Default for BrokerConfig {
     }
 }
 
-/// Turns our settings into rumqttd's, setting every field we rely on.
-pub fn rumqttd_config(config: &BrokerConfig, addr: SocketAddr) -> Config {
-    let router = RouterConfig {
+/// rumqttd's router settings for `config`, every field set and explained.
+pub fn router_config(config: &BrokerConfig) -> RouterConfig {
+    RouterConfig {
         // The default is 0, which refuses every client. The front door
-        // enforces our limit; rumqttd's is higher, so that a connection being
-        // taken over and its successor can briefly both be there.
+        // enforces our limit; the router's has room for the links of clients
+        // that are closing while their successors open theirs, and for the
+        // watchdog's (see `frontdoor/router.rs`).
         max_connections: config.max_connections.saturating_mul(2).saturating_add(16),
-        // How many QoS 0 messages the router hands a subscriber per turn
-        // (QoS 1 and 2 are limited by rumqttd's fixed window of 100 unacked
-        // messages instead). Larger batches mean fewer wake-ups per message.
+        // How many messages the router hands a subscriber per turn (every
+        // subscription is QoS 0 as the router sees it: see
+        // `frontdoor/publish.rs`). Larger batches mean fewer wake-ups per
+        // message.
         max_outgoing_packet_count: 200,
         // rumqttd keeps one in-memory log per subscription filter (`home/#`,
         // `home/+/temp`): a message is appended to the log of every filter it
@@ -147,77 +143,42 @@ pub fn rumqttd_config(config: &BrokerConfig, addr: SocketAddr) -> Config {
         initialized_filters: None,
         // `$share/group/topic` subscriptions take turns.
         shared_subscriptions_strategy: rumqttd::Strategy::RoundRobin,
-    };
-    let connections = ConnectionSettings {
-        // Only the front door connects here, and it sends CONNECT at once.
-        connection_timeout_ms: 5_000,
-        // The front door checks packet sizes; this is the same limit, plus
-        // room for a PUBLISH's fixed header.
-        max_payload_size: config.max_payload_bytes.saturating_add(5),
-        // Despite the name, this is how many packets rumqttd reads from one
-        // client's socket before passing them to the router as one batch.
-        max_inflight_count: 100,
-        // The front door checks logins; rumqttd lets its connections in.
-        auth: None,
-        external_auth: None,
-        // Meant to create a log for a topic that no subscription matches
-        // (without it, rumqttd would disconnect the publisher). In rumqttd
-        // 0.20 it changes nothing: its matching never reports "no filter", so
-        // such a publish is acknowledged and dropped either way. We set the
-        // value rumqttd's own example config uses.
-        dynamic_filters: true,
-    };
-    let server = ServerSettings {
-        name: "mqtt-v4".to_string(),
-        listen: addr,
-        // Only the front door connects here, over loopback: no TLS.
-        tls: None,
-        // rumqttd can pause after each accept; the front door's connection
-        // limit is our brake, so it does not.
-        next_connection_delay_ms: 0,
-        connections,
-    };
-    Config {
-        id: 0,
-        router,
-        // MQTT 3.1.1 ("v4" on the wire) only: no MQTT 5, no WebSocket, no
-        // cluster, console, bridge or metrics endpoints.
-        v4: Some(HashMap::from([("1".to_string(), server)])),
-        ..Config::default()
     }
 }
 
-/// The broker: our front door on the caller's tokio runtime, rumqttd on
-/// threads of its own.
+/// The broker: our front door on the caller's tokio runtime, rumqttd's
+/// router on a thread of its own.
 #[derive(Debug)]
 pub struct RunningBroker {
     /// The address clients connect to (the real port, also for `--port 0`).
     pub addr: SocketAddr,
-    /// rumqttd's internal address, on loopback.
-    pub upstream: SocketAddr,
-    /// Resolves (with an error) if rumqttd's threads end.
-    ended: oneshot::Receiver<()>,
+    /// Resolves when the router thread has ended.
+    router_ended: tokio::task::JoinHandle<()>,
     front_door: tokio::task::JoinHandle<()>,
 }
 
 impl RunningBroker {
     /// Resolves when the front door has closed every client after the
-    /// `shutdown` given to [`start`], or with an error if rumqttd's threads
-    /// end first (they only do when rumqttd fails), so a broker that dies
-    /// does not look alive.
+    /// `shutdown` given to [`start`], or with an error the moment rumqttd's
+    /// router thread ends (it only does when it panics; the panic's message
+    /// is on stderr), so a broker that can no longer route does not look
+    /// alive.
     pub async fn wait(mut self) -> anyhow::Result<()> {
         tokio::select! {
-            _ = &mut self.ended => bail!("rumqttd stopped unexpectedly"),
+            _ = &mut self.router_ended => {
+                tracing::error!("rumqttd's router thread stopped; no client can be served");
+                bail!("rumqttd's router thread stopped unexpectedly (its panic message is above)")
+            }
             _ = &mut self.front_door => Ok(()),
         }
     }
 }
 
-/// Binds `config.addr`, starts rumqttd on an internal loopback port, and
-/// serves clients through the front door until `shutdown` resolves.
+/// Binds `config.addr`, starts rumqttd's router, and serves clients through
+/// the front door until `shutdown` resolves.
 ///
-/// Errors: the address cannot be bound (in use, not ours), or rumqttd does
-/// not start listening within 5 s.
+/// Errors: the address cannot be bound (in use, not ours), or the router
+/// does not start.
 pub async fn start(
     config: &BrokerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -227,10 +188,12 @@ pub async fn start(
         .await
         .map_err(|error| networking_protocols::bind_error(config.addr, error))?;
     let addr = listener.local_addr()?;
-    let router_config = config.clone();
-    let (upstream, ended) = tokio::task::spawn_blocking(move || start_rumqttd(&router_config))
+    let settings = router_config(config);
+    let (router, watchdog) = tokio::task::spawn_blocking(move || Router::start(settings))
         .await
-        .context("the rumqttd start task failed")??;
+        .context("the router start task failed")?
+        .map_err(|error| anyhow::anyhow!("rumqttd's router did not start: {error}"))?;
+    let router_ended = tokio::spawn(watchdog.ended());
     let stop = CancellationToken::new();
     let stopping = stop.clone();
     tokio::spawn(async move {
@@ -239,21 +202,20 @@ pub async fn start(
     });
     let front_door = tokio::spawn(frontdoor::run(
         listener,
-        front_door_config(config, upstream),
+        front_door_config(config),
+        router,
         stop.cancelled_owned(),
     ));
     Ok(RunningBroker {
         addr,
-        upstream,
-        ended,
+        router_ended,
         front_door,
     })
 }
 
-/// File descriptors one client costs this process: its connection, the
-/// front door's connection to rumqttd, and rumqttd's end of that (TLS ends
-/// in the front door, and costs none).
-pub const FILES_PER_CLIENT: u64 = 3;
+/// File descriptors one client costs this process: its connection (the
+/// router is reached in memory, and TLS ends in the front door).
+pub const FILES_PER_CLIENT: u64 = 1;
 
 /// File descriptors kept for everything else: the listeners, refusals in
 /// progress (at most 64), log files, rumqttd's internals.
@@ -289,10 +251,9 @@ pub fn fit_open_file_limit(
     Ok(config)
 }
 
-/// The front door's settings for `config`, in front of rumqttd at `upstream`.
-pub fn front_door_config(config: &BrokerConfig, upstream: SocketAddr) -> FrontDoorConfig {
+/// The front door's settings for `config`.
+pub fn front_door_config(config: &BrokerConfig) -> FrontDoorConfig {
     FrontDoorConfig {
-        upstream,
         max_connections: config.max_connections,
         users: config.users.clone(),
         connect_timeout: CONNECT_TIMEOUT,
@@ -308,48 +269,3 @@ pub fn front_door_config(config: &BrokerConfig, upstream: SocketAddr) -> FrontDo
 /// How long a new connection may take to send its CONNECT, so that silent
 /// connections cannot fill up the connection limit.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Starts rumqttd on a free loopback port and waits until it accepts
-/// connections: at most 5 s, blocking the calling thread.
-fn start_rumqttd(config: &BrokerConfig) -> anyhow::Result<(SocketAddr, oneshot::Receiver<()>)> {
-    // rumqttd binds its listening socket itself and never says which port
-    // it got, so we find a free port first (bind port 0, note the port,
-    // release it) and give rumqttd that one. Another program could take it
-    // in the instant between; then rumqttd fails to start, and we say so.
-    let probe = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-        .context("cannot find a free loopback port for rumqttd")?;
-    let addr = probe.local_addr()?;
-    drop(probe);
-
-    let rumqttd_config = rumqttd_config(config, addr);
-    let (end_tx, ended) = oneshot::channel();
-    let thread = thread::Builder::new()
-        .name("rumqttd".to_string())
-        .spawn(move || {
-            // `start` spawns the listener threads and then waits for them:
-            // it returns only if they all end.
-            let mut broker = rumqttd::Broker::new(rumqttd_config);
-            if let Err(error) = broker.start() {
-                tracing::error!(%error, "rumqttd failed");
-            }
-            let _ = end_tx.send(());
-        })
-        .context("cannot start the rumqttd thread")?;
-
-    // rumqttd does not tell us when it is ready, so we knock: once a TCP
-    // connection succeeds, it is listening. (rumqttd logs an error for our
-    // knock, which sends no CONNECT; that log is muted.)
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok((addr, ended));
-        }
-        if thread.is_finished() {
-            bail!("rumqttd could not listen on {addr} (another program took the port?)");
-        }
-        if Instant::now() > deadline {
-            bail!("rumqttd did not start listening on {addr} within 5 s");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}

@@ -1,53 +1,74 @@
-//! The front door: what a broker checks before it trusts a client.
+//! The front door: what a broker checks before it trusts a client, and the
+//! path every message takes through it.
 //!
-//! `mqtt_broker` listens itself; rumqttd, the router that keeps
-//! subscriptions, sessions and retained messages, listens only on an
-//! internal loopback port that clients never see. For each client the front
-//! door:
+//! `mqtt_broker` has one listening socket, ours. rumqttd's router runs in
+//! this process on a thread of its own, and keeps what a broker remembers
+//! (subscriptions, retained messages, sessions of clients that are away);
+//! clients never reach it directly. For each client the front door:
 //!
 //! 1. **reads the CONNECT** within [`FrontDoorConfig::connect_timeout`] and
 //!    checks it ([`connect`]): a malformed one closes the connection, a
 //!    refused one gets the CONNACK return code the spec names (1 protocol
 //!    level, 2 client id, 3 server unavailable, 5 not authorized);
 //! 2. **takes over** an older connection with the same client id
-//!    [MQTT-3.1.4-2]: that one is closed (and its will published) before the
-//!    new one goes further, so sessions never overlap;
-//! 3. **connects to rumqttd** with its own CONNECT: the client id written in
-//!    characters rumqttd accepts ([`connect::upstream_id`]), no will and no
-//!    login. It always finishes this handshake and closes it cleanly, even
-//!    if the client has vanished meanwhile: rumqttd 0.20 panics, and then
-//!    refuses every later client, when a connection fails half-way through
-//!    its handshake twice with the same client id (rumqtt issue 1062). A
-//!    clean session has nothing for rumqttd to find, so we answer its
-//!    CONNECT ourselves and connect it to rumqttd only when it first sends
-//!    something for it: rumqttd spends about 45 KB on each connection, and a
-//!    client that only connects (or only pings) then costs it nothing;
-//! 4. **relays** packets both ways ([`relay`]), checking the client's;
-//! 5. at the end, **publishes the will** unless the client sent DISCONNECT.
+//!    [MQTT-3.1.4-2]: that one is closed, its will published and its link to
+//!    the router ended, before the new one goes further, so sessions never
+//!    overlap;
+//! 3. **answers CONNACK** and serves the client ([`relay`]), checking every
+//!    packet and handing the router what it must know over a link
+//!    ([`router`]): at once for a persistent session, whose messages the
+//!    router may hold; for a clean session only when it first publishes or
+//!    subscribes, so that a client that only connects costs the router
+//!    nothing;
+//! 4. at the end, **publishes the will** unless the client sent DISCONNECT,
+//!    and keeps a persistent session for the client's return ([`session`]).
 //!
 //! The connection limit is ours too: one client too many gets CONNACK 3.
+//! With `--tls`, TLS ends here as well: each connection's TLS handshake
+//! comes before step 1, and the relay decrypts and encrypts in place
+//! ([`relay::tls`]), so the checks are the same with TLS or without.
 //!
-//! With `--tls`, TLS ends here too: each connection's TLS handshake comes
-//! before step 1, and the relay decrypts and encrypts in place
-//! ([`relay::tls`]), so the checks above are the same with TLS or without.
+//! ## The path of one PUBLISH
+//!
+//! ```text
+//! publisher's socket
+//!   -> Connection::read_client         relay.rs     bytes in, cut into packets
+//!   -> Connection::publish             publish.rs   checked; PUBACK queued
+//!   -> Link::flush                     router.rs    handed to the router
+//!      rumqttd's router thread                      appended to each matching
+//!                                                   filter's log, forwarded
+//!   -> Link::take                      router.rs    the subscriber's batch
+//!   -> Connection::deliver             publish.rs   QoS, packet id, encoded once
+//!   -> Connection::write_client        relay.rs     out to the subscriber's socket
+//! ```
+//!
+//! SUBSCRIBE and UNSUBSCRIBE are in `subscribe.rs`, the session's state in
+//! `session.rs`, and what happens when subscribers read slower than
+//! publishers send in `congestion.rs`.
 
 pub mod congestion;
 pub mod connect;
+mod publish;
 pub mod relay;
+pub mod router;
+pub mod session;
+mod subscribe;
 pub mod subscriptions;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use networking_protocols::accept::{Acceptor, Incoming, Throttle};
 use networking_protocols::tls::server::{self as tls_server, Handshake, TlsStream};
+use rumqttd::protocol::{Packet, Publish};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,7 +78,9 @@ use crate::wire::{self, ConnackCode, kind};
 use congestion::Congestion;
 use connect::{Connect, Refusal, Will};
 use relay::tls::TlsSession;
-use relay::{End, Limits, Relay};
+use relay::{Connection, End, Limits, Parts};
+use router::Router;
+use session::{Resend, Session, Sessions};
 
 /// Why a new connection brought no CONNECT, for the log.
 #[derive(Debug)]
@@ -90,25 +113,24 @@ type ClientStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 /// The front door's settings.
 #[derive(Debug, Clone)]
 pub struct FrontDoorConfig {
-    /// rumqttd's internal address.
-    pub upstream: SocketAddr,
     /// Most clients connected at once; one more gets CONNACK 3.
     pub max_connections: usize,
     /// If not empty, clients must log in with one of these (name, password).
     pub users: Vec<(String, String)>,
     /// How long a new connection may take to send its CONNECT.
     pub connect_timeout: Duration,
-    /// The relay's limits: packet size and queued bytes per client.
+    /// The limits on packet size and queued bytes per client.
     pub limits: Limits,
     /// With `Some`, clients speak MQTT over TLS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves clients on `listener` until `shutdown` resolves, then closes them
-/// all and returns.
+/// all and returns. Each client that needs it gets a link to `router`.
 pub async fn run(
     listener: TcpListener,
     config: FrontDoorConfig,
+    router: Router,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let door = Arc::new(Door {
@@ -119,28 +141,22 @@ pub async fn run(
         clients: Mutex::new(HashMap::new()),
         congestion: Congestion::default(),
         stop: CancellationToken::new(),
-        rumqttd: Rumqttd::new(config.upstream),
-        persistent: Mutex::new(HashSet::new()),
+        router,
+        sessions: Sessions::default(),
+        link_ids: Mutex::new(LinkIds::default()),
         config,
     });
     let tasks = TaskTracker::new();
-    let mut accept_errors = RateLimit::default();
+    let mut acceptor = Acceptor::new(listener);
+    let mut busy = Throttle::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors (EMFILE, ENFILE) or memory:
-                    // the connection waits in the kernel's queue. Pause so
-                    // we do not spin, and say so at most once a second.
-                    if accept_errors.ready() {
-                        warn!(%error, "cannot accept a connection; retrying");
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            incoming = acceptor.accept() => match incoming {
+                Incoming::Open(stream, peer) => (stream, peer),
+                // No descriptor to spare for a CONNECT exchange: close.
+                Incoming::OutOfDescriptors(..) => continue,
             },
         };
         let _ = stream.set_nodelay(true);
@@ -162,7 +178,15 @@ pub async fn run(
                         drop(permit);
                     });
                 }
-                Err(_) => drop(stream),
+                Err(_) => {
+                    if let Some(held_back) = busy.allow() {
+                        warn!(
+                            held_back,
+                            "closing connections unanswered: too many refusals at once"
+                        );
+                    }
+                    drop(stream);
+                }
             },
         }
     }
@@ -171,32 +195,33 @@ pub async fn run(
     let _ = timeout(Duration::from_secs(2), tasks.wait()).await;
 }
 
-/// At most one log line a second for a repeating condition.
-#[derive(Debug, Default)]
-struct RateLimit {
-    last: Option<Instant>,
-}
-
-impl RateLimit {
-    fn ready(&mut self) -> bool {
-        let now = Instant::now();
-        let ready = self
-            .last
-            .is_none_or(|at| now >= at + Duration::from_secs(1));
-        if ready {
-            self.last = Some(now);
-        }
-        ready
-    }
-}
-
 /// Who is connected, by client id, so a new connection can take over.
 #[derive(Debug)]
 struct Occupant {
     /// Cancelled to make the connection close.
     kick: CancellationToken,
-    /// Cancelled once the connection has finished with rumqttd.
+    /// Cancelled once the connection has finished with the router.
     done: CancellationToken,
+}
+
+/// The ids clean sessions use with the router. A clean session has nothing
+/// for the router to find again, so its name there is not the client's:
+/// it is `%c` and the smallest number no other connection holds. rumqttd
+/// keeps a record of every client id it has seen; with these, it keeps at
+/// most as many as were ever connected at once.
+#[derive(Debug, Default)]
+struct LinkIds {
+    free: Vec<u32>,
+    next: u32,
+}
+
+impl LinkIds {
+    fn take(&mut self) -> u32 {
+        self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -206,31 +231,24 @@ struct Door {
     refusals: Arc<Semaphore>,
     clients: Mutex<HashMap<String, Arc<Occupant>>>,
     congestion: Congestion,
-    rumqttd: Rumqttd,
-    /// rumqttd's ids of the clients that ever asked for a persistent session.
-    persistent: Mutex<HashSet<String>>,
+    router: Router,
+    /// Persistent sessions of clients that are away.
+    sessions: Sessions,
+    link_ids: Mutex<LinkIds>,
     /// Cancelled when the broker stops.
     stop: CancellationToken,
 }
 
+/// Locks a table; a poisoned lock (a panic elsewhere) still holds a whole
+/// table, so we go on with it rather than refuse everyone.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 impl Door {
-    /// The client table; a poisoned lock (a panic elsewhere) still holds a
-    /// whole table, so we go on with it rather than refuse everyone.
-    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Occupant>>> {
-        match self.clients.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    /// The ids with persistent sessions (see [`Door::clients`] on poisoning).
-    fn persistent(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        match self.persistent.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
     /// With `--tls`, runs the TLS handshake (for at most
     /// [`tls_server::HANDSHAKE_TIMEOUT`]); without, hands the connection
     /// back as it is. `None`, logged, if the handshake failed or the client
@@ -358,97 +376,116 @@ impl Door {
                 return;
             }
         };
-        // [MQTT-3.1.3-6]: a client that sent no id gets one from us. Its
-        // upstream name starts with a bare `%`, which `upstream_id` never
-        // produces, so it cannot meet a client's own id.
-        let (name, upstream_id) = if connect.client_id.is_empty() {
-            let name = format!("auto-{}", next_auto_id());
-            let upstream_id = format!("%{name}");
-            (name, upstream_id)
+        // [MQTT-3.1.3-6]: a client that sent no id gets one from us.
+        let name = if connect.client_id.is_empty() {
+            format!("auto-{}", next_auto_id())
         } else {
-            let name = connect.client_id.clone();
-            let upstream_id = connect::upstream_id(&name);
-            (name, upstream_id)
+            connect.client_id.clone()
         };
 
         let me = Arc::new(Occupant {
             kick: self.stop.child_token(),
             done: CancellationToken::new(),
         });
-        if !connect.client_id.is_empty() {
-            let previous = self.clients().insert(name.clone(), me.clone());
-            if let Some(previous) = previous {
-                info!(
-                    client = name,
-                    "a new connection takes over this client id [MQTT-3.1.4-2]"
-                );
-                previous.kick.cancel();
-                let _ = timeout(Duration::from_secs(5), previous.done.cancelled()).await;
-            }
+        let previous = lock(&self.clients).insert(name.clone(), me.clone());
+        if let Some(previous) = previous {
+            info!(
+                client = name,
+                "a new connection takes over this client id [MQTT-3.1.4-2]"
+            );
+            previous.kick.cancel();
+            let _ = timeout(Duration::from_secs(5), previous.done.cancelled()).await;
         }
 
-        let outcome = self
-            .session(client, &name, &upstream_id, &connect, early, &me)
-            .await;
+        let outcome = self.session(client, &name, &connect, early, &me).await;
         me.done.cancel();
-        let mut clients = self.clients();
+        let mut clients = lock(&self.clients);
         if clients.get(&name).is_some_and(|c| Arc::ptr_eq(c, &me)) {
             clients.remove(&name);
         }
         drop(clients);
         if let Err(error) = outcome {
-            warn!(client = name, "rumqttd: {error}");
+            warn!(client = name, "the router: {error}");
         }
     }
 
-    /// Relays the client to rumqttd and closes both sides.
+    /// Answers CONNACK, serves the client, and ends its session.
     ///
-    /// A clean session has no state to find, so we answer its CONNECT
-    /// ourselves (session present 0, [MQTT-3.2.2-1]), and rumqttd sees the
-    /// client only once it sends something for rumqttd: a client that only
-    /// connects costs rumqttd nothing. A persistent session is connected
-    /// to rumqttd at once, whose CONNACK says whether it kept the session.
+    /// A persistent session is linked to the router at once (it may hold
+    /// messages for the client); the session present flag says whether we
+    /// kept one [MQTT-3.2.2-2]. A clean session ends any session kept under
+    /// its id [MQTT-3.1.2-6] and gets session present 0 [MQTT-3.2.2-1].
     async fn session(
         &self,
-        mut client: ClientStream,
+        client: ClientStream,
         name: &str,
-        upstream_id: &str,
         connect: &Connect,
         early: BytesMut,
         me: &Occupant,
     ) -> io::Result<()> {
-        let rumqttd = &self.rumqttd;
-        // A clean session must end any session rumqttd kept under this id
-        // [MQTT-3.1.2-6], so only an id that never had one can wait.
-        let had_session = {
-            let mut persistent = self.persistent();
-            if connect.clean_session {
-                persistent.remove(upstream_id)
-            } else {
-                persistent.insert(upstream_id.to_string());
-                true
+        let kept_id = connect::router_id(name);
+        let kept = self.sessions.take(&kept_id);
+        let (link_id, pooled) = if connect.clean_session {
+            if kept.is_some() {
+                // The router's half of the old session ends too.
+                let link = self
+                    .router
+                    .link(&kept_id, true)
+                    .await
+                    .map_err(io::Error::other)?;
+                link.close(|_| {}).await;
             }
-        };
-        let (upstream, connack) = if connect.clean_session && !had_session {
-            (None, wire::connack(false, ConnackCode::Accepted))
+            let number = lock(&self.link_ids).take();
+            (format!("%c{number}"), Some(number))
         } else {
-            match rumqttd.open(upstream_id, connect.clean_session).await {
-                Ok((upstream, connack)) => (Some(upstream), connack),
+            (kept_id.clone(), None)
+        };
+        let outcome = self
+            .connected(client, name, connect, early, me, &link_id, kept)
+            .await;
+        if let Some(number) = pooled {
+            lock(&self.link_ids).free.push(number);
+        }
+        if let Some(session) = outcome? {
+            self.sessions.keep(&kept_id, session);
+        }
+        Ok(())
+    }
+
+    /// From CONNACK to the end of the connection, with the router id
+    /// `link_id`. Returns the session to keep, for a persistent one.
+    #[allow(clippy::too_many_arguments)]
+    async fn connected(
+        &self,
+        mut client: ClientStream,
+        name: &str,
+        connect: &Connect,
+        early: BytesMut,
+        me: &Occupant,
+        link_id: &str,
+        kept: Option<Session>,
+    ) -> io::Result<Option<Session>> {
+        let session_present = kept.is_some() && !connect.clean_session;
+        let link = if connect.clean_session {
+            None
+        } else {
+            match self.router.link(link_id, false).await {
+                Ok(link) => Some(link),
                 Err(error) => {
-                    // rumqttd did not take the client: we are unavailable.
+                    // The router did not take the client: we are unavailable.
                     let refusal = wire::connack(false, ConnackCode::ServerUnavailable);
                     let _ = write_flushed(&mut client, &refusal).await;
-                    return Err(error);
+                    return Err(io::Error::other(error));
                 }
             }
         };
+        let connack = wire::connack(session_present, ConnackCode::Accepted);
         if write_flushed(&mut client, &connack).await.is_err() {
-            // The client left before its CONNACK. If rumqttd's handshake is
-            // complete, we end it the ordinary way.
-            if let Some(mut upstream) = upstream {
-                finish_upstream(&mut upstream, &[], connect.will.as_ref()).await?;
+            // The client left before its CONNACK.
+            if let Some(link) = link {
+                link.close(|_| {}).await;
             }
-            return Ok(());
+            return Ok(kept.filter(|_| !connect.clean_session));
         }
         info!(
             client = name,
@@ -457,46 +494,44 @@ impl Door {
             "client connected"
         );
 
-        // From here on the relay reads and writes the socket itself, with
-        // rustls's state beside it for a TLS client.
-        let (client, tls) = match client {
+        // From here on the connection reads and writes the socket itself,
+        // with rustls's state beside it for a TLS client.
+        let (socket, tls) = match client {
             Either::Left(tcp) => (tcp, None),
             Either::Right(tls) => {
                 let (tcp, conn) = tls.into_inner();
                 (tcp, Some(TlsSession::new(conn)))
             }
         };
-        let relay = Relay {
-            client: &client,
-            rumqttd,
-            upstream_id,
-            name,
-            limits: &self.config.limits,
-            grace: (connect.keep_alive > 0)
-                .then(|| Duration::from_secs(u64::from(connect.keep_alive)).mul_f32(1.5)),
-            own_acks: connect.clean_session,
-            congestion: &self.congestion,
+        let session = if connect.clean_session {
+            Session::default()
+        } else {
+            kept.unwrap_or_default()
         };
-        let (end, unsent, upstream) = relay.run(early, &me.kick, upstream, tls).await;
-        match &end {
-            End::Disconnect => info!(client = name, "client disconnected"),
-            End::ClientGone(None) => info!(client = name, "client closed the connection"),
-            End::ClientGone(Some(error)) => {
-                info!(client = name, %error, "client connection failed")
+        let mut connection = Connection::new(Parts {
+            socket: &socket,
+            tls,
+            router: &self.router,
+            limits: &self.config.limits,
+            name,
+            link_id,
+            clean_session: connect.clean_session,
+            keep_alive: connect.keep_alive,
+            link,
+            session,
+            pressure: self.congestion.pressure(),
+        });
+        // [MQTT-4.4.0-1]: a kept session's unacknowledged messages go again.
+        for resend in connection.session.resend() {
+            match resend {
+                Resend::Publish(packet) => connection.queue(packet),
+                Resend::Pubrel(id) => {
+                    connection.queue(Bytes::copy_from_slice(&wire::ack(kind::PUBREL, id)))
+                }
             }
-            End::Violation(violation) => {
-                warn!(client = name, "closing the connection: {violation}")
-            }
-            End::KeepAliveExpired(grace) => warn!(
-                client = name,
-                "closing the connection: nothing from the client for {grace:?}, 1.5 x its keep-alive [MQTT-3.1.2-24]"
-            ),
-            End::Kicked => info!(
-                client = name,
-                "closing the connection: taken over, or the broker stops"
-            ),
-            End::UpstreamGone => warn!(client = name, "rumqttd closed the connection"),
         }
+        let end = connection.run(early, &me.kick).await;
+        log_end(name, &end);
         let will = connect.will.as_ref().filter(|_| end.publishes_will());
         if let Some(will) = will {
             info!(
@@ -504,118 +539,70 @@ impl Door {
                 topic = will.topic,
                 "publishing the client's will"
             );
+            connection.for_router.push((will_publish(will), 0));
         }
-        if matches!(end, End::UpstreamGone) {
-            return Ok(());
+        // What the client sent before it left (a PUBLISH followed at once by
+        // DISCONNECT, say) still goes to the router; a SUBSCRIBE of a client
+        // that left need not.
+        if connection.link.is_none() {
+            connection
+                .for_router
+                .retain(|(packet, _)| matches!(packet, Packet::Publish(..)));
         }
-        let upstream = match upstream {
-            Some(upstream) => Some(upstream),
-            // The client never reached rumqttd, but its will or its last
-            // messages must (a SUBSCRIBE of a client that left need not).
-            None if will.is_some() || unsent.iter().any(carries_a_message) => {
-                Some(rumqttd.open(upstream_id, connect.clean_session).await?.0)
+        if !matches!(end, End::RouterGone) {
+            let _ = connection.hand_over().await;
+        }
+        if let Some(link) = connection.link.take() {
+            if connect.clean_session {
+                link.close(|_| {}).await;
+            } else {
+                // Messages still on their way to a persistent session are
+                // kept with it, to be sent when the client comes back.
+                let mut late = Vec::new();
+                link.close(|forward| late.push(forward)).await;
+                for forward in late {
+                    connection.deliver(forward);
+                }
             }
-            None => None,
-        };
-        match upstream {
-            Some(mut upstream) => finish_upstream(&mut upstream, &unsent, will).await,
-            None => Ok(()),
         }
+        Ok((!connect.clean_session).then(|| std::mem::take(&mut connection.session)))
     }
 }
 
-/// rumqttd's internal listener, as the front door reaches it.
-#[derive(Debug)]
-pub struct Rumqttd {
-    addr: SocketAddr,
-    /// rumqttd sets up one connection at a time (its router answers each
-    /// in turn), and its listener queues at most 1024 that wait for it; a
-    /// thousand clients at once would overflow that queue and wait seconds
-    /// for TCP's retries. So at most this many of our handshakes run at once.
-    handshakes: Semaphore,
-}
-
-impl Rumqttd {
-    fn new(addr: SocketAddr) -> Self {
-        Rumqttd {
-            addr,
-            handshakes: Semaphore::new(64),
-        }
-    }
-
-    /// Opens a client's connection to rumqttd under `upstream_id`, and
-    /// returns it with the CONNACK rumqttd sent (which carries the session
-    /// present flag). Errors if rumqttd refuses, or takes over 5 s once our
-    /// turn has come.
-    pub async fn open(
-        &self,
-        upstream_id: &str,
-        clean_session: bool,
-    ) -> io::Result<(TcpStream, [u8; 4])> {
-        let _turn = self.handshakes.acquire().await.map_err(io::Error::other)?;
-        let handshake = async {
-            let mut upstream = TcpStream::connect(self.addr).await?;
-            upstream.set_nodelay(true)?;
-            let connect = connect::upstream_connect(upstream_id, clean_session);
-            upstream.write_all(&connect).await?;
-            let mut connack = [0u8; 4];
-            upstream.read_exact(&mut connack).await?;
-            if connack[0] != kind::CONNACK << 4 || connack[3] != 0 {
-                return Err(io::Error::other(format!("rumqttd answered {connack:02x?}")));
-            }
-            Ok((upstream, connack))
-        };
-        timeout(Duration::from_secs(5), handshake)
-            .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+/// Says in the log how a client's connection ended.
+fn log_end(name: &str, end: &End) {
+    match end {
+        End::Disconnect => info!(client = name, "client disconnected"),
+        End::ClientGone(None) => info!(client = name, "client closed the connection"),
+        End::ClientGone(Some(error)) => info!(client = name, %error, "client connection failed"),
+        End::Violation(violation) => warn!(client = name, "closing the connection: {violation}"),
+        End::KeepAliveExpired(grace) => warn!(
+            client = name,
+            "closing the connection: nothing from the client for {grace:?}, 1.5 x its keep-alive [MQTT-3.1.2-24]"
+        ),
+        End::Kicked => info!(
+            client = name,
+            "closing the connection: taken over, or the broker stops"
+        ),
+        End::RouterGone => warn!(client = name, "the router dropped the client"),
     }
 }
 
-/// Ends a connection to rumqttd: what the client sent that is still
-/// unsent, the will if there is one, then DISCONNECT; then we wait
-/// (briefly) for rumqttd to close, so that it has finished with this client
-/// id before anyone else uses it.
-async fn finish_upstream(
-    upstream: &mut TcpStream,
-    unsent: &[Bytes],
-    will: Option<&Will>,
-) -> io::Result<()> {
-    let mut goodbye = BytesMut::new();
-    for chunk in unsent {
-        goodbye.extend_from_slice(chunk);
-    }
-    if let Some(will) = will {
-        goodbye.extend_from_slice(&will_publish(will));
-    }
-    goodbye.extend_from_slice(&wire::DISCONNECT);
-    upstream.write_all(&goodbye).await?;
-    let mut sink = [0u8; 256];
-    let drain = async { while matches!(upstream.read(&mut sink).await, Ok(1..)) {} };
-    let _ = timeout(Duration::from_secs(1), drain).await;
-    Ok(())
-}
-
-/// The will as a PUBLISH to rumqttd. rumqttd delivers every message at the
-/// subscriber's QoS whatever its own (see `broker.rs`), so a QoS 2 will goes
-/// to it as QoS 1: one round trip, no exchange to finish while closing.
-fn will_publish(will: &Will) -> Bytes {
-    let qos = will.qos.min(1);
-    let mut body = BytesMut::with_capacity(will.topic.len() + will.payload.len() + 4);
-    wire::put_string(&mut body, will.topic.as_bytes());
-    if qos > 0 {
-        body.put_u16(1);
-    }
-    body.extend_from_slice(&will.payload);
-    wire::packet(kind::PUBLISH << 4 | qos << 1 | u8::from(will.retain), &body)
-}
-
-/// Whether a packet on its way to rumqttd is part of a message: a PUBLISH,
-/// or the PUBREL that releases a QoS 2 one.
-fn carries_a_message(packet: &Bytes) -> bool {
-    matches!(
-        packet.first().map(|first| first >> 4),
-        Some(kind::PUBLISH | kind::PUBREL)
-    )
+/// The will as a PUBLISH for the router, marked with its QoS like any
+/// other message (see `publish.rs`).
+fn will_publish(will: &Will) -> Packet {
+    let empty = will.payload.is_empty() && !will.retain;
+    let payload = if empty {
+        Bytes::from_static(b"\0")
+    } else {
+        will.payload.clone()
+    };
+    let message = Publish::new(
+        Bytes::copy_from_slice(will.topic.as_bytes()),
+        payload,
+        will.retain,
+    );
+    Packet::Publish(message, publish::marks(will.qos, empty))
 }
 
 /// Writes `bytes` and flushes them: with TLS, that sends the record now.

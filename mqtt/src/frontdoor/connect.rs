@@ -184,12 +184,13 @@ pub fn check_login(connect: &Connect, users: &[(String, String)]) -> Result<(), 
     ))
 }
 
-/// The client id as rumqttd will see it: rumqttd refuses ids containing
-/// `+`, `$`, `#` or `/` (MQTT allows any UTF-8), so those characters, and
-/// `%` itself, are written as `%XX`. Different ids stay different, and the
-/// same id maps to the same name every time, so persistent sessions are
-/// found again.
-pub fn upstream_id(client_id: &str) -> String {
+/// The id the router keeps a persistent session under: the client id,
+/// with `+`, `$`, `#` and `/` (which rumqttd refuses in an id, though MQTT
+/// allows any UTF-8) and `%` itself written as `%XX`. Different ids stay
+/// different, and the same id maps to the same name every time, so the
+/// session is found again. (Clean sessions use ids of the front door's own,
+/// `%c` and a number, which no client id maps to: see `LinkIds`.)
+pub fn router_id(client_id: &str) -> String {
     let mut name = String::with_capacity(client_id.len());
     for c in client_id.chars() {
         match c {
@@ -200,23 +201,6 @@ pub fn upstream_id(client_id: &str) -> String {
     name
 }
 
-/// The CONNECT we send rumqttd for a client: MQTT 3.1.1, the client's clean
-/// session flag, no will (the front door publishes wills itself), no login
-/// (the front door checked it), and the longest keep-alive, since the front
-/// door enforces the client's.
-pub fn upstream_connect(upstream_id: &str, clean_session: bool) -> Bytes {
-    let mut body = bytes::BytesMut::with_capacity(16 + upstream_id.len());
-    wire::put_string(&mut body, b"MQTT");
-    body.extend_from_slice(&[4, u8::from(clean_session) << 1]);
-    body.extend_from_slice(&UPSTREAM_KEEP_ALIVE_SECS.to_be_bytes());
-    wire::put_string(&mut body, upstream_id.as_bytes());
-    wire::packet(kind::CONNECT << 4, &body)
-}
-
-/// The keep-alive we ask of rumqttd, in seconds: the most MQTT allows
-/// (18 h 12 min). The front door pings rumqttd well before it runs out.
-pub const UPSTREAM_KEEP_ALIVE_SECS: u16 = u16::MAX;
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // In a test, a panic is a failure report.
 mod tests {
@@ -225,9 +209,9 @@ mod tests {
     /// Ids rumqttd refuses become ids it accepts, and stay distinct.
     #[test]
     fn maps_ids_rumqttd_refuses() {
-        assert_eq!(upstream_id("sensor/1"), "sensor%2F1");
-        assert_eq!(upstream_id("a+b#c$d"), "a%2Bb%23c%24d");
-        assert_ne!(upstream_id("a/b"), upstream_id("a%2Fb"));
-        assert_eq!(upstream_id("plain-id_7"), "plain-id_7");
+        assert_eq!(router_id("sensor/1"), "sensor%2F1");
+        assert_eq!(router_id("a+b#c$d"), "a%2Bb%23c%24d");
+        assert_ne!(router_id("a/b"), router_id("a%2Fb"));
+        assert_eq!(router_id("plain-id_7"), "plain-id_7");
     }
 }

@@ -1,81 +1,47 @@
-//! One accepted client, relayed to rumqttd and back, packet by packet.
+//! One client after its CONNACK: the loop that carries its packets to the
+//! router and the router's messages to it.
 //!
-//! Both directions go through one loop: we read what a socket has, cut it
-//! into packets (the fixed header says where each ends), check the ones
-//! from the client, and queue the bytes for the other side. Packets that
-//! pass unchanged are not copied: each is a slice of the buffer it was read
-//! into, and a batch of them goes out in one vectored write.
+//! Each turn waits for whichever comes first: bytes from the client, a
+//! batch of messages from the router, room in the client's socket, a change
+//! in the broker's congestion, or the timer (keep-alive). Then it works
+//! without waiting: whole packets are cut from what the client sent and
+//! handled (`publish.rs`, `subscribe.rs`), what they carry for the router is
+//! handed to it ([`Link::flush`]), and what is queued for the client is
+//! written as far as its socket takes it. Messages from the router wait in
+//! one queue per client, bounded by `--max-queued-bytes`
+//! (`super::congestion` says what happens when it fills).
 //!
-//! What the relay does besides passing bytes along:
-//! - it closes a client that breaks a rule of the spec, naming the rule;
-//! - it drops a client it has not heard from in 1.5 times its keep-alive
-//!   [MQTT-3.1.2-24], and keeps its own connection to rumqttd alive with
-//!   PINGREQs of its own, whose answers it keeps to itself;
-//! - it holds a QoS 0 publisher to rumqttd's pace with more such PINGREQs
-//!   (see `SYNC_BYTES`);
-//! - it answers SUBSCRIBE to `$` filters (`$SYS/#`) with a failure code,
-//!   because rumqttd would close the connection for them;
-//! - for clean sessions, it subscribes at QoS 0 for the client and delivers
-//!   each message at the client's QoS itself, with its own packet ids, so a
-//!   client is never limited by rumqttd's window of 100 unacknowledged
-//!   messages (see [`super::subscriptions`] and [`super::congestion`] for why
-//!   that matters).
-//!
-//! This file is the loop and rumqttd's side; `relay/client.rs` checks the
-//! client's packets, `relay/buffers.rs` holds the queues, and `relay/tls.rs`
-//! decrypts and encrypts a TLS client's bytes on their way.
+//! With TLS, `relay/tls.rs` decrypts and encrypts on the way; the packets
+//! are the same.
 
-mod buffers;
-mod client;
+pub(crate) mod buffers;
 pub mod tls;
 
 use std::io;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
+use rumqttd::protocol::Packet;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::congestion::{Congestion, Pressure};
-use super::subscriptions::{self, Subscriptions};
+use super::congestion::Pressure;
+use super::router::{Link, Router};
+use super::session::Session;
 use crate::wire::{self, Frame, Violation, kind};
-use buffers::{Outbox, PacketIds, read_some, readable, release_if_empty, writable};
-use client::{Answer, PendingSuback, SUBACK_FAILURE};
+use buffers::{Outbox, read_some, release_if_empty};
 use tls::TlsSession;
-
-/// How long rumqttd may hear nothing from us before we send it a PINGREQ:
-/// well inside the keep-alive we gave it
-/// ([`super::connect::UPSTREAM_KEEP_ALIVE_SECS`]).
-const UPSTREAM_PING: Duration = Duration::from_secs(3600);
 
 /// At most this many bytes read from one socket per turn, so one busy
 /// client cannot hold its connection's loop.
 const READ_PER_TURN: usize = 64 * 1024;
 
-/// Bytes queued for rumqttd above which we stop reading from the client
-/// until rumqttd has taken them.
-const UPSTREAM_QUEUE_BYTES: usize = 256 * 1024;
+/// At most this many notifications taken from the router per turn.
+const TAKE_PER_TURN: usize = 256;
 
-/// QoS 0 PUBLISH bytes after which we send rumqttd a PINGREQ of our own, and
-/// how many of those may be unanswered before we stop reading the client.
-///
-/// rumqttd's router reads every connection as fast as it can and appends
-/// each message to its topic filters' logs; it forwards to subscribers in
-/// between. A QoS 1 or 2 publisher waits for acknowledgements, which the
-/// router sends once it has taken a message, so it cannot get far ahead of
-/// the router. A QoS 0 publisher waits for nothing: it could fill a log
-/// faster than the router forwards it, and a subscriber that falls 32 MiB
-/// behind loses messages (see `broker.rs`). The router answers a PINGREQ
-/// in order with the packets before it, so an answered PINGREQ says that
-/// rumqttd has taken everything we sent before it: a QoS 0 publisher gets
-/// at most about `SYNC_BYTES * SYNCS_IN_FLIGHT` ahead of the router.
-const SYNC_BYTES: usize = 256 * 1024;
-const SYNCS_IN_FLIGHT: u32 = 2;
-
-/// How a relayed connection ended.
+/// How a client's connection ended.
 #[derive(Debug)]
 pub enum End {
     /// The client sent DISCONNECT: its will is discarded [MQTT-3.1.2-10].
@@ -89,8 +55,8 @@ pub enum End {
     /// Another connection with the same client id [MQTT-3.1.4-2], or the
     /// broker is stopping.
     Kicked,
-    /// rumqttd closed its side.
-    UpstreamGone,
+    /// The router refused the client or dropped its link.
+    RouterGone,
 }
 
 impl End {
@@ -101,7 +67,7 @@ impl End {
     }
 }
 
-/// The relay's settings.
+/// The limits every connection keeps to.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest packet accepted from the client, in bytes of remaining length.
@@ -110,455 +76,369 @@ pub struct Limits {
     pub max_queued_bytes: usize,
 }
 
-/// One client's relay.
+/// One client's connection, from its CONNACK to its end: its socket, its
+/// link to the router, its session, and the queues between them.
 #[derive(Debug)]
-pub struct Relay<'a> {
+pub struct Connection<'a> {
     /// The client's socket; with TLS, what crosses it is encrypted, and
-    /// `run`'s `tls` session decrypts and encrypts it.
-    pub client: &'a TcpStream,
-    /// rumqttd, and the client id it knows this client by.
-    pub rumqttd: &'a super::Rumqttd,
-    pub upstream_id: &'a str,
+    /// `tls` decrypts and encrypts it.
+    socket: &'a TcpStream,
+    tls: Option<TlsSession>,
+    router: &'a Router,
+    pub(super) limits: &'a Limits,
     /// The client id, for log lines.
     pub name: &'a str,
-    pub limits: &'a Limits,
+    /// The id the router knows this client by (see `connect::router_id`).
+    link_id: &'a str,
+    /// Clean session: nothing outlives the connection.
+    pub clean_session: bool,
     /// 1.5 x the client's keep-alive, or `None` for keep-alive 0.
-    pub grace: Option<Duration>,
-    /// Acknowledge rumqttd's deliveries ourselves (clean sessions).
-    pub own_acks: bool,
-    pub congestion: &'a Congestion,
-}
-
-struct State {
-    /// The client's TLS session, if it came with TLS.
-    tls: Option<TlsSession>,
-    /// The connection to rumqttd, once the client has sent something for it.
-    upstream: Option<TcpStream>,
+    grace: Option<Duration>,
+    /// The link to the router, once the client needs one (see `Door::serve`).
+    pub link: Option<Link>,
+    /// Packets for the router from this turn, with the PUBLISH bytes each
+    /// counts for (see [`Link::push_publish`]).
+    pub(super) for_router: Vec<(Packet, usize)>,
+    pub session: Session,
     from_client: BytesMut,
-    from_upstream: BytesMut,
-    to_client: Outbox,
-    to_upstream: Outbox,
-    ids: PacketIds,
-    subacks: Vec<PendingSuback>,
-    /// What a clean session subscribed to, at which QoS.
-    subs: Subscriptions,
+    pub(super) to_client: Outbox,
+    /// Messages taken from the router, on their way into `to_client`.
+    forwards: Vec<rumqttd::Forward>,
     last_heard: Instant,
-    last_to_upstream: Instant,
-    pressure: Pressure,
-    /// Our own PINGREQs to rumqttd not yet answered.
-    own_pings: u32,
-    /// QoS 0 PUBLISH bytes sent towards rumqttd since our last PINGREQ.
-    unsynced: usize,
+    pub(super) pressure: Pressure,
     /// Messages dropped for this client since the last log line about it.
     dropped: u64,
     dropped_logged: Option<Instant>,
 }
 
-impl Relay<'_> {
-    /// Relays until either side ends, or `kick` is cancelled. Returns how it
-    /// ended, and the client's packets not yet written to rumqttd (a
-    /// PUBLISH followed at once by DISCONNECT, say), which the caller sends
-    /// before it closes.
-    ///
-    /// `early` holds bytes the client sent right after its CONNECT;
-    /// `upstream` is the connection to rumqttd if there is one already (a
-    /// persistent session). Otherwise the relay opens it when the client
-    /// first sends something for rumqttd, and returns it at the end.
-    /// `tls` is the client's TLS session if it has one; at the end we try
-    /// to send it a `close_notify` (see `TlsSession::close`).
-    pub async fn run(
-        &self,
-        early: BytesMut,
-        kick: &CancellationToken,
-        upstream: Option<TcpStream>,
-        tls: Option<TlsSession>,
-    ) -> (End, Vec<Bytes>, Option<TcpStream>) {
-        let now = Instant::now();
-        let mut state = State {
-            tls,
-            upstream,
-            from_client: early,
-            from_upstream: BytesMut::new(),
+/// What a [`Connection`] is made of.
+#[derive(Debug)]
+pub struct Parts<'a> {
+    pub socket: &'a TcpStream,
+    pub tls: Option<TlsSession>,
+    pub router: &'a Router,
+    pub limits: &'a Limits,
+    pub name: &'a str,
+    pub link_id: &'a str,
+    pub clean_session: bool,
+    pub keep_alive: u16,
+    pub link: Option<Link>,
+    pub session: Session,
+    pub pressure: Pressure,
+}
+
+impl<'a> Connection<'a> {
+    pub fn new(parts: Parts<'a>) -> Self {
+        Connection {
+            socket: parts.socket,
+            tls: parts.tls,
+            router: parts.router,
+            limits: parts.limits,
+            name: parts.name,
+            link_id: parts.link_id,
+            clean_session: parts.clean_session,
+            grace: (parts.keep_alive > 0)
+                .then(|| Duration::from_secs(u64::from(parts.keep_alive)).mul_f32(1.5)),
+            link: parts.link,
+            for_router: Vec::new(),
+            session: parts.session,
+            from_client: BytesMut::new(),
             to_client: Outbox::default(),
-            to_upstream: Outbox::default(),
-            ids: PacketIds::default(),
-            subacks: Vec::new(),
-            subs: Subscriptions::default(),
-            last_heard: now,
-            last_to_upstream: now,
-            pressure: self.congestion.pressure(),
-            own_pings: 0,
-            unsynced: 0,
+            forwards: Vec::new(),
+            last_heard: Instant::now(),
+            pressure: parts.pressure,
             dropped: 0,
             dropped_logged: None,
-        };
-        let end = self.relay(&mut state, kick).await;
-        if let Some(tls) = &mut state.tls {
-            tls.close(self.client);
         }
-        (end, state.to_upstream.chunks.into(), state.upstream)
     }
 
-    /// The loop of [`Relay::run`].
-    async fn relay(&self, state: &mut State, kick: &CancellationToken) -> End {
-        let mut early = self.client_packets(state);
+    /// Queues bytes for the client (CONNACK, or what a kept session sends
+    /// again); they go out on the first turn.
+    pub fn queue(&mut self, bytes: Bytes) {
+        self.to_client.push(bytes);
+    }
+
+    /// Serves the client until either side ends or `kick` is cancelled, and
+    /// returns how it ended. `early` holds bytes the client sent right after
+    /// its CONNECT. At the end, a TLS client is sent `close_notify`.
+    pub async fn run(&mut self, early: BytesMut, kick: &CancellationToken) -> End {
+        self.from_client = early;
+        let end = self.serve(kick).await;
+        if let Some(tls) = &mut self.tls {
+            tls.close(self.socket);
+        }
+        end
+    }
+
+    async fn serve(&mut self, kick: &CancellationToken) -> End {
+        let mut first = self.client_packets();
         // rustls may hold more that it decrypted while the CONNECT was read,
         // which the socket will not announce again.
-        if early.is_ok() && state.tls.is_some() {
-            early = self.read_client(state);
+        if first.is_ok() && self.tls.is_some() {
+            first = self.read_client();
         }
-        if let Err(end) = self.settle(early, state).await {
+        if let Err(end) = self.settle(first, false).await {
             return end;
         }
-        let timer = tokio::time::sleep_until(self.deadline(state));
+        let timer = tokio::time::sleep_until(self.deadline());
         tokio::pin!(timer);
         loop {
-            // Read from the client unless rumqttd is behind, or another
-            // subscriber that is still reading needs publishers to wait.
-            let paused = state.pressure.paused();
-            let read_client = state.to_upstream.bytes < UPSTREAM_QUEUE_BYTES && !held(state);
-            // A full queue to the client holds rumqttd back, except for a
-            // client that is not reading at all: then we keep reading, and
+            let paused = self.pressure.paused();
+            let read_client = !self.held();
+            // A full queue to the client holds the router back, except for
+            // a client that is not reading at all: then we keep taking, and
             // what does not fit is dropped (see `super::congestion`).
-            let read_upstream = state.to_client.bytes < self.limits.max_queued_bytes
-                || (self.own_acks && state.pressure.stalled(Instant::now()));
-            let write_client = !state.to_client.is_empty()
-                || state.tls.as_ref().is_some_and(TlsSession::wants_write);
-            let result = tokio::select! {
+            let take = self.link.is_some()
+                && (self.to_client.bytes < self.limits.max_queued_bytes
+                    || self.pressure.stalled(Instant::now()));
+            let write_client = !self.to_client.is_empty()
+                || self.tls.as_ref().is_some_and(TlsSession::wants_write);
+            let mut resume = false;
+            let turn = tokio::select! {
                 () = kick.cancelled() => Err(End::Kicked),
-                ready = self.client.readable(), if read_client => match ready {
-                    Ok(()) => self.read_client(state),
+                ready = self.socket.readable(), if read_client => match ready {
+                    Ok(()) => self.read_client(),
                     Err(error) => Err(End::ClientGone(Some(error))),
                 },
-                ready = readable(state.upstream.as_ref()), if read_upstream => match ready {
-                    Ok(()) => self.read_upstream_side(state),
-                    Err(_) => Err(End::UpstreamGone),
+                taken = take_from(self.link.as_mut(), &mut self.forwards), if take => match taken {
+                    Ok(paused) => {
+                        resume = paused;
+                        self.deliver_forwards();
+                        Ok(())
+                    }
+                    Err(()) => Err(End::RouterGone),
                 },
-                ready = self.client.writable(), if write_client => match ready {
+                ready = self.socket.writable(), if write_client => match ready {
                     Ok(()) => Ok(()),
                     Err(error) => Err(End::ClientGone(Some(error))),
                 },
-                ready = writable(state.upstream.as_ref()), if !state.to_upstream.is_empty() => match ready {
-                    Ok(()) => Ok(()),
-                    Err(_) => Err(End::UpstreamGone),
-                },
-                () = state.pressure.changed(), if paused => {
+                () = self.pressure.changed(), if paused => {
                     // Time spent paused is not the client's silence.
-                    state.last_heard = Instant::now();
+                    self.last_heard = Instant::now();
                     Ok(())
                 }
-                () = &mut timer => self.on_timer(state),
+                () = &mut timer => self.on_timer(),
             };
-            if let Err(end) = self.settle(result, state).await {
+            if let Err(end) = self.settle(turn, resume).await {
                 return end;
             }
-            timer.as_mut().reset(self.deadline(state));
+            timer.as_mut().reset(self.deadline());
         }
     }
 
-    /// After a turn: opens the connection to rumqttd if the client has sent
-    /// the first packets for it, then writes what is queued both ways.
-    async fn settle(&self, turn: Result<(), End>, state: &mut State) -> Result<(), End> {
+    /// After a turn: hands the router what the client sent (opening the
+    /// link if this is the first time the client needs it), lets the router
+    /// forward again if it paused, and writes what is queued for the client.
+    async fn settle(&mut self, turn: Result<(), End>, resume: bool) -> Result<(), End> {
         turn?;
-        if state.upstream.is_none() && !state.to_upstream.is_empty() {
-            // rumqttd sets up one connection at a time; while we wait for
-            // our turn, a client that leaves need not cost it one (what it
-            // sent that carries messages, and its will, still go; see
-            // `Door::session`).
-            let open = self.rumqttd.open(self.upstream_id, self.own_acks);
-            tokio::pin!(open);
-            let opened = tokio::select! {
-                opened = &mut open => opened,
-                _ = self.client.readable() => {
-                    // Look without waiting: readiness can be left over from
-                    // a read that stopped at READ_PER_TURN.
-                    let mut probe = [0u8; 1];
-                    let peeked = self.client.peek(&mut probe).now_or_never();
-                    if matches!(peeked, Some(Ok(0) | Err(_))) {
-                        return Err(End::ClientGone(None));
-                    }
-                    open.await
-                }
-            };
-            match opened {
-                Ok((upstream, _connack)) => {
-                    state.upstream = Some(upstream);
-                    state.last_to_upstream = Instant::now();
-                }
+        self.hand_over().await?;
+        if resume && let Some(link) = &mut self.link {
+            link.resume().await.map_err(|_| End::RouterGone)?;
+        }
+        self.write_client()
+    }
+
+    /// Hands the packets of this turn to the router, opening the link first
+    /// if there is none yet.
+    pub(super) async fn hand_over(&mut self) -> Result<(), End> {
+        if self.for_router.is_empty() {
+            return Ok(());
+        }
+        if self.link.is_none() {
+            match self.router.link(self.link_id, self.clean_session).await {
+                Ok(link) => self.link = Some(link),
                 Err(error) => {
-                    warn!(client = self.name, %error, "cannot connect the client to rumqttd");
-                    return Err(End::UpstreamGone);
+                    warn!(client = self.name, %error, "the router did not take the client");
+                    return Err(End::RouterGone);
                 }
             }
         }
-        self.flush(state)
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
+        for (packet, bytes) in self.for_router.drain(..) {
+            if bytes > 0 {
+                link.push_publish(packet, bytes);
+            } else {
+                link.push(packet);
+            }
+        }
+        link.flush().await.map_err(|_| End::RouterGone)
+    }
+
+    /// Whether we are not reading the client for now: another client is
+    /// congested, or the router has not confirmed our last syncs.
+    fn held(&self) -> bool {
+        self.pressure.paused() || self.link.as_ref().is_some_and(Link::behind)
     }
 
     /// When the timer must next look: the client's keep-alive deadline, or
-    /// our next ping to rumqttd, whichever is first.
-    fn deadline(&self, state: &State) -> Instant {
-        let mut deadline = match state.upstream {
-            Some(_) => state.last_to_upstream + UPSTREAM_PING,
-            // Nothing to ping: look again in a day.
-            None => Instant::now() + Duration::from_secs(24 * 3600),
-        };
+    /// when a congested client that stopped reading must stop holding
+    /// publishers.
+    fn deadline(&self) -> Instant {
+        // Nothing to check: look again in a day.
+        let mut deadline = Instant::now() + Duration::from_secs(24 * 3600);
         if let Some(grace) = self.grace
-            && !held(state)
+            && !self.held()
         {
-            deadline = deadline.min(state.last_heard + grace);
+            deadline = deadline.min(self.last_heard + grace);
         }
-        if let Some(check) = state.pressure.next_check() {
+        if let Some(check) = self.pressure.next_check() {
             deadline = deadline.min(check);
         }
         deadline
     }
 
-    fn on_timer(&self, state: &mut State) -> Result<(), End> {
-        let now = Instant::now();
+    fn on_timer(&mut self) -> Result<(), End> {
         if let Some(grace) = self.grace
-            && !held(state)
-            && now >= state.last_heard + grace
+            && !self.held()
+            && Instant::now() >= self.last_heard + grace
         {
             return Err(End::KeepAliveExpired(grace));
         }
-        if state.upstream.is_some() && now >= state.last_to_upstream + UPSTREAM_PING {
-            state.to_upstream.push(Bytes::from_static(&wire::PINGREQ));
-            state.own_pings += 1;
-        }
-        if self.own_acks {
-            let (queued, max) = (state.to_client.bytes, self.limits.max_queued_bytes);
-            state.pressure.update(queued, max, false);
-        }
+        let (queued, max) = (self.to_client.bytes, self.limits.max_queued_bytes);
+        self.pressure.update(queued, max, false);
         Ok(())
     }
 
-    /// Writes both queues as far as the sockets take them, and tells the
-    /// congestion tracker how full this client's queue is.
-    fn flush(&self, state: &mut State) -> Result<(), End> {
-        if let Some(upstream) = &state.upstream
-            && !state.to_upstream.is_empty()
-        {
-            match state.to_upstream.write_to(upstream) {
-                Ok(n) if n > 0 => state.last_to_upstream = Instant::now(),
-                Ok(_) => {}
-                Err(_) => return Err(End::UpstreamGone),
-            }
-        }
+    /// Writes what is queued for the client as far as its socket takes it,
+    /// and tells the congestion tracker how full the queue is.
+    fn write_client(&mut self) -> Result<(), End> {
         let mut progressed = false;
-        let tls_waiting = state.tls.as_ref().is_some_and(TlsSession::wants_write);
-        if !state.to_client.is_empty() || tls_waiting {
-            let written = match &mut state.tls {
-                Some(tls) => tls.write(self.client, &mut state.to_client),
-                None => state.to_client.write_to(self.client),
+        let tls_waiting = self.tls.as_ref().is_some_and(TlsSession::wants_write);
+        if !self.to_client.is_empty() || tls_waiting {
+            let written = match &mut self.tls {
+                Some(tls) => tls.write(self.socket, &mut self.to_client),
+                None => self.to_client.write_to(self.socket),
             };
             match written {
                 Ok(n) => progressed = n > 0,
                 Err(error) => return Err(End::ClientGone(Some(error))),
             }
         }
-        if self.own_acks {
-            state.pressure.update(
-                state.to_client.bytes,
-                self.limits.max_queued_bytes,
-                progressed,
-            );
+        if self.to_client.is_empty() {
+            // Nothing waits for the client: it is not behind.
+            self.pressure.caught_up();
         }
+        let (queued, max) = (self.to_client.bytes, self.limits.max_queued_bytes);
+        self.pressure.update(queued, max, progressed);
         Ok(())
     }
 
     /// Reads what the client sent and handles each whole packet.
-    fn read_client(&self, state: &mut State) -> Result<(), End> {
-        let read = match &mut state.tls {
-            Some(tls) => tls.read(self.client, &mut state.from_client),
-            None => read_some(self.client, &mut state.from_client),
+    fn read_client(&mut self) -> Result<(), End> {
+        let read = match &mut self.tls {
+            Some(tls) => tls.read(self.socket, &mut self.from_client),
+            None => read_some(self.socket, &mut self.from_client),
         };
         match read {
             Ok(0) => return Err(End::ClientGone(None)),
-            Ok(_) => state.last_heard = Instant::now(),
+            Ok(_) => self.last_heard = Instant::now(),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(error) => return Err(End::ClientGone(Some(error))),
         }
-        self.client_packets(state)
+        self.client_packets()
     }
 
-    /// Reads what rumqttd sent and handles each whole packet.
-    fn read_upstream_side(&self, state: &mut State) -> Result<(), End> {
-        if state.to_client.is_empty() {
-            // Nothing was waiting for the client: it is not behind.
-            state.pressure.caught_up();
-        }
-        let Some(upstream) = &state.upstream else {
-            return Ok(());
-        };
-        match read_some(upstream, &mut state.from_upstream) {
-            Ok(0) => return Err(End::UpstreamGone),
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(_) => return Err(End::UpstreamGone),
-        }
+    /// Handles each whole packet the client has sent so far.
+    fn client_packets(&mut self) -> Result<(), End> {
         loop {
-            // rumqttd's packets are bounded by the same limit as ours.
-            let frame = match wire::next_frame(&mut state.from_upstream, usize::MAX) {
+            let frame = match wire::next_frame(&mut self.from_client, self.limits.max_packet_bytes)
+            {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
-                Err(_) => return Err(End::UpstreamGone),
+                Err(violation) => return Err(End::Violation(violation)),
             };
-            self.upstream_packet(state, frame);
+            self.client_packet(frame)?;
         }
-        release_if_empty(&mut state.from_upstream);
+        release_if_empty(&mut self.from_client);
         Ok(())
     }
 
-    /// One packet from rumqttd, on its way to the client.
-    fn upstream_packet(&self, state: &mut State, mut frame: Frame) {
+    /// One packet from the client: check it, then act on it, or end the
+    /// connection. Each exchange has its own file.
+    fn client_packet(&mut self, frame: Frame) -> Result<(), End> {
+        wire::check_flags(&frame).map_err(End::Violation)?;
         match frame.kind {
-            // rumqttd answers pings in order: ours first, as we sent them.
-            kind::PINGRESP if state.own_pings > 0 => {
-                if state.own_pings >= SYNCS_IN_FLIGHT {
-                    // We stopped reading the client meanwhile: that time is
-                    // not its silence.
-                    state.last_heard = Instant::now();
-                }
-                state.own_pings -= 1;
+            kind::PUBLISH => self.publish(frame),
+            kind::PUBACK | kind::PUBREC | kind::PUBREL | kind::PUBCOMP => {
+                self.acknowledgement(&frame)
             }
-            kind::SUBACK => {
-                let packet_id = packet_id_of(&frame);
-                match state.subacks.iter().position(|p| p.packet_id == packet_id) {
-                    Some(index) => {
-                        let pending = state.subacks.swap_remove(index);
-                        let mut granted = frame.body().iter().skip(2).copied();
-                        let mut body = packet_id.to_be_bytes().to_vec();
-                        for answer in pending.answers {
-                            body.push(match answer {
-                                Answer::Ours(code) => code,
-                                Answer::Theirs(grant) => match granted.next() {
-                                    Some(code) if code & SUBACK_FAILURE == 0 => {
-                                        grant.unwrap_or(code)
-                                    }
-                                    _ => SUBACK_FAILURE,
-                                },
-                            });
-                        }
-                        state.to_client.push(wire::packet(kind::SUBACK << 4, &body));
-                    }
-                    None => state.to_client.push(frame.bytes.freeze()),
-                }
+            kind::SUBSCRIBE => self.subscribe(&frame),
+            kind::UNSUBSCRIBE => self.unsubscribe(&frame),
+            kind::PINGREQ => {
+                // [MQTT-3.12.4-1]: the server answers PINGREQ with PINGRESP.
+                empty_body(&frame)?;
+                self.to_client.push(Bytes::from_static(&wire::PINGRESP));
+                Ok(())
             }
-            kind::PUBLISH if self.own_acks && frame.qos() > 0 => {
-                // Acknowledge rumqttd now: the message is ours to deliver.
-                let Some(offset) = publish_id_offset(&frame) else {
-                    return;
-                };
-                let upstream_id =
-                    u16::from_be_bytes([frame.bytes[offset], frame.bytes[offset + 1]]);
-                let answer = if frame.qos() == 1 {
-                    kind::PUBACK
-                } else {
-                    kind::PUBREC
-                };
-                state
-                    .to_upstream
-                    .push(Bytes::copy_from_slice(&wire::ack(answer, upstream_id)));
-                if self.must_drop(state, frame.bytes.len()) {
-                    self.drop_message(state);
-                    return;
-                }
-                let Some(id) = state.ids.take() else {
-                    self.drop_message(state);
-                    return;
-                };
-                frame.bytes[offset..offset + 2].copy_from_slice(&id.to_be_bytes());
-                state.to_client.push(frame.bytes.freeze());
+            kind::DISCONNECT => {
+                empty_body(&frame)?;
+                Err(End::Disconnect)
             }
-            // A clean session's delivery, at QoS 0 from rumqttd: we deliver
-            // it at the QoS the client subscribed with.
-            kind::PUBLISH if self.own_acks => {
-                if self.must_drop(state, frame.bytes.len()) {
-                    self.drop_message(state);
-                    return;
-                }
-                match subscriptions::topic_of(&frame) {
-                    topic if state.subs.qos_for(topic) > 0 => {
-                        let qos = state.subs.qos_for(topic);
-                        let Some(id) = state.ids.take() else {
-                            self.drop_message(state);
-                            return;
-                        };
-                        state.to_client.push(subscriptions::at_qos(&frame, qos, id));
-                    }
-                    _ => state.to_client.push(frame.bytes.freeze()),
-                }
-            }
-            kind::PUBLISH => state.to_client.push(frame.bytes.freeze()),
-            // The second half of rumqttd's QoS 2 delivery, acknowledged by
-            // us: the client's half runs with our packet ids.
-            kind::PUBREL if self.own_acks => {
-                let ack = wire::ack(kind::PUBCOMP, packet_id_of(&frame));
-                state.to_upstream.push(Bytes::copy_from_slice(&ack));
-            }
-            _ => state.to_client.push(frame.bytes.freeze()),
+            kind::CONNECT => Err(End::Violation(Violation(
+                "a second CONNECT [MQTT-3.1.0-2]".into(),
+            ))),
+            other => Err(End::Violation(Violation(format!(
+                "packet type {other} is not one a client sends"
+            )))),
         }
-    }
-
-    /// Counts a QoS 0 PUBLISH of `bytes` sent towards rumqttd, and asks
-    /// rumqttd for a PINGRESP every [`SYNC_BYTES`] (see there).
-    fn count_unacknowledged(&self, state: &mut State, bytes: usize) {
-        state.unsynced += bytes;
-        if state.unsynced >= SYNC_BYTES {
-            state.to_upstream.push(Bytes::from_static(&wire::PINGREQ));
-            state.own_pings += 1;
-            state.unsynced = 0;
-        }
-    }
-
-    /// Whether a message of `bytes` must be dropped: the client's queue is
-    /// full and the client has stopped reading. A client that is reading
-    /// takes it even over the limit (by at most one read from rumqttd, since
-    /// a full queue stops those reads), and publishers wait for it.
-    fn must_drop(&self, state: &State, bytes: usize) -> bool {
-        state.to_client.bytes + bytes > self.limits.max_queued_bytes
-            && state.pressure.stalled(Instant::now())
     }
 
     /// Counts a message the client's full queue had no room for, and says so
     /// in the log at most once a second per client.
-    fn drop_message(&self, state: &mut State) {
-        state.dropped += 1;
+    pub(super) fn drop_message(&mut self) {
+        self.dropped += 1;
         let now = Instant::now();
-        if state
+        if self
             .dropped_logged
             .is_none_or(|at| now >= at + Duration::from_secs(1))
         {
             warn!(
                 client = self.name,
-                dropped = state.dropped,
-                queued_bytes = state.to_client.bytes,
+                dropped = self.dropped,
+                queued_bytes = self.to_client.bytes,
                 "client is not reading: its queue is full (--max-queued-bytes), messages dropped"
             );
-            state.dropped = 0;
-            state.dropped_logged = Some(now);
+            self.dropped = 0;
+            self.dropped_logged = Some(now);
         }
     }
-}
 
-/// Whether we are not reading the client for now: another client is
-/// congested, or rumqttd has not yet answered our last PINGREQs.
-fn held(state: &State) -> bool {
-    state.pressure.paused() || state.own_pings >= SYNCS_IN_FLIGHT
-}
-
-/// The first two body bytes (rumqttd's packets are well formed).
-fn packet_id_of(frame: &Frame) -> u16 {
-    match frame.body() {
-        [high, low, ..] => u16::from_be_bytes([*high, *low]),
-        _ => 0,
+    /// Moves the messages taken from the router into the client's queue.
+    fn deliver_forwards(&mut self) {
+        let mut forwards = std::mem::take(&mut self.forwards);
+        for forward in forwards.drain(..) {
+            self.deliver(forward);
+        }
+        self.forwards = forwards;
     }
 }
 
-/// Where a QoS 1 or 2 PUBLISH keeps its packet id: right after the topic.
-fn publish_id_offset(frame: &Frame) -> Option<usize> {
-    let body = frame.body();
-    let topic_length = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
-    let offset = frame.body_start + 2 + topic_length;
-    (offset + 2 <= frame.bytes.len()).then_some(offset)
+/// Takes a batch from the link into `forwards`; returns whether the router
+/// paused forwarding to us. Never resolves without a link.
+async fn take_from(
+    link: Option<&mut Link>,
+    forwards: &mut Vec<rumqttd::Forward>,
+) -> Result<bool, ()> {
+    match link {
+        Some(link) => link
+            .take(TAKE_PER_TURN, forwards)
+            .await
+            .map(|taken| taken.paused)
+            .map_err(|_| ()),
+        None => std::future::pending().await,
+    }
+}
+
+/// A packet whose body must be empty (PINGREQ, DISCONNECT).
+fn empty_body(frame: &Frame) -> Result<(), End> {
+    if frame.body().is_empty() {
+        Ok(())
+    } else {
+        Err(End::Violation(Violation(format!(
+            "packet type {} must have no body",
+            frame.kind
+        ))))
+    }
 }

@@ -1,19 +1,6 @@
-//! A clean-session client's subscriptions, as the front door keeps them.
-//!
-//! rumqttd sends a QoS 1 or 2 subscriber at most 100 unacknowledged
-//! messages at a time, and waits for acknowledgements before it sends more.
-//! Under load that window made rumqttd fall behind a faster publisher by
-//! more than the 32 MiB it keeps per filter, and it dropped the oldest
-//! messages, acknowledged ones among them. So for a clean session the front
-//! door subscribes at QoS 0 on the client's behalf (between two parts of one
-//! broker, over loopback, nothing is lost), remembers the QoS the client
-//! asked for, and delivers each message at that QoS itself, with its own
-//! packet ids. (A persistent session keeps rumqttd's QoS, since rumqttd must
-//! hold its messages while it is away.)
-
-use bytes::{BufMut, Bytes, BytesMut};
-
-use crate::wire::{self, Frame, kind};
+//! A client's subscriptions, as the front door keeps them: each filter
+//! with the QoS the client asked for, so that each message can be delivered
+//! at the lower of its own QoS and the subscription's [MQTT-3.8.4-6].
 
 /// Filters and the QoS the client asked for each.
 #[derive(Debug, Default)]
@@ -22,21 +9,44 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
-    /// Adds a filter, or replaces its QoS [MQTT-3.8.4-3].
-    pub fn set(&mut self, filter: &str, qos: u8) {
+    /// Adds a filter, or replaces its QoS [MQTT-3.8.4-3]. Returns whether
+    /// the filter is new.
+    pub fn set(&mut self, filter: &str, qos: u8) -> bool {
         match self.filters.iter_mut().find(|(f, _)| f == filter) {
-            Some(entry) => entry.1 = qos,
-            None => self.filters.push((filter.to_string(), qos)),
+            Some(entry) => {
+                entry.1 = qos;
+                false
+            }
+            None => {
+                self.filters.push((filter.to_string(), qos));
+                true
+            }
         }
     }
 
-    pub fn remove(&mut self, filter: &str) {
+    /// Removes a filter; returns whether the client had it.
+    pub fn remove(&mut self, filter: &str) -> bool {
+        let before = self.filters.len();
         self.filters.retain(|(f, _)| f != filter);
+        self.filters.len() != before
     }
 
-    /// The QoS to deliver a message on `topic` at: the highest of the
-    /// client's matching filters (rumqttd sends one copy per filter, and we
-    /// cannot tell which copy is for which), or 0 if none matches any more.
+    /// Another filter of the client's that reads the same topics as
+    /// `filter` in a different way: `a/b` and `$share/g/a/b`, or two share
+    /// groups of `a/b`. rumqttd keeps one log per topic filter and would
+    /// give one client two readers of the same log.
+    pub fn shares_log_with(&self, filter: &str) -> Option<&str> {
+        let log = log_of(filter);
+        self.filters
+            .iter()
+            .map(|(f, _)| f.as_str())
+            .find(|f| *f != filter && log_of(f) == log)
+    }
+
+    /// The QoS a message on `topic` may be delivered at: the highest of the
+    /// client's matching filters (the router sends one copy per filter, and
+    /// we cannot tell which copy is for which), or 0 if none matches any
+    /// more.
     pub fn qos_for(&self, topic: &str) -> u8 {
         self.filters
             .iter()
@@ -44,6 +54,15 @@ impl Subscriptions {
             .map(|(_, qos)| *qos)
             .max()
             .unwrap_or(0)
+    }
+}
+
+/// The filter whose log a subscription reads: `$share/group/filter` reads
+/// `filter`'s.
+fn log_of(filter: &str) -> &str {
+    match filter.strip_prefix("$share/") {
+        Some(rest) => rest.split_once('/').map_or(filter, |(_, filter)| filter),
+        None => filter,
     }
 }
 
@@ -76,26 +95,6 @@ pub fn matches(filter: &str, topic: &str) -> bool {
         }
     }
     topic_levels.next().is_none()
-}
-
-/// The topic of a PUBLISH (rumqttd's are well formed), or `""`.
-pub fn topic_of(frame: &Frame) -> &str {
-    let mut reader = wire::Reader::new(frame.body(), "PUBLISH");
-    reader.string("the topic name").unwrap_or("")
-}
-
-/// A QoS 0 PUBLISH from rumqttd, rewritten to `qos` with packet id `id`:
-/// the QoS bits set, and the id inserted after the topic.
-pub fn at_qos(frame: &Frame, qos: u8, id: u16) -> Bytes {
-    let body = frame.body();
-    let topic_end = 2 + usize::from(u16::from_be_bytes([body[0], body[1]]));
-    let mut out = BytesMut::with_capacity(frame.bytes.len() + 3);
-    let first = (kind::PUBLISH << 4) | (frame.flags & 0b1001) | (qos << 1);
-    wire::put_fixed_header(&mut out, first, body.len() + 2);
-    out.put_slice(&body[..topic_end]);
-    out.put_u16(id);
-    out.put_slice(&body[topic_end..]);
-    out.freeze()
 }
 
 #[cfg(test)]

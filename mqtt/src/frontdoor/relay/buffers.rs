@@ -1,7 +1,7 @@
-//! The relay's buffers: bytes queued for a socket, the packet ids of our
-//! own deliveries, and reading without holding memory while idle.
+//! The relay's buffers: bytes queued for a socket, and reading without
+//! holding memory while idle.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
 use bytes::{Bytes, BytesMut};
@@ -11,18 +11,18 @@ use super::READ_PER_TURN;
 
 /// Bytes waiting to be written to one socket, as a queue of slices.
 #[derive(Debug, Default)]
-pub(super) struct Outbox {
-    pub(super) chunks: VecDeque<Bytes>,
-    pub(super) bytes: usize,
+pub(crate) struct Outbox {
+    pub(crate) chunks: VecDeque<Bytes>,
+    pub(crate) bytes: usize,
 }
 
 impl Outbox {
-    pub(super) fn push(&mut self, chunk: Bytes) {
+    pub(crate) fn push(&mut self, chunk: Bytes) {
         self.bytes += chunk.len();
         self.chunks.push_back(chunk);
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }
 
@@ -76,52 +76,6 @@ impl Outbox {
             self.chunks = VecDeque::new();
         }
         Ok(total)
-    }
-}
-
-/// Packet ids of our QoS 1 and 2 deliveries that the client has not yet
-/// acknowledged (clean sessions only; see the module comment).
-#[derive(Debug, Default)]
-pub(super) struct PacketIds {
-    pub(super) in_flight: HashSet<u16>,
-    pub(super) next: u16,
-}
-
-impl PacketIds {
-    /// A free id, 1 to 65535 [MQTT-2.3.1-1], or `None` if all are in use.
-    pub(super) fn take(&mut self) -> Option<u16> {
-        if self.in_flight.len() >= usize::from(u16::MAX) {
-            return None;
-        }
-        loop {
-            self.next = self.next % u16::MAX + 1;
-            if self.in_flight.insert(self.next) {
-                return Some(self.next);
-            }
-        }
-    }
-
-    pub(super) fn release(&mut self, id: u16) {
-        self.in_flight.remove(&id);
-        if self.in_flight.is_empty() {
-            self.in_flight = HashSet::new();
-        }
-    }
-}
-
-/// Resolves when `stream` can be read; never, without a stream.
-pub(super) async fn readable(stream: Option<&TcpStream>) -> io::Result<()> {
-    match stream {
-        Some(stream) => stream.readable().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Resolves when `stream` can be written; never, without a stream.
-pub(super) async fn writable(stream: Option<&TcpStream>) -> io::Result<()> {
-    match stream {
-        Some(stream) => stream.writable().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,208 @@
+//! A client's session, as the front door keeps it (spec §4.1): its
+//! subscriptions with the QoS it asked for, the QoS 1 and 2 messages it has
+//! not yet acknowledged, and the QoS 2 packet ids it has not yet released.
+//!
+//! rumqttd's router keeps the other half of a session: which filters feed
+//! it, and where in each filter's log it is. For a client with a persistent
+//! session (clean session 0) both halves outlive the connection: the
+//! router's in its "graveyard", ours in [`Sessions`], until the client comes
+//! back or connects with a clean session.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use super::subscriptions::Subscriptions;
+
+/// Where one of our QoS 1 or 2 deliveries stands with the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// QoS 1, sent: waiting for PUBACK.
+    AwaitingPuback,
+    /// QoS 2, sent: waiting for PUBREC.
+    AwaitingPubrec,
+    /// QoS 2, PUBREC in, PUBREL sent: waiting for PUBCOMP.
+    AwaitingPubcomp,
+}
+
+/// One delivery the client has not yet acknowledged.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    pub stage: Stage,
+    /// The PUBLISH as sent, for a persistent session to send again (with
+    /// DUP set) when the client reconnects [MQTT-4.4.0-1]; `None` for a
+    /// clean session, which ends with its connection.
+    pub packet: Option<Bytes>,
+}
+
+/// The front door's half of one client's session.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// Filters and the QoS the client asked for each.
+    pub subscriptions: Subscriptions,
+    /// Our deliveries not yet acknowledged, by packet id, in the order sent
+    /// (ids wrap around; a BTreeMap keeps them sorted, and `resend` starts
+    /// after the newest).
+    in_flight: BTreeMap<u16, InFlight>,
+    /// The last packet id we used.
+    last_id: u16,
+    /// QoS 2 PUBLISHes from the client that we passed on and acknowledged
+    /// (PUBREC), whose PUBREL has not come yet: a PUBLISH again with one of
+    /// these ids is the same message sent again, not a new one [MQTT-4.3.3-2].
+    pub awaiting_pubrel: HashSet<u16>,
+}
+
+impl Session {
+    /// A free packet id for a new delivery, 1 to 65535 [MQTT-2.3.1-1], or
+    /// `None` if all 65,535 are waiting for the client.
+    pub fn next_id(&mut self) -> Option<u16> {
+        if self.in_flight.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        loop {
+            self.last_id = self.last_id % u16::MAX + 1;
+            if !self.in_flight.contains_key(&self.last_id) {
+                return Some(self.last_id);
+            }
+        }
+    }
+
+    /// Records a delivery sent with `id`.
+    pub fn sent(&mut self, id: u16, stage: Stage, packet: Option<Bytes>) {
+        self.in_flight.insert(id, InFlight { stage, packet });
+    }
+
+    /// The client acknowledged `id` with PUBACK or PUBCOMP: it is done.
+    /// Returns whether we were waiting for that.
+    pub fn done(&mut self, id: u16, expected: Stage) -> bool {
+        match self.in_flight.get(&id) {
+            Some(entry) if entry.stage == expected => {
+                self.in_flight.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The client sent PUBREC for `id`: the message is delivered, and we
+    /// answer PUBREL. Returns whether `id` was one of ours awaiting it.
+    pub fn received(&mut self, id: u16) -> bool {
+        match self.in_flight.get_mut(&id) {
+            Some(entry) if entry.stage != Stage::AwaitingPuback => {
+                entry.stage = Stage::AwaitingPubcomp;
+                entry.packet = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// How many deliveries wait for the client.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// On a reconnect with the session kept: what to send again, in the
+    /// order first sent [MQTT-4.4.0-1]: each unacknowledged PUBLISH with
+    /// DUP set [MQTT-3.3.1-1], and a PUBREL for each PUBREC we had.
+    pub fn resend(&self) -> Vec<Resend> {
+        // Ids after the last one used were sent before it wrapped around.
+        let (newer, older): (Vec<_>, Vec<_>) = self
+            .in_flight
+            .iter()
+            .partition(|(id, _)| **id <= self.last_id);
+        older
+            .into_iter()
+            .chain(newer)
+            .map(|(id, entry)| match (&entry.packet, entry.stage) {
+                (Some(packet), Stage::AwaitingPuback | Stage::AwaitingPubrec) => {
+                    Resend::Publish(with_dup(packet))
+                }
+                _ => Resend::Pubrel(*id),
+            })
+            .collect()
+    }
+}
+
+/// What [`Session::resend`] sends again.
+#[derive(Debug)]
+pub enum Resend {
+    Publish(Bytes),
+    Pubrel(u16),
+}
+
+/// A PUBLISH with its DUP flag (fixed header bit 3) set.
+fn with_dup(packet: &Bytes) -> Bytes {
+    let mut copy = packet.to_vec();
+    if let Some(first) = copy.first_mut() {
+        *first |= 0b1000;
+    }
+    Bytes::from(copy)
+}
+
+/// The persistent sessions of clients that are away, by the id the router
+/// knows them by.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    kept: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    /// The table; a poisoned lock (a panic elsewhere) still holds a whole
+    /// table, so we go on with it.
+    fn kept(&self) -> MutexGuard<'_, HashMap<String, Session>> {
+        match self.kept.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Takes the session kept for `id`, if any.
+    pub fn take(&self, id: &str) -> Option<Session> {
+        self.kept().remove(id)
+    }
+
+    /// Whether a session is kept for `id`.
+    pub fn contains(&self, id: &str) -> bool {
+        self.kept().contains_key(id)
+    }
+
+    /// Keeps `session` for `id` until the client comes back.
+    pub fn keep(&self, id: &str, session: Session) {
+        self.kept().insert(id.to_string(), session);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In a test, a panic is a failure report.
+mod tests {
+    use super::*;
+
+    /// Packet ids skip the ones still in flight, and wrap from 65535 to 1.
+    #[test]
+    fn packet_ids_skip_those_in_flight_and_wrap() {
+        let mut session = Session::default();
+        let first = session.next_id().unwrap();
+        session.sent(first, Stage::AwaitingPuback, None);
+        session.last_id = u16::MAX - 1;
+        assert_eq!(session.next_id(), Some(u16::MAX));
+        session.last_id = 0;
+        assert_eq!(session.next_id(), Some(2));
+        assert!(session.done(first, Stage::AwaitingPuback));
+        assert!(!session.done(first, Stage::AwaitingPuback));
+    }
+
+    /// A reconnect resends in the order first sent, across the wrap.
+    #[test]
+    fn resends_in_the_order_sent() {
+        let mut session = Session::default();
+        let packet = Bytes::from_static(&[0x32, 5, 0, 1, b't', 0, 9]);
+        session.sent(65_000, Stage::AwaitingPuback, Some(packet.clone()));
+        session.sent(1, Stage::AwaitingPubcomp, None);
+        session.last_id = 1;
+        let resent = session.resend();
+        assert!(matches!(&resent[0], Resend::Publish(p) if p[0] == 0x3a));
+        assert!(matches!(resent[1], Resend::Pubrel(1)));
+    }
+}
