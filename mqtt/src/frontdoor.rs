@@ -521,6 +521,9 @@ impl Door {
             session,
             pressure: self.congestion.pressure(),
         });
+        if session_present {
+            connection.resubscribe();
+        }
         // [MQTT-4.4.0-1]: a kept session's unacknowledged messages go again.
         for resend in connection.session.resend() {
             match resend {

@@ -21,6 +21,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rumqttd::protocol::{Packet, Publish, PublishProperties};
+use tracing::warn;
 
 use super::relay::{Connection, End};
 use super::session::Stage;
@@ -130,16 +131,14 @@ impl Connection<'_> {
     /// still on its way.
     pub(super) fn deliver(&mut self, forward: rumqttd::Forward) {
         let (published_qos, empty) = read_marks(forward.properties.as_ref());
+        let qos = published_qos.min(self.subscribed_qos(&forward));
+        let retain = forward.publish.retain;
         let topic = forward.publish.topic;
         let payload = if empty {
             Bytes::new()
         } else {
             forward.publish.payload
         };
-        let subscribed_qos = std::str::from_utf8(&topic)
-            .map(|topic| self.session.subscriptions.qos_for(topic))
-            .unwrap_or(0);
-        let qos = published_qos.min(subscribed_qos);
         let size = topic.len() + payload.len() + 7;
         if self.must_drop(size) {
             self.drop_message();
@@ -159,7 +158,7 @@ impl Connection<'_> {
         // The fixed header, the topic and the packet id are new bytes; the
         // payload goes out as the router holds it, without a copy.
         let mut header = BytesMut::with_capacity(topic.len() + 9);
-        let first = kind::PUBLISH << 4 | qos << 1 | u8::from(forward.publish.retain);
+        let first = kind::PUBLISH << 4 | qos << 1 | u8::from(retain);
         let length = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
         wire::put_fixed_header(&mut header, first, length);
         wire::put_string(&mut header, &topic);
@@ -182,6 +181,41 @@ impl Connection<'_> {
         if !payload.is_empty() {
             self.to_client.push(payload);
         }
+    }
+
+    /// The QoS of the subscription a message came through, from the
+    /// identifier the router put on it (see `subscriptions.rs`); and if the
+    /// router's log skipped messages of that subscription before this one,
+    /// says so in the log, naming the client, the filter and how many.
+    fn subscribed_qos(&mut self, forward: &rumqttd::Forward) -> u8 {
+        let subscriptions = &self.session.subscriptions;
+        let tagged = forward
+            .properties
+            .as_ref()
+            .and_then(|properties| properties.subscription_identifiers.first().copied())
+            .filter(|&id| subscriptions.get(id).is_some());
+        // Untagged: the first messages of a kept session, which the router
+        // may forward before we have given its filters their identifiers
+        // again, or a filter the client has just unsubscribed.
+        let topic = std::str::from_utf8(&forward.publish.topic).unwrap_or("");
+        let Some(id) = tagged.or_else(|| subscriptions.only_match(topic)) else {
+            return subscriptions.qos_for(topic);
+        };
+        if let Some((_, offset)) = forward.cursor {
+            let skipped = self.session.subscriptions.arrived(id, offset);
+            if let Some(subscription) = self.session.subscriptions.get(id)
+                && skipped > 0
+            {
+                warn!(
+                    client = self.name,
+                    filter = subscription.filter,
+                    skipped,
+                    "the router's log for this filter dropped messages before the client read \
+                     them (it keeps 32 MiB per filter; see mqtt/src/broker.rs)"
+                );
+            }
+        }
+        self.session.subscriptions.get(id).map_or(0, |s| s.qos)
     }
 
     /// Whether a message of `bytes` must be dropped: the client's queue is

@@ -9,7 +9,9 @@
 //! we send the client.
 
 use bytes::Bytes;
-use rumqttd::protocol::{Filter, Packet, QoS, RetainForwardRule, Subscribe, Unsubscribe};
+use rumqttd::protocol::{
+    Filter, Packet, QoS, RetainForwardRule, Subscribe, SubscribeProperties, Unsubscribe,
+};
 use tracing::{info, warn};
 
 use super::relay::{Connection, End};
@@ -56,14 +58,8 @@ impl Connection<'_> {
                 codes.push(SUBACK_FAILURE);
                 continue;
             }
-            if self.session.subscriptions.set(filter, requested) {
-                new.push(Filter {
-                    path: filter.to_string(),
-                    qos: QoS::AtMostOnce,
-                    nolocal: false,
-                    preserve_retain: false,
-                    retain_forward_rule: RetainForwardRule::OnNewSubscribe,
-                });
+            if let Some(id) = self.session.subscriptions.set(filter, requested) {
+                new.push((filter.to_string(), id));
             }
             codes.push(requested);
         }
@@ -72,13 +68,8 @@ impl Connection<'_> {
                 "SUBSCRIBE without a topic filter [MQTT-3.8.3-3]".into(),
             )));
         }
-        if !new.is_empty() {
-            let subscribe = Subscribe {
-                pkid: packet_id,
-                filters: new,
-            };
-            self.for_router
-                .push((Packet::Subscribe(subscribe, None), 0));
+        for (filter, id) in new {
+            self.for_router.push((router_subscribe(filter, id), 0));
         }
         // [MQTT-3.8.4-5]: one return code per filter, in order.
         let mut body = packet_id.to_be_bytes().to_vec();
@@ -119,6 +110,45 @@ impl Connection<'_> {
         self.to_client.push(Bytes::copy_from_slice(&ack));
         Ok(())
     }
+}
+
+impl Connection<'_> {
+    /// For a persistent session that comes back: the router kept its
+    /// filters, but not their identifiers, so we subscribe each again with
+    /// its own (the router adds no second reader for a filter it has).
+    pub(super) fn resubscribe(&mut self) {
+        let again: Vec<_> = self
+            .session
+            .subscriptions
+            .all()
+            .map(|(id, s)| router_subscribe(s.filter.clone(), id))
+            .collect();
+        self.for_router
+            .extend(again.into_iter().map(|packet| (packet, 0)));
+    }
+}
+
+/// The router's SUBSCRIBE for one filter, at QoS 0 (see the module
+/// documentation), with the subscription's identifier. One filter a packet,
+/// since an identifier belongs to the whole packet.
+fn router_subscribe(path: String, id: usize) -> Packet {
+    let filter = Filter {
+        path,
+        qos: QoS::AtMostOnce,
+        nolocal: false,
+        preserve_retain: false,
+        retain_forward_rule: RetainForwardRule::OnNewSubscribe,
+    };
+    let subscribe = Subscribe {
+        // The router's SUBACK is not passed on; any id will do.
+        pkid: 1,
+        filters: vec![filter],
+    };
+    let properties = SubscribeProperties {
+        id: Some(id),
+        user_properties: Vec::new(),
+    };
+    Packet::Subscribe(subscribe, Some(properties))
 }
 
 /// A packet id that must not be 0 [MQTT-2.3.1-1].
