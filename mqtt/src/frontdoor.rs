@@ -47,7 +47,11 @@
 //! publishers send in `congestion.rs`.
 
 pub mod congestion;
+mod connack;
 pub mod connect;
+mod end;
+mod handshake;
+pub mod link;
 mod publish;
 pub mod relay;
 pub mod router;
@@ -56,59 +60,24 @@ mod subscribe;
 pub mod subscriptions;
 
 use std::collections::HashMap;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use networking_protocols::accept::{Acceptor, Incoming, Throttle};
-use networking_protocols::tls::server::{self as tls_server, Handshake, TlsStream};
-use rumqttd::protocol::{Packet, Publish};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
-use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::wire::{self, ConnackCode, kind};
 use congestion::Congestion;
-use connect::{Connect, Refusal, Will};
-use relay::tls::TlsSession;
-use relay::{Connection, End, Limits, Parts};
+use connack::Admitted;
+use handshake::ClientStream;
+use relay::Limits;
 use router::Router;
-use session::{Resend, Session, Sessions};
-
-/// Why a new connection brought no CONNECT, for the log.
-#[derive(Debug)]
-enum NoConnect {
-    /// It started a TLS handshake at a plaintext port: a mistake of setup
-    /// rather than of one client, so it is logged as a warning (as the TLS
-    /// port's refusals are).
-    TlsAtPlaintextPort,
-    /// Anything else: the first packet is not a CONNECT, is malformed, or
-    /// did not come in time.
-    Other(String),
-}
-
-impl std::fmt::Display for NoConnect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NoConnect::TlsAtPlaintextPort => f.write_str(
-                "refused: a TLS handshake, and this port speaks MQTT without TLS: \
-                 start the broker with --tls (its default port is then 8883)",
-            ),
-            NoConnect::Other(why) => f.write_str(why),
-        }
-    }
-}
-
-/// A client's connection until its CONNACK: plain TCP, or TLS over TCP
-/// (tokio-rustls, which reads and writes like a socket).
-type ClientStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+use session::Sessions;
 
 /// The front door's settings.
 #[derive(Debug, Clone)]
@@ -206,9 +175,9 @@ struct Occupant {
 
 /// The ids clean sessions use with the router. A clean session has nothing
 /// for the router to find again, so its name there is not the client's:
-/// it is `%c` and the smallest number no other connection holds. rumqttd
-/// keeps a record of every client id it has seen; with these, it keeps at
-/// most as many as were ever connected at once.
+/// it is `%c` and a number no other connection holds, reused once its
+/// connection ends. rumqttd keeps a record of every client id it has seen;
+/// with these, it keeps at most as many as were ever connected at once.
 #[derive(Debug, Default)]
 struct LinkIds {
     free: Vec<u32>,
@@ -249,132 +218,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Door {
-    /// With `--tls`, runs the TLS handshake (for at most
-    /// [`tls_server::HANDSHAKE_TIMEOUT`]); without, hands the connection
-    /// back as it is. `None`, logged, if the handshake failed or the client
-    /// speaks plaintext at the TLS port.
-    async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> Option<ClientStream> {
-        let Some(config) = &self.config.tls else {
-            return Some(Either::Left(tcp));
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
-        match tls_server::accept(&acceptor, tcp).await {
-            Handshake::Done(tls) => Some(Either::Right(tls)),
-            Handshake::NotTls(_) => {
-                warn!(
-                    %peer,
-                    "refused: not TLS, and this port speaks MQTT over TLS only: the client \
-                     needs --tls (mosquitto_pub: --cafile), or a broker started without --tls"
-                );
-                None
-            }
-            Handshake::Failed(why) => {
-                warn!(%peer, "TLS handshake failed: {why}");
-                None
-            }
-        }
-    }
-
-    /// One more client than `--max-connections`: read its CONNECT and answer
-    /// CONNACK 3, "server unavailable" (spec §3.2.2.3).
-    async fn refuse_busy(&self, mut stream: ClientStream, peer: SocketAddr) {
-        if self.read_connect(&mut stream).await.is_ok() {
-            let _ = write_flushed(
-                &mut stream,
-                &wire::connack(false, ConnackCode::ServerUnavailable),
-            )
-            .await;
-            warn!(%peer, limit = self.config.max_connections,
-                "refused a client: connection limit reached (CONNACK 3)");
-        }
-        linger(stream).await;
-    }
-
-    /// Reads the first packet, if it is a CONNECT that comes within the
-    /// connect timeout, and returns it with any bytes read after it (a client
-    /// need not wait for CONNACK before sending its next packets). Otherwise
-    /// returns why not, for the log.
-    async fn read_connect(
-        &self,
-        stream: &mut (impl AsyncRead + Unpin),
-    ) -> Result<(wire::Frame, BytesMut), NoConnect> {
-        let mut buffer = BytesMut::new();
-        let read = async {
-            loop {
-                // A TLS record of type 22 (handshake), version 3.x: its first
-                // byte would pass for a CONNECT's, so we look at two.
-                if self.config.tls.is_none() && buffer.starts_with(&[22, 3]) {
-                    return Err(NoConnect::TlsAtPlaintextPort);
-                }
-                // The first byte is enough to tell a CONNECT [MQTT-3.1.0-1]:
-                // anything else (an HTTP request, say) is closed at once.
-                if let Some(&first) = buffer.first()
-                    && first >> 4 != kind::CONNECT
-                {
-                    return Err(NoConnect::Other(format!(
-                        "the first packet is type {}, not CONNECT [MQTT-3.1.0-1]",
-                        first >> 4
-                    )));
-                }
-                match wire::next_frame(&mut buffer, self.config.limits.max_packet_bytes) {
-                    Ok(Some(frame)) => return Ok((frame, buffer)),
-                    Ok(None) => {}
-                    Err(violation) => return Err(NoConnect::Other(violation.to_string())),
-                }
-                buffer.reserve(256);
-                match stream.read_buf(&mut buffer).await {
-                    Ok(0) => {
-                        return Err(NoConnect::Other(
-                            "the client closed before its CONNECT".to_string(),
-                        ));
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        return Err(NoConnect::Other(format!(
-                            "reading the CONNECT failed: {error}"
-                        )));
-                    }
-                }
-            }
-        };
-        timeout(self.config.connect_timeout, read)
-            .await
-            .unwrap_or_else(|_| {
-                Err(NoConnect::Other(format!(
-                    "no CONNECT within {:?}",
-                    self.config.connect_timeout
-                )))
-            })
-    }
-
-    async fn serve(&self, mut client: ClientStream, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
-        let (frame, early) = match self.read_connect(&mut client).await {
-            Ok(read) => read,
-            Err(why @ NoConnect::TlsAtPlaintextPort) => {
-                warn!(%peer, "{why}");
-                return;
-            }
-            Err(why) => {
-                info!(%peer, "closed a connection: {why}");
-                return;
-            }
-        };
-        let checked = connect::parse(&frame)
-            .and_then(|c| connect::check_login(&c, &self.config.users).map(|()| c));
-        // The packet's buffer is not needed past here; an idle client should
-        // not keep it.
-        drop(frame);
-        let connect = match checked {
-            Ok(connect) => connect,
-            Err(Refusal::Connack(code, why)) => {
-                warn!(%peer, "refused a client: {why} (CONNACK {})", code as u8);
-                let _ = write_flushed(&mut client, &wire::connack(false, code)).await;
-                return linger(client).await;
-            }
-            Err(Refusal::Close(violation)) => {
-                warn!(%peer, "closed a connection: {violation}");
-                return;
-            }
+    /// One connection, from its first byte to its end.
+    async fn serve(&self, client: ClientStream, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
+        let Some((stream, connect, early)) = self.admit(client, peer).await else {
+            return;
         };
         // [MQTT-3.1.3-6]: a client that sent no id gets one from us.
         let name = if connect.client_id.is_empty() {
@@ -397,7 +244,14 @@ impl Door {
             let _ = timeout(Duration::from_secs(5), previous.done.cancelled()).await;
         }
 
-        let outcome = self.session(client, &name, &connect, early, &me).await;
+        let admitted = Admitted {
+            stream,
+            name: &name,
+            connect: &connect,
+            early,
+            kick: &me.kick,
+        };
+        let outcome = self.session(admitted).await;
         me.done.cancel();
         let mut clients = lock(&self.clients);
         if clients.get(&name).is_some_and(|c| Arc::ptr_eq(c, &me)) {
@@ -408,220 +262,6 @@ impl Door {
             warn!(client = name, "the router: {error}");
         }
     }
-
-    /// Answers CONNACK, serves the client, and ends its session.
-    ///
-    /// A persistent session is linked to the router at once (it may hold
-    /// messages for the client); the session present flag says whether we
-    /// kept one [MQTT-3.2.2-2]. A clean session ends any session kept under
-    /// its id [MQTT-3.1.2-6] and gets session present 0 [MQTT-3.2.2-1].
-    async fn session(
-        &self,
-        client: ClientStream,
-        name: &str,
-        connect: &Connect,
-        early: BytesMut,
-        me: &Occupant,
-    ) -> io::Result<()> {
-        let kept_id = connect::router_id(name);
-        let kept = self.sessions.take(&kept_id);
-        let (link_id, pooled) = if connect.clean_session {
-            if kept.is_some() {
-                // The router's half of the old session ends too.
-                let link = self
-                    .router
-                    .link(&kept_id, true)
-                    .await
-                    .map_err(io::Error::other)?;
-                link.close(|_| {}).await;
-            }
-            let number = lock(&self.link_ids).take();
-            (format!("%c{number}"), Some(number))
-        } else {
-            (kept_id.clone(), None)
-        };
-        let outcome = self
-            .connected(client, name, connect, early, me, &link_id, kept)
-            .await;
-        if let Some(number) = pooled {
-            lock(&self.link_ids).free.push(number);
-        }
-        if let Some(session) = outcome? {
-            self.sessions.keep(&kept_id, session);
-        }
-        Ok(())
-    }
-
-    /// From CONNACK to the end of the connection, with the router id
-    /// `link_id`. Returns the session to keep, for a persistent one.
-    #[allow(clippy::too_many_arguments)]
-    async fn connected(
-        &self,
-        mut client: ClientStream,
-        name: &str,
-        connect: &Connect,
-        early: BytesMut,
-        me: &Occupant,
-        link_id: &str,
-        kept: Option<Session>,
-    ) -> io::Result<Option<Session>> {
-        let session_present = kept.is_some() && !connect.clean_session;
-        let link = if connect.clean_session {
-            None
-        } else {
-            match self.router.link(link_id, false).await {
-                Ok(link) => Some(link),
-                Err(error) => {
-                    // The router did not take the client: we are unavailable.
-                    let refusal = wire::connack(false, ConnackCode::ServerUnavailable);
-                    let _ = write_flushed(&mut client, &refusal).await;
-                    return Err(io::Error::other(error));
-                }
-            }
-        };
-        let connack = wire::connack(session_present, ConnackCode::Accepted);
-        if write_flushed(&mut client, &connack).await.is_err() {
-            // The client left before its CONNACK.
-            if let Some(link) = link {
-                link.close(|_| {}).await;
-            }
-            return Ok(kept.filter(|_| !connect.clean_session));
-        }
-        info!(
-            client = name,
-            keep_alive = connect.keep_alive,
-            clean_session = connect.clean_session,
-            "client connected"
-        );
-
-        // From here on the connection reads and writes the socket itself,
-        // with rustls's state beside it for a TLS client.
-        let (socket, tls) = match client {
-            Either::Left(tcp) => (tcp, None),
-            Either::Right(tls) => {
-                let (tcp, conn) = tls.into_inner();
-                (tcp, Some(TlsSession::new(conn)))
-            }
-        };
-        let session = if connect.clean_session {
-            Session::default()
-        } else {
-            kept.unwrap_or_default()
-        };
-        let mut connection = Connection::new(Parts {
-            socket: &socket,
-            tls,
-            router: &self.router,
-            limits: &self.config.limits,
-            name,
-            link_id,
-            clean_session: connect.clean_session,
-            keep_alive: connect.keep_alive,
-            link,
-            session,
-            pressure: self.congestion.pressure(),
-        });
-        if session_present {
-            connection.resubscribe();
-        }
-        // [MQTT-4.4.0-1]: a kept session's unacknowledged messages go again.
-        for resend in connection.session.resend() {
-            match resend {
-                Resend::Publish(packet) => connection.queue(packet),
-                Resend::Pubrel(id) => {
-                    connection.queue(Bytes::copy_from_slice(&wire::ack(kind::PUBREL, id)))
-                }
-            }
-        }
-        let end = connection.run(early, &me.kick).await;
-        log_end(name, &end);
-        let will = connect.will.as_ref().filter(|_| end.publishes_will());
-        if let Some(will) = will {
-            info!(
-                client = name,
-                topic = will.topic,
-                "publishing the client's will"
-            );
-            connection.for_router.push((will_publish(will), 0));
-        }
-        // What the client sent before it left (a PUBLISH followed at once by
-        // DISCONNECT, say) still goes to the router; a SUBSCRIBE of a client
-        // that left need not.
-        if connection.link.is_none() {
-            connection
-                .for_router
-                .retain(|(packet, _)| matches!(packet, Packet::Publish(..)));
-        }
-        if !matches!(end, End::RouterGone) {
-            let _ = connection.hand_over().await;
-        }
-        if let Some(link) = connection.link.take() {
-            if connect.clean_session {
-                link.close(|_| {}).await;
-            } else {
-                // Messages still on their way to a persistent session are
-                // kept with it, to be sent when the client comes back.
-                let mut late = Vec::new();
-                link.close(|forward| late.push(forward)).await;
-                for forward in late {
-                    connection.deliver(forward);
-                }
-            }
-        }
-        Ok((!connect.clean_session).then(|| std::mem::take(&mut connection.session)))
-    }
-}
-
-/// Says in the log how a client's connection ended.
-fn log_end(name: &str, end: &End) {
-    match end {
-        End::Disconnect => info!(client = name, "client disconnected"),
-        End::ClientGone(None) => info!(client = name, "client closed the connection"),
-        End::ClientGone(Some(error)) => info!(client = name, %error, "client connection failed"),
-        End::Violation(violation) => warn!(client = name, "closing the connection: {violation}"),
-        End::KeepAliveExpired(grace) => warn!(
-            client = name,
-            "closing the connection: nothing from the client for {grace:?}, 1.5 x its keep-alive [MQTT-3.1.2-24]"
-        ),
-        End::Kicked => info!(
-            client = name,
-            "closing the connection: taken over, or the broker stops"
-        ),
-        End::RouterGone => warn!(client = name, "the router dropped the client"),
-    }
-}
-
-/// The will as a PUBLISH for the router, marked with its QoS like any
-/// other message (see `publish.rs`).
-fn will_publish(will: &Will) -> Packet {
-    let empty = will.payload.is_empty() && !will.retain;
-    let payload = if empty {
-        Bytes::from_static(b"\0")
-    } else {
-        will.payload.clone()
-    };
-    let message = Publish::new(
-        Bytes::copy_from_slice(will.topic.as_bytes()),
-        payload,
-        will.retain,
-    );
-    Packet::Publish(message, publish::marks(will.qos, empty))
-}
-
-/// Writes `bytes` and flushes them: with TLS, that sends the record now.
-async fn write_flushed(stream: &mut ClientStream, bytes: &[u8]) -> io::Result<()> {
-    stream.write_all(bytes).await?;
-    stream.flush().await
-}
-
-/// After a refusal, waits (at most a second) for the client to close first,
-/// so our answer is read rather than lost to a reset. With TLS, the
-/// shutdown sends `close_notify` first.
-async fn linger(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 256];
-    let drain = async { while matches!(stream.read(&mut sink).await, Ok(1..)) {} };
-    let _ = timeout(Duration::from_secs(1), drain).await;
 }
 
 fn next_auto_id() -> u64 {

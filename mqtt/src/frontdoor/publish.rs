@@ -23,7 +23,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use rumqttd::protocol::{Packet, Publish, PublishProperties};
 use tracing::warn;
 
-use super::relay::{Connection, End};
+use super::end::End;
+use super::link::Link;
+use super::relay::{Connection, TAKE_PER_TURN};
 use super::session::Stage;
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
@@ -124,6 +126,15 @@ impl Connection<'_> {
         Ok(())
     }
 
+    /// Moves the messages taken from the router into the client's queue.
+    pub(super) fn deliver_forwards(&mut self) {
+        let mut forwards = std::mem::take(&mut self.forwards);
+        for forward in forwards.drain(..) {
+            self.deliver(forward);
+        }
+        self.forwards = forwards;
+    }
+
     /// A message the router forwarded: queued for the client at the lower
     /// of its publish QoS and the subscription's [MQTT-3.8.4-6], or dropped
     /// (and counted) if the client has stopped reading and its queue is
@@ -217,14 +228,21 @@ impl Connection<'_> {
         }
         self.session.subscriptions.get(id).map_or(0, |s| s.qos)
     }
+}
 
-    /// Whether a message of `bytes` must be dropped: the client's queue is
-    /// full and the client has stopped reading. A client that is reading
-    /// takes it even over the limit (by at most one batch from the router,
-    /// since a full queue stops those), and publishers wait for it.
-    fn must_drop(&self, bytes: usize) -> bool {
-        self.to_client.bytes + bytes > self.limits.max_queued_bytes
-            && self.pressure.stalled(tokio::time::Instant::now())
+/// Takes a batch from the link into `forwards`; returns whether the router
+/// paused forwarding to us. Never resolves without a link.
+pub(super) async fn take_from(
+    link: Option<&mut Link>,
+    forwards: &mut Vec<rumqttd::Forward>,
+) -> Result<bool, ()> {
+    match link {
+        Some(link) => link
+            .take(TAKE_PER_TURN, forwards)
+            .await
+            .map(|taken| taken.paused)
+            .map_err(|_| ()),
+        None => std::future::pending().await,
     }
 }
 

@@ -28,7 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::congestion::Pressure;
-use super::router::{Link, Router};
+use super::end::End;
+use super::link::Link;
+use super::publish::take_from;
+use super::router::Router;
 use super::session::Session;
 use crate::wire::{self, Frame, Violation, kind};
 use buffers::{Outbox, read_some, release_if_empty};
@@ -39,33 +42,7 @@ use tls::TlsSession;
 const READ_PER_TURN: usize = 64 * 1024;
 
 /// At most this many notifications taken from the router per turn.
-const TAKE_PER_TURN: usize = 256;
-
-/// How a client's connection ended.
-#[derive(Debug)]
-pub enum End {
-    /// The client sent DISCONNECT: its will is discarded [MQTT-3.1.2-10].
-    Disconnect,
-    /// The client closed the connection, or it failed.
-    ClientGone(Option<io::Error>),
-    /// The client broke the protocol: we closed [MQTT-4.8.0-1].
-    Violation(Violation),
-    /// Nothing from the client for 1.5 x its keep-alive [MQTT-3.1.2-24].
-    KeepAliveExpired(Duration),
-    /// Another connection with the same client id [MQTT-3.1.4-2], or the
-    /// broker is stopping.
-    Kicked,
-    /// The router refused the client or dropped its link.
-    RouterGone,
-}
-
-impl End {
-    /// Whether the client's will is published (spec §3.1.2.5: on every
-    /// close but one that follows DISCONNECT).
-    pub fn publishes_will(&self) -> bool {
-        !matches!(self, End::Disconnect)
-    }
-}
+pub(super) const TAKE_PER_TURN: usize = 256;
 
 /// The limits every connection keeps to.
 #[derive(Debug, Clone)]
@@ -93,7 +70,7 @@ pub struct Connection<'a> {
     /// Clean session: nothing outlives the connection.
     pub clean_session: bool,
     /// 1.5 x the client's keep-alive, or `None` for keep-alive 0.
-    grace: Option<Duration>,
+    pub(super) grace: Option<Duration>,
     /// The link to the router, once the client needs one (see `Door::serve`).
     pub link: Option<Link>,
     /// Packets for the router from this turn, with the PUBLISH bytes each
@@ -103,12 +80,12 @@ pub struct Connection<'a> {
     from_client: BytesMut,
     pub(super) to_client: Outbox,
     /// Messages taken from the router, on their way into `to_client`.
-    forwards: Vec<rumqttd::Forward>,
-    last_heard: Instant,
+    pub(super) forwards: Vec<rumqttd::Forward>,
+    pub(super) last_heard: Instant,
     pub(super) pressure: Pressure,
     /// Messages dropped for this client since the last log line about it.
-    dropped: u64,
-    dropped_logged: Option<Instant>,
+    pub(super) dropped: u64,
+    pub(super) dropped_logged: Option<Instant>,
 }
 
 /// What a [`Connection`] is made of.
@@ -266,41 +243,6 @@ impl<'a> Connection<'a> {
         link.flush().await.map_err(|_| End::RouterGone)
     }
 
-    /// Whether we are not reading the client for now: another client is
-    /// congested, or the router has not confirmed our last syncs.
-    fn held(&self) -> bool {
-        self.pressure.paused() || self.link.as_ref().is_some_and(Link::behind)
-    }
-
-    /// When the timer must next look: the client's keep-alive deadline, or
-    /// when a congested client that stopped reading must stop holding
-    /// publishers.
-    fn deadline(&self) -> Instant {
-        // Nothing to check: look again in a day.
-        let mut deadline = Instant::now() + Duration::from_secs(24 * 3600);
-        if let Some(grace) = self.grace
-            && !self.held()
-        {
-            deadline = deadline.min(self.last_heard + grace);
-        }
-        if let Some(check) = self.pressure.next_check() {
-            deadline = deadline.min(check);
-        }
-        deadline
-    }
-
-    fn on_timer(&mut self) -> Result<(), End> {
-        if let Some(grace) = self.grace
-            && !self.held()
-            && Instant::now() >= self.last_heard + grace
-        {
-            return Err(End::KeepAliveExpired(grace));
-        }
-        let (queued, max) = (self.to_client.bytes, self.limits.max_queued_bytes);
-        self.pressure.update(queued, max, false);
-        Ok(())
-    }
-
     /// Writes what is queued for the client as far as its socket takes it,
     /// and tells the congestion tracker how full the queue is.
     fn write_client(&mut self) -> Result<(), End> {
@@ -383,51 +325,6 @@ impl<'a> Connection<'a> {
                 "packet type {other} is not one a client sends"
             )))),
         }
-    }
-
-    /// Counts a message the client's full queue had no room for, and says so
-    /// in the log at most once a second per client.
-    pub(super) fn drop_message(&mut self) {
-        self.dropped += 1;
-        let now = Instant::now();
-        if self
-            .dropped_logged
-            .is_none_or(|at| now >= at + Duration::from_secs(1))
-        {
-            warn!(
-                client = self.name,
-                dropped = self.dropped,
-                queued_bytes = self.to_client.bytes,
-                "client is not reading: its queue is full (--max-queued-bytes), messages dropped"
-            );
-            self.dropped = 0;
-            self.dropped_logged = Some(now);
-        }
-    }
-
-    /// Moves the messages taken from the router into the client's queue.
-    fn deliver_forwards(&mut self) {
-        let mut forwards = std::mem::take(&mut self.forwards);
-        for forward in forwards.drain(..) {
-            self.deliver(forward);
-        }
-        self.forwards = forwards;
-    }
-}
-
-/// Takes a batch from the link into `forwards`; returns whether the router
-/// paused forwarding to us. Never resolves without a link.
-async fn take_from(
-    link: Option<&mut Link>,
-    forwards: &mut Vec<rumqttd::Forward>,
-) -> Result<bool, ()> {
-    match link {
-        Some(link) => link
-            .take(TAKE_PER_TURN, forwards)
-            .await
-            .map(|taken| taken.paused)
-            .map_err(|_| ()),
-        None => std::future::pending().await,
     }
 }
 

@@ -18,6 +18,8 @@
 //!   never meets one out of order;
 //! - no filter starting with `$` (other than `$share/`) reaches it, and no
 //!   client holds two filters that read the same log (see `subscribe.rs`);
+//! - a link asks the router to forward again only after the router said it
+//!   stopped ([`Link::resume`]; rumqttd asserts that order);
 //! - a link's last packet is DISCONNECT, after which the link sends nothing,
 //!   and we wait until the router has dropped it ([`Link::close`]) before a
 //!   new link may take the same client id. Events for a connection the router
@@ -26,12 +28,12 @@
 //! If its thread ends anyway, [`Router::start`]'s watchdog says so at once.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::FutureExt;
+use rumqttd::RouterConfig;
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
-use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, PingReq};
-use rumqttd::{Notification, RouterConfig};
+use tokio::sync::oneshot;
+
+use super::link::Link;
 
 /// Opens links to one router thread: a handle to share between clients.
 #[derive(Clone)]
@@ -40,20 +42,25 @@ pub struct Router {
 }
 
 /// rumqttd's channel to its router carries a type it does not export, so
-/// we keep what we do with it (open a link, ask whether it is full) as
-/// closures that own it.
+/// we keep what we do with it as closures that own it: one asks whether the
+/// channel is full; one opens links, on a thread of its own (see
+/// [`Router::link`]).
 struct Handle {
-    open: Box<Opener>,
+    links: std::sync::mpsc::Sender<LinkRequest>,
     is_full: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
-/// Opens a link under a client id, with the clean session flag.
-type Opener = dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx), Failed> + Send + Sync;
+/// A link to open, and where to send it.
+struct LinkRequest {
+    id: String,
+    clean: bool,
+    reply: oneshot::Sender<Result<(LinkTx, LinkRx), Failed>>,
+}
 
 /// Why the router did not take a link or a packet: it refused the client
 /// (its connection limit), or it has stopped.
 #[derive(Debug)]
-pub struct Failed(String);
+pub struct Failed(pub(super) String);
 
 impl std::fmt::Display for Failed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,18 +90,32 @@ impl Router {
     pub fn start(config: RouterConfig) -> Result<(Router, Watchdog), Failed> {
         let sender = rumqttd::Router::new(0, config).spawn();
         let full = sender.clone();
+        let open = move |id: &str, clean: bool| -> Result<(LinkTx, LinkRx), Failed> {
+            let (tx, rx, _connack) = LinkBuilder::new(id, sender.clone())
+                .clean_session(clean)
+                .build()?;
+            // rumqttd gives each link's inbound queue room for 200 packets
+            // (78 KB) up front; ours grows only as far as a client needs.
+            tx.buffer().shrink_to_fit();
+            Ok((tx, rx))
+        };
+        let (_, watchdog) = open("%watchdog", true)?;
+        let (links, requests) = std::sync::mpsc::channel::<LinkRequest>();
+        std::thread::Builder::new()
+            .name("router-links".to_string())
+            .spawn(move || {
+                // Ends when the last `Router` handle is dropped.
+                for request in requests {
+                    let _ = request.reply.send(open(&request.id, request.clean));
+                }
+            })
+            .map_err(|error| Failed(format!("cannot start the link thread: {error}")))?;
         let router = Router {
             inner: Arc::new(Handle {
-                open: Box::new(move |id, clean| {
-                    let (tx, rx, _connack) = LinkBuilder::new(id, sender.clone())
-                        .clean_session(clean)
-                        .build()?;
-                    Ok((tx, rx))
-                }),
+                links,
                 is_full: Box::new(move || full.is_full()),
             }),
         };
-        let (_, watchdog) = (router.inner.open)("%watchdog", true)?;
         Ok((router, Watchdog(watchdog)))
     }
 
@@ -102,23 +123,29 @@ impl Router {
     /// `connect::router_id`): with `clean`, the router forgets any session
     /// it kept for `id`; without, it picks that session up. Errors if the
     /// router refuses (its connection limit) or has stopped.
+    ///
+    /// Opening a link waits for the router's answer on a blocking channel.
+    /// One thread of ours does that wait for every link, one at a time (the
+    /// router answers one at a time anyway), so that no async worker thread
+    /// blocks and no pool of threads grows under a burst of clients.
     pub async fn link(&self, id: &str, clean: bool) -> Result<Link, Failed> {
-        // Building a link waits for the router's answer on a blocking
-        // channel: that wait belongs on tokio's blocking threads.
-        let router = self.clone();
-        let id = id.to_string();
-        let (tx, rx) = tokio::task::spawn_blocking(move || (router.inner.open)(&id, clean))
-            .await
-            .map_err(|error| Failed(error.to_string()))??;
-        Ok(Link {
-            tx,
-            rx,
-            router: self.clone(),
-            pending: Vec::new(),
-            syncs: 0,
-            unsynced: 0,
-            closed: false,
-        })
+        let (reply, answer) = oneshot::channel();
+        let request = LinkRequest {
+            id: id.to_string(),
+            clean,
+            reply,
+        };
+        let stopped = || Failed("the router's link thread has stopped".to_string());
+        self.inner.links.send(request).map_err(|_| stopped())?;
+        let (tx, rx) = answer.await.map_err(|_| stopped())??;
+        Ok(Link::new(tx, rx, self.clone()))
+    }
+}
+
+impl Router {
+    /// Whether rumqttd's channel to its router is full (1000 events).
+    pub(super) fn is_full(&self) -> bool {
+        (self.inner.is_full)()
     }
 }
 
@@ -137,189 +164,5 @@ impl Watchdog {
     /// Resolves the moment the router thread has ended.
     pub async fn ended(mut self) {
         while self.0.next().await.is_ok() {}
-    }
-}
-
-/// Publish bytes after which we ask the router to confirm it has taken
-/// everything (a PINGREQ of ours, answered in order), and how many of those
-/// may be unanswered before we stop reading the client.
-///
-/// The router reads every link as fast as it can and appends each message
-/// to its topic filters' logs; it forwards to subscribers in between. A
-/// publisher that waits for nothing could fill a log faster than the router
-/// forwards it, and a subscriber that falls 32 MiB behind loses messages
-/// (see `broker.rs`). So a publisher gets at most about `SYNC_BYTES *
-/// SYNCS_IN_FLIGHT` ahead of the router.
-pub const SYNC_BYTES: usize = 256 * 1024;
-pub const SYNCS_IN_FLIGHT: u32 = 2;
-
-/// One client's link to the router.
-pub struct Link {
-    tx: LinkTx,
-    rx: LinkRx,
-    router: Router,
-    /// Packets for the router not yet handed over (see [`Link::flush`]).
-    pending: Vec<Packet>,
-    /// Our PINGREQs the router has not answered yet.
-    syncs: u32,
-    /// PUBLISH bytes sent since our last PINGREQ.
-    unsynced: usize,
-    /// Set once DISCONNECT is on its way: nothing may follow it.
-    closed: bool,
-}
-
-impl std::fmt::Debug for Link {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Link")
-            .field("pending", &self.pending.len())
-            .field("syncs", &self.syncs)
-            .finish()
-    }
-}
-
-/// What a batch of notifications held, besides the messages.
-#[derive(Debug, Default)]
-pub struct Taken {
-    /// The router stopped forwarding to us because our queue in it was
-    /// full: it resumes after [`Link::resume`].
-    pub paused: bool,
-}
-
-impl Link {
-    /// Queues a packet for the router; [`Link::flush`] hands it over.
-    pub fn push(&mut self, packet: Packet) {
-        self.pending.push(packet);
-    }
-
-    /// Queues a PUBLISH of `bytes` and, every [`SYNC_BYTES`], a PINGREQ of
-    /// ours after it.
-    pub fn push_publish(&mut self, packet: Packet, bytes: usize) {
-        self.pending.push(packet);
-        self.unsynced += bytes;
-        if self.unsynced >= SYNC_BYTES {
-            self.pending.push(Packet::PingReq(PingReq));
-            self.syncs += 1;
-            self.unsynced = 0;
-        }
-    }
-
-    /// Whether the client must wait: the router has not yet confirmed the
-    /// last [`SYNCS_IN_FLIGHT`] syncs.
-    pub fn behind(&self) -> bool {
-        self.syncs >= SYNCS_IN_FLIGHT
-    }
-
-    /// Hands the queued packets to the router.
-    ///
-    /// A link's packets wait in a shared queue that the router empties
-    /// whole each time it is told there is data (`LinkTx::send` adds one
-    /// packet and tells it). If the queue is not empty, the router has been
-    /// told and not yet looked, so the new packets join it without a word;
-    /// only a batch that finds it empty tells the router, with its last
-    /// packet. So each link has at most one notice waiting in the router's
-    /// channel (1000 places), and we wait while that channel is full rather
-    /// than block a worker thread on it.
-    pub async fn flush(&mut self) -> Result<(), Failed> {
-        let Some(last) = self.pending.pop() else {
-            return Ok(());
-        };
-        let last = {
-            let mut queue = self.tx.buffer();
-            let was_empty = queue.is_empty();
-            queue.extend(self.pending.drain(..));
-            if was_empty {
-                Some(last)
-            } else {
-                queue.push_back(last);
-                None
-            }
-        };
-        let Some(last) = last else {
-            return Ok(());
-        };
-        while (self.router.inner.is_full)() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        self.tx.send(last).await?;
-        Ok(())
-    }
-
-    /// The next batch of notifications: waits for the first, then takes
-    /// what else is ready, at most `limit` in all, and appends the messages
-    /// to `messages`. Answers to our syncs are counted here; acknowledgements
-    /// of SUBSCRIBE and UNSUBSCRIBE are dropped (the front door answered
-    /// those itself). Errors when the router has dropped the link.
-    /// Cancel-safe: nothing is taken until the first notification is.
-    pub async fn take(
-        &mut self,
-        limit: usize,
-        messages: &mut Vec<rumqttd::Forward>,
-    ) -> Result<Taken, Failed> {
-        let mut taken = Taken::default();
-        let mut next = self.rx.next().await.map_err(Failed::from)?;
-        let mut count = 0;
-        loop {
-            if let Some(notification) = next {
-                count += 1;
-                match notification {
-                    Notification::Forward(message) => messages.push(message),
-                    Notification::DeviceAck(ack) => {
-                        if matches!(Packet::from(ack), Packet::PingResp(_)) {
-                            self.syncs = self.syncs.saturating_sub(1);
-                        }
-                    }
-                    Notification::Unschedule => taken.paused = true,
-                    Notification::Disconnect(..) => {
-                        return Err(Failed("the router disconnected the link".into()));
-                    }
-                    _ => {}
-                }
-            }
-            if count >= limit {
-                break;
-            }
-            next = match self.rx.next().now_or_never() {
-                Some(Ok(notification)) => notification,
-                Some(Err(error)) => return Err(error.into()),
-                None => break,
-            };
-        }
-        Ok(taken)
-    }
-
-    /// Tells the router to forward to us again after [`Taken::paused`].
-    pub async fn resume(&mut self) -> Result<(), Failed> {
-        if self.closed {
-            return Ok(());
-        }
-        Ok(self.rx.wake().await?)
-    }
-
-    /// Ends the link: the queued packets (a will, the client's last
-    /// messages), then DISCONNECT, then we wait, at most 5 s, until the
-    /// router has dropped the link, passing each message still forwarded to
-    /// `forward` (a persistent session keeps them). Once this returns, the
-    /// router has finished with the client id.
-    pub async fn close(mut self, mut forward: impl FnMut(rumqttd::Forward)) {
-        self.push(Packet::Disconnect(
-            Disconnect {
-                reason_code: DisconnectReasonCode::NormalDisconnection,
-            },
-            None,
-        ));
-        self.closed = true;
-        if self.flush().await.is_err() {
-            return;
-        }
-        let drain = async {
-            loop {
-                match self.rx.next().await {
-                    Ok(Some(Notification::Forward(message))) => forward(message),
-                    Ok(_) => {}
-                    Err(_) => return,
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     }
 }

@@ -14,7 +14,8 @@ use rumqttd::protocol::{
 };
 use tracing::{info, warn};
 
-use super::relay::{Connection, End};
+use super::end::End;
+use super::relay::Connection;
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
 /// SUBACK's failure return code (spec §3.9.3).

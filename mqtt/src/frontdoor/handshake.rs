@@ -1,0 +1,203 @@
+//! A new connection, up to a CONNECT we accept: the TLS handshake (with
+//! `--tls`), the CONNECT read within the connect timeout and checked
+//! (`connect.rs`), and the refusals, each with the CONNACK code the spec
+//! names, or a close without a word where the spec says so.
+
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use networking_protocols::tls::server::{self as tls_server, Handshake, TlsStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Duration, timeout};
+use tokio_util::either::Either;
+use tracing::{info, warn};
+
+use super::Door;
+use super::connect::{self, Connect, Refusal};
+use crate::wire::{self, ConnackCode, kind};
+
+/// Why a new connection brought no CONNECT, for the log.
+#[derive(Debug)]
+pub(super) enum NoConnect {
+    /// It started a TLS handshake at a plaintext port: a mistake of setup
+    /// rather than of one client, so it is logged as a warning (as the TLS
+    /// port's refusals are).
+    TlsAtPlaintextPort,
+    /// Anything else: the first packet is not a CONNECT, is malformed, or
+    /// did not come in time.
+    Other(String),
+}
+
+impl std::fmt::Display for NoConnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoConnect::TlsAtPlaintextPort => f.write_str(
+                "refused: a TLS handshake, and this port speaks MQTT without TLS: \
+                 start the broker with --tls (its default port is then 8883)",
+            ),
+            NoConnect::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A client's connection until its CONNACK: plain TCP, or TLS over TCP
+/// (tokio-rustls, which reads and writes like a socket).
+pub(super) type ClientStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+
+impl Door {
+    /// Reads and checks the CONNECT. `None` (logged, answered where the spec
+    /// says so) if there is none, it is malformed, or it is refused.
+    /// Otherwise the connection, the CONNECT, and any bytes the client sent
+    /// after it (a client need not wait for CONNACK).
+    pub(super) async fn admit(
+        &self,
+        mut client: ClientStream,
+        peer: SocketAddr,
+    ) -> Option<(ClientStream, Connect, BytesMut)> {
+        let (frame, early) = match self.read_connect(&mut client).await {
+            Ok(read) => read,
+            Err(why @ NoConnect::TlsAtPlaintextPort) => {
+                warn!(%peer, "{why}");
+                return None;
+            }
+            Err(why) => {
+                info!(%peer, "closed a connection: {why}");
+                return None;
+            }
+        };
+        let checked = connect::parse(&frame)
+            .and_then(|c| connect::check_login(&c, &self.config.users).map(|()| c));
+        // The packet's buffer is not needed past here; an idle client should
+        // not keep it.
+        drop(frame);
+        match checked {
+            Ok(connect) => Some((client, connect, early)),
+            Err(Refusal::Connack(code, why)) => {
+                warn!(%peer, "refused a client: {why} (CONNACK {})", code as u8);
+                let _ = write_flushed(&mut client, &wire::connack(false, code)).await;
+                linger(client).await;
+                None
+            }
+            Err(Refusal::Close(violation)) => {
+                warn!(%peer, "closed a connection: {violation}");
+                None
+            }
+        }
+    }
+
+    /// With `--tls`, runs the TLS handshake (for at most
+    /// [`tls_server::HANDSHAKE_TIMEOUT`]); without, hands the connection
+    /// back as it is. `None`, logged, if the handshake failed or the client
+    /// speaks plaintext at the TLS port.
+    pub(super) async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> Option<ClientStream> {
+        let Some(config) = &self.config.tls else {
+            return Some(Either::Left(tcp));
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+        match tls_server::accept(&acceptor, tcp).await {
+            Handshake::Done(tls) => Some(Either::Right(tls)),
+            Handshake::NotTls(_) => {
+                warn!(
+                    %peer,
+                    "refused: not TLS, and this port speaks MQTT over TLS only: the client \
+                     needs --tls (mosquitto_pub: --cafile), or a broker started without --tls"
+                );
+                None
+            }
+            Handshake::Failed(why) => {
+                warn!(%peer, "TLS handshake failed: {why}");
+                None
+            }
+        }
+    }
+
+    /// One more client than `--max-connections`: read its CONNECT and answer
+    /// CONNACK 3, "server unavailable" (spec §3.2.2.3).
+    pub(super) async fn refuse_busy(&self, mut stream: ClientStream, peer: SocketAddr) {
+        if self.read_connect(&mut stream).await.is_ok() {
+            let _ = write_flushed(
+                &mut stream,
+                &wire::connack(false, ConnackCode::ServerUnavailable),
+            )
+            .await;
+            warn!(%peer, limit = self.config.max_connections,
+                "refused a client: connection limit reached (CONNACK 3)");
+        }
+        linger(stream).await;
+    }
+
+    /// Reads the first packet, if it is a CONNECT that comes within the
+    /// connect timeout, and returns it with any bytes read after it (a client
+    /// need not wait for CONNACK before sending its next packets). Otherwise
+    /// returns why not, for the log.
+    async fn read_connect(
+        &self,
+        stream: &mut (impl AsyncRead + Unpin),
+    ) -> Result<(wire::Frame, BytesMut), NoConnect> {
+        let mut buffer = BytesMut::new();
+        let read = async {
+            loop {
+                // A TLS record of type 22 (handshake), version 3.x: its first
+                // byte would pass for a CONNECT's, so we look at two.
+                if self.config.tls.is_none() && buffer.starts_with(&[22, 3]) {
+                    return Err(NoConnect::TlsAtPlaintextPort);
+                }
+                // The first byte is enough to tell a CONNECT [MQTT-3.1.0-1]:
+                // anything else (an HTTP request, say) is closed at once.
+                if let Some(&first) = buffer.first()
+                    && first >> 4 != kind::CONNECT
+                {
+                    return Err(NoConnect::Other(format!(
+                        "the first packet is type {}, not CONNECT [MQTT-3.1.0-1]",
+                        first >> 4
+                    )));
+                }
+                match wire::next_frame(&mut buffer, self.config.limits.max_packet_bytes) {
+                    Ok(Some(frame)) => return Ok((frame, buffer)),
+                    Ok(None) => {}
+                    Err(violation) => return Err(NoConnect::Other(violation.to_string())),
+                }
+                buffer.reserve(256);
+                match stream.read_buf(&mut buffer).await {
+                    Ok(0) => {
+                        return Err(NoConnect::Other(
+                            "the client closed before its CONNECT".to_string(),
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        return Err(NoConnect::Other(format!(
+                            "reading the CONNECT failed: {error}"
+                        )));
+                    }
+                }
+            }
+        };
+        timeout(self.config.connect_timeout, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(NoConnect::Other(format!(
+                    "no CONNECT within {:?}",
+                    self.config.connect_timeout
+                )))
+            })
+    }
+}
+
+/// Writes `bytes` and flushes them: with TLS, that sends the record now.
+pub(super) async fn write_flushed(stream: &mut ClientStream, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
+/// After a refusal, waits (at most a second) for the client to close first,
+/// so our answer is read rather than lost to a reset. With TLS, the
+/// shutdown sends `close_notify` first.
+async fn linger(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 256];
+    let drain = async { while matches!(stream.read(&mut sink).await, Ok(1..)) {} };
+    let _ = timeout(Duration::from_secs(1), drain).await;
+}

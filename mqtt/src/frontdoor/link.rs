@@ -1,0 +1,211 @@
+//! One client's link to the router: packets in, notifications out.
+//!
+//! The front door hands a link a batch of packets per turn ([`Link::flush`])
+//! and takes the router's notifications in batches ([`Link::take`]); the
+//! last packet a link ever carries is DISCONNECT ([`Link::close`]). See
+//! `router.rs` for why the router must only ever see what these allow.
+
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use rumqttd::Notification;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, PingReq};
+
+use super::router::{Failed, Router};
+
+/// Publish bytes after which we ask the router to confirm it has taken
+/// everything (a PINGREQ of ours, answered in order), and how many of those
+/// may be unanswered before we stop reading the client.
+///
+/// The router reads every link as fast as it can and appends each message
+/// to its topic filters' logs; it forwards to subscribers in between. A
+/// publisher that waits for nothing could fill a log faster than the router
+/// forwards it, and a subscriber that falls 32 MiB behind loses messages
+/// (see `broker.rs`). So a publisher gets at most about `SYNC_BYTES *
+/// SYNCS_IN_FLIGHT` ahead of the router.
+pub const SYNC_BYTES: usize = 256 * 1024;
+pub const SYNCS_IN_FLIGHT: u32 = 2;
+
+/// One client's link to the router.
+pub struct Link {
+    tx: LinkTx,
+    rx: LinkRx,
+    router: Router,
+    /// Packets for the router not yet handed over (see [`Link::flush`]).
+    pending: Vec<Packet>,
+    /// Our PINGREQs the router has not answered yet.
+    syncs: u32,
+    /// PUBLISH bytes sent since our last PINGREQ.
+    unsynced: usize,
+    /// Set once DISCONNECT is on its way: nothing may follow it.
+    closed: bool,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("pending", &self.pending.len())
+            .field("syncs", &self.syncs)
+            .finish()
+    }
+}
+
+/// What a batch of notifications held, besides the messages.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// The router stopped forwarding to us because our queue in it was
+    /// full: it resumes after [`Link::resume`].
+    pub paused: bool,
+}
+
+impl Link {
+    pub(super) fn new(tx: LinkTx, rx: LinkRx, router: Router) -> Self {
+        Link {
+            tx,
+            rx,
+            router,
+            pending: Vec::new(),
+            syncs: 0,
+            unsynced: 0,
+            closed: false,
+        }
+    }
+
+    /// Queues a packet for the router; [`Link::flush`] hands it over.
+    pub fn push(&mut self, packet: Packet) {
+        self.pending.push(packet);
+    }
+
+    /// Queues a PUBLISH of `bytes` and, every [`SYNC_BYTES`], a PINGREQ of
+    /// ours after it.
+    pub fn push_publish(&mut self, packet: Packet, bytes: usize) {
+        self.pending.push(packet);
+        self.unsynced += bytes;
+        if self.unsynced >= SYNC_BYTES {
+            self.pending.push(Packet::PingReq(PingReq));
+            self.syncs += 1;
+            self.unsynced = 0;
+        }
+    }
+
+    /// Whether the client must wait: the router has not yet confirmed the
+    /// last [`SYNCS_IN_FLIGHT`] syncs.
+    pub fn behind(&self) -> bool {
+        self.syncs >= SYNCS_IN_FLIGHT
+    }
+
+    /// Hands the queued packets to the router.
+    ///
+    /// A link's packets wait in a shared queue that the router empties
+    /// whole each time it is told there is data (`LinkTx::send` adds one
+    /// packet and tells it). If the queue is not empty, the router has been
+    /// told and not yet looked, so the new packets join it without a word;
+    /// only a batch that finds it empty tells the router, with its last
+    /// packet. So each link has at most one notice waiting in the router's
+    /// channel (1000 places), and we wait while that channel is full rather
+    /// than block a worker thread on it.
+    pub async fn flush(&mut self) -> Result<(), Failed> {
+        let Some(last) = self.pending.pop() else {
+            return Ok(());
+        };
+        let last = {
+            let mut queue = self.tx.buffer();
+            let was_empty = queue.is_empty();
+            queue.extend(self.pending.drain(..));
+            if was_empty {
+                Some(last)
+            } else {
+                queue.push_back(last);
+                None
+            }
+        };
+        let Some(last) = last else {
+            return Ok(());
+        };
+        while self.router.is_full() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.tx.send(last).await?;
+        Ok(())
+    }
+
+    /// The next batch of notifications: waits for the first, then takes
+    /// what else is ready, at most `limit` in all, and appends the messages
+    /// to `messages`. Answers to our syncs are counted here; acknowledgements
+    /// of SUBSCRIBE and UNSUBSCRIBE are dropped (the front door answered
+    /// those itself). Errors when the router has dropped the link.
+    /// Cancel-safe: nothing is taken until the first notification is.
+    pub async fn take(
+        &mut self,
+        limit: usize,
+        messages: &mut Vec<rumqttd::Forward>,
+    ) -> Result<Taken, Failed> {
+        let mut taken = Taken::default();
+        let mut next = self.rx.next().await.map_err(Failed::from)?;
+        let mut count = 0;
+        loop {
+            if let Some(notification) = next {
+                count += 1;
+                match notification {
+                    Notification::Forward(message) => messages.push(message),
+                    Notification::DeviceAck(ack) => {
+                        if matches!(Packet::from(ack), Packet::PingResp(_)) {
+                            self.syncs = self.syncs.saturating_sub(1);
+                        }
+                    }
+                    Notification::Unschedule => taken.paused = true,
+                    Notification::Disconnect(..) => {
+                        return Err(Failed("the router disconnected the link".into()));
+                    }
+                    _ => {}
+                }
+            }
+            if count >= limit {
+                break;
+            }
+            next = match self.rx.next().now_or_never() {
+                Some(Ok(notification)) => notification,
+                Some(Err(error)) => return Err(error.into()),
+                None => break,
+            };
+        }
+        Ok(taken)
+    }
+
+    /// Tells the router to forward to us again after [`Taken::paused`].
+    pub async fn resume(&mut self) -> Result<(), Failed> {
+        if self.closed {
+            return Ok(());
+        }
+        Ok(self.rx.wake().await?)
+    }
+
+    /// Ends the link: the queued packets (a will, the client's last
+    /// messages), then DISCONNECT, then we wait, at most 5 s, until the
+    /// router has dropped the link, passing each message still forwarded to
+    /// `forward` (a persistent session keeps them). Once this returns, the
+    /// router has finished with the client id.
+    pub async fn close(mut self, mut forward: impl FnMut(rumqttd::Forward)) {
+        self.push(Packet::Disconnect(
+            Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
+            },
+            None,
+        ));
+        self.closed = true;
+        if self.flush().await.is_err() {
+            return;
+        }
+        let drain = async {
+            loop {
+                match self.rx.next().await {
+                    Ok(Some(Notification::Forward(message))) => forward(message),
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    }
+}
