@@ -143,48 +143,6 @@ async fn subscriber_times_out_when_nothing_arrives() {
     assert_eq!(error.to_string(), "no message for 300ms (0 received)");
 }
 
-/// [MQTT-3.8.4-6]: a message is delivered at the lower of its publish QoS
-/// and the subscription's, so a QoS 0 publish reaches a QoS 2 subscriber at
-/// QoS 0. (rumqttd alone delivers at the subscription's QoS; the front door
-/// carries the publish QoS past it: see `mqtt/src/frontdoor/publish.rs`.)
-async fn qos_of_a_qos_0_publish_to_a_qos_2_subscription(port: u16) -> QoS {
-    let client = ClientConfig::new("127.0.0.1", port, "qos-probe");
-    let (sub, mut events) = AsyncClient::new(client.mqtt_options().unwrap(), 10);
-    sub.subscribe("probe", QoS::ExactlyOnce).await.unwrap();
-    loop {
-        let event = within("SUBACK", events.poll()).await.unwrap();
-        if let Event::Incoming(Packet::SubAck(_)) = event {
-            break;
-        }
-    }
-    let config = publish_config(port, "qos0-pub", "probe", QoS::AtMostOnce);
-    let one = publisher::repeat(Bytes::from_static(b"q0"), 1, Duration::ZERO);
-    publisher::run(config, one).await.unwrap();
-    let publish = loop {
-        let event = within("the PUBLISH", events.poll()).await.unwrap();
-        if let Event::Incoming(Packet::Publish(publish)) = event {
-            break publish;
-        }
-    };
-    assert_eq!(publish.payload, Bytes::from_static(b"q0"));
-    publish.qos
-}
-
-#[tokio::test]
-async fn a_qos_0_publish_reaches_a_qos_2_subscription_at_qos_0() {
-    let broker = Server::start("mqtt_broker", &[]).await;
-    let qos = qos_of_a_qos_0_publish_to_a_qos_2_subscription(broker.addr.port()).await;
-    assert_eq!(qos, QoS::AtMostOnce);
-}
-
-#[tokio::test]
-#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
-async fn mosquitto_delivers_a_qos_0_publish_to_a_qos_2_subscription_at_qos_0() {
-    let broker = common::mqtt::Mosquitto::start(None).await;
-    let qos = qos_of_a_qos_0_publish_to_a_qos_2_subscription(broker.addr.port()).await;
-    assert_eq!(qos, QoS::AtMostOnce);
-}
-
 /// MQTT 3.1.1 section 3.2.2.3: a bad username or password gets CONNACK with
 /// return code 5 (20 02 00 05) before the close, so the client can tell
 /// why; a good login gets CONNACK 0. (rumqttd alone closes without a byte;

@@ -12,9 +12,9 @@
 //! - 100,000 QoS 1 messages into a persistent session;
 //! - the QoS a message is delivered at [MQTT-3.8.4-6], beside Mosquitto.
 //!
-//! After the abuse, a fresh subscriber and publisher must still exchange a
-//! message ([`exchange`]): a broker whose process is up but whose router is
-//! gone fails there.
+//! The first two end each round of abuse with a fresh subscriber and
+//! publisher exchanging a message ([`exchange`]): a broker whose process is
+//! up but whose router is gone fails there.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
 
@@ -297,8 +297,9 @@ const FLOOD: Duration = Duration::from_millis(200);
 /// only its own session: over 20 rounds, each a QoS 0 subscriber to
 /// `flood/#` leaving mid-flood (by DISCONNECT, by a close without it, or by
 /// a reset), a fresh subscriber and publisher still exchange a message after
-/// every round. (rumqttd 0.20's router thread panics here, and from then on
-/// every client is closed at its first SUBSCRIBE or PUBLISH.)
+/// every round. (rumqttd 0.20's router thread can panic here, at
+/// `scheduler.rs:63`, and from then on every client is closed at its first
+/// SUBSCRIBE or PUBLISH.)
 #[tokio::test]
 async fn the_router_survives_disconnects_mid_flood() {
     let broker = Server::start("mqtt_broker", &[]).await;
