@@ -136,18 +136,41 @@ pub fn next_frame(buffer: &mut BytesMut, max_bytes: usize) -> Result<Option<Fram
 }
 
 /// Writes a fixed header for a packet whose body is `length` bytes.
-pub fn put_fixed_header(out: &mut BytesMut, first: u8, mut length: usize) {
-    out.put_u8(first);
+pub fn put_fixed_header(out: &mut BytesMut, first: u8, length: usize) {
+    out.put_slice(fixed_header(first, length).as_slice());
+}
+
+/// A fixed header for a packet whose body is `length` bytes, as an array
+/// and the number of its bytes in use (2 to 5).
+pub fn fixed_header(first: u8, length: usize) -> FixedHeader {
+    let mut bytes = [first, 0, 0, 0, 0];
+    let mut used = 1;
+    let mut rest = length;
     loop {
-        let mut byte = (length % 128) as u8;
-        length /= 128;
-        if length > 0 {
+        let mut byte = (rest % 128) as u8;
+        rest /= 128;
+        if rest > 0 {
             byte |= 0x80;
         }
-        out.put_u8(byte);
-        if length == 0 {
+        bytes[used] = byte;
+        used += 1;
+        if rest == 0 || used == bytes.len() {
             break;
         }
+    }
+    FixedHeader { bytes, used }
+}
+
+/// See [`fixed_header`].
+#[derive(Debug, Clone, Copy)]
+pub struct FixedHeader {
+    bytes: [u8; 5],
+    used: usize,
+}
+
+impl FixedHeader {
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.used]
     }
 }
 

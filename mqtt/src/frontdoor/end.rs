@@ -105,7 +105,7 @@ impl Door {
                 topic = will.topic,
                 "publishing the client's will"
             );
-            connection.for_router.push((will_publish(will), 0));
+            connection.queue_for_router(will_publish(will), 0);
         }
         // What the client sent before it left (a PUBLISH followed at once by
         // DISCONNECT, say) still goes to the router; a SUBSCRIBE of a client

@@ -19,7 +19,7 @@
 //! packet id of ours for QoS 1 and 2, and kept in the session until the
 //! client acknowledges it.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use rumqttd::protocol::{Packet, Publish, PublishProperties};
 use tracing::warn;
 
@@ -28,6 +28,10 @@ use super::link::Link;
 use super::relay::{Connection, TAKE_PER_TURN};
 use super::session::Stage;
 use crate::wire::{self, Frame, Reader, Violation, kind};
+
+/// Payloads up to this many bytes are copied into the client's queue with
+/// the packets around them (see `relay/buffers.rs`).
+const COPY_UP_TO: usize = 2048;
 
 /// The name of our mark (see the module documentation).
 const MARK: &str = "\u{0}front-door";
@@ -58,7 +62,7 @@ impl Connection<'_> {
         // [MQTT-4.3.3-2]: a QoS 2 PUBLISH again with an id we have not seen
         // released is the same message: acknowledge it, pass it on once.
         if qos == 2 && !self.session.awaiting_pubrel.insert(id) {
-            self.to_client.push(ack(kind::PUBREC, id));
+            self.to_client.copy(&[&wire::ack(kind::PUBREC, id)]);
             return Ok(());
         }
         let size = frame.bytes.len();
@@ -80,11 +84,10 @@ impl Connection<'_> {
             payload = Bytes::from_static(b"\0");
         }
         let message = Publish::new(topic, payload, retain);
-        self.for_router
-            .push((Packet::Publish(message, marks(qos, empty)), size));
+        self.queue_for_router(Packet::Publish(message, marks(qos, empty)), size);
         match qos {
-            1 => self.to_client.push(ack(kind::PUBACK, id)),
-            2 => self.to_client.push(ack(kind::PUBREC, id)),
+            1 => self.to_client.copy(&[&wire::ack(kind::PUBACK, id)]),
+            2 => self.to_client.copy(&[&wire::ack(kind::PUBREC, id)]),
             _ => {}
         }
         Ok(())
@@ -110,7 +113,7 @@ impl Connection<'_> {
             kind::PUBREC => {
                 // [MQTT-4.3.3-1]: the sender answers PUBREC with PUBREL.
                 self.session.received(id);
-                self.to_client.push(ack(kind::PUBREL, id));
+                self.to_client.copy(&[&wire::ack(kind::PUBREL, id)]);
             }
             kind::PUBCOMP => {
                 self.session.done(id, Stage::AwaitingPubcomp);
@@ -120,7 +123,7 @@ impl Connection<'_> {
                 // id is free again [MQTT-4.3.3-2], and PUBREL always gets
                 // PUBCOMP, also for an id we do not know (after a restart).
                 self.session.awaiting_pubrel.remove(&id);
-                self.to_client.push(ack(kind::PUBCOMP, id));
+                self.to_client.copy(&[&wire::ack(kind::PUBCOMP, id)]);
             }
         }
         Ok(())
@@ -166,17 +169,15 @@ impl Connection<'_> {
         } else {
             0
         };
-        // The fixed header, the topic and the packet id are new bytes; the
-        // payload goes out as the router holds it, without a copy.
-        let mut header = BytesMut::with_capacity(topic.len() + 9);
+        // The fixed header (at most 5 bytes), the topic's length and the
+        // packet id are new bytes; topic and payload are the router's.
         let first = kind::PUBLISH << 4 | qos << 1 | u8::from(retain);
         let length = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
-        wire::put_fixed_header(&mut header, first, length);
-        wire::put_string(&mut header, &topic);
-        if qos > 0 {
-            header.put_u16(id);
-        }
-        let header = header.freeze();
+        let fixed = wire::fixed_header(first, length);
+        let topic_length = u16::try_from(topic.len()).unwrap_or(u16::MAX).to_be_bytes();
+        let id_bytes = id.to_be_bytes();
+        let id_part: &[u8] = if qos > 0 { &id_bytes } else { &[] };
+        let parts = [fixed.as_slice(), &topic_length, &topic, id_part, &payload];
         if qos > 0 {
             let stage = if qos == 1 {
                 Stage::AwaitingPuback
@@ -185,11 +186,15 @@ impl Connection<'_> {
             };
             // A persistent session may have to send it again after a
             // reconnect; a clean one never does.
-            let packet = (!self.clean_session).then(|| [&header[..], &payload[..]].concat().into());
+            let packet = (!self.clean_session).then(|| parts.concat().into());
             self.session.sent(id, stage, packet);
         }
-        self.to_client.push(header);
-        if !payload.is_empty() {
+        // A short message is copied in with the others; a long payload goes
+        // out as the router holds it, without a copy.
+        if payload.len() <= COPY_UP_TO {
+            self.to_client.copy(&parts);
+        } else {
+            self.to_client.copy(&parts[..4]);
             self.to_client.push(payload);
         }
     }
@@ -208,9 +213,15 @@ impl Connection<'_> {
         // Untagged: the first messages of a kept session, which the router
         // may forward before we have given its filters their identifiers
         // again, or a filter the client has just unsubscribed.
-        let topic = std::str::from_utf8(&forward.publish.topic).unwrap_or("");
-        let Some(id) = tagged.or_else(|| subscriptions.only_match(topic)) else {
-            return subscriptions.qos_for(topic);
+        let id = match tagged {
+            Some(id) => id,
+            None => {
+                let topic = std::str::from_utf8(&forward.publish.topic).unwrap_or("");
+                match subscriptions.only_match(topic) {
+                    Some(id) => id,
+                    None => return subscriptions.qos_for(topic),
+                }
+            }
         };
         if let Some((_, offset)) = forward.cursor {
             let skipped = self.session.subscriptions.arrived(id, offset);
@@ -283,11 +294,6 @@ fn read_marks(properties: Option<&PublishProperties>) -> (u8, bool) {
         }
         None => (0, false),
     }
-}
-
-/// An acknowledgement that is only a packet id.
-fn ack(kind: u8, id: u16) -> Bytes {
-    Bytes::copy_from_slice(&wire::ack(kind, id))
 }
 
 #[cfg(test)]

@@ -73,8 +73,8 @@ pub struct Connection<'a> {
     pub(super) grace: Option<Duration>,
     /// The link to the router, once the client needs one (see `Door::serve`).
     pub link: Option<Link>,
-    /// Packets for the router from this turn, with the PUBLISH bytes each
-    /// counts for (see [`Link::push_publish`]).
+    /// Packets for the router while there is no link yet, with the
+    /// PUBLISH bytes each counts for (see [`Link::push_publish`]).
     pub(super) for_router: Vec<(Packet, usize)>,
     pub session: Session,
     from_client: BytesMut,
@@ -215,13 +215,20 @@ impl<'a> Connection<'a> {
         self.write_client()
     }
 
-    /// Hands the packets of this turn to the router, opening the link first
-    /// if there is none yet.
-    pub(super) async fn hand_over(&mut self) -> Result<(), End> {
-        if self.for_router.is_empty() {
-            return Ok(());
+    /// Queues a packet for the router, counting `bytes` of PUBLISH (0 for
+    /// other packets); [`Connection::hand_over`] hands it over.
+    pub(super) fn queue_for_router(&mut self, packet: Packet, bytes: usize) {
+        match &mut self.link {
+            Some(link) if bytes > 0 => link.push_publish(packet, bytes),
+            Some(link) => link.push(packet),
+            None => self.for_router.push((packet, bytes)),
         }
-        if self.link.is_none() {
+    }
+
+    /// Hands the packets of this turn to the router, opening the link first
+    /// if the client needs one and has none yet.
+    pub(super) async fn hand_over(&mut self) -> Result<(), End> {
+        if self.link.is_none() && !self.for_router.is_empty() {
             match self.router.link(self.link_id, self.clean_session).await {
                 Ok(link) => self.link = Some(link),
                 Err(error) => {
@@ -229,18 +236,14 @@ impl<'a> Connection<'a> {
                     return Err(End::RouterGone);
                 }
             }
-        }
-        let Some(link) = &mut self.link else {
-            return Ok(());
-        };
-        for (packet, bytes) in self.for_router.drain(..) {
-            if bytes > 0 {
-                link.push_publish(packet, bytes);
-            } else {
-                link.push(packet);
+            for (packet, bytes) in std::mem::take(&mut self.for_router) {
+                self.queue_for_router(packet, bytes);
             }
         }
-        link.flush().await.map_err(|_| End::RouterGone)
+        match &mut self.link {
+            Some(link) => link.flush().await.map_err(|_| End::RouterGone),
+            None => Ok(()),
+        }
     }
 
     /// Writes what is queued for the client as far as its socket takes it,

@@ -8,7 +8,6 @@
 //! We answer SUBACK and UNSUBACK ourselves, in order with everything else
 //! we send the client.
 
-use bytes::Bytes;
 use rumqttd::protocol::{
     Filter, Packet, QoS, RetainForwardRule, Subscribe, SubscribeProperties, Unsubscribe,
 };
@@ -70,7 +69,7 @@ impl Connection<'_> {
             )));
         }
         for (filter, id) in new {
-            self.for_router.push((router_subscribe(filter, id), 0));
+            self.queue_for_router(router_subscribe(filter, id), 0);
         }
         // [MQTT-3.8.4-5]: one return code per filter, in order.
         let mut body = packet_id.to_be_bytes().to_vec();
@@ -108,7 +107,7 @@ impl Connection<'_> {
                 .push((Packet::Unsubscribe(unsubscribe, None), 0));
         }
         let ack = wire::ack(kind::UNSUBACK, packet_id);
-        self.to_client.push(Bytes::copy_from_slice(&ack));
+        self.to_client.copy(&[&ack]);
         Ok(())
     }
 }
@@ -124,8 +123,9 @@ impl Connection<'_> {
             .all()
             .map(|(id, s)| router_subscribe(s.filter.clone(), id))
             .collect();
-        self.for_router
-            .extend(again.into_iter().map(|packet| (packet, 0)));
+        for packet in again {
+            self.queue_for_router(packet, 0);
+        }
     }
 }
 

@@ -10,20 +10,53 @@ use tokio::net::TcpStream;
 use super::READ_PER_TURN;
 
 /// Bytes waiting to be written to one socket, as a queue of slices.
+///
+/// Small packets (acknowledgements, short messages) are copied one after
+/// another into one chunk, so that a write system call carries many of
+/// them; a large payload goes in as a slice of its own, without a copy.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    pub(crate) chunks: VecDeque<Bytes>,
+    chunks: VecDeque<Bytes>,
+    /// What `copy` gathered since the last chunk.
+    tail: BytesMut,
+    /// Bytes queued, in `chunks` and `tail`.
     pub(crate) bytes: usize,
 }
 
+/// How much room `copy` makes at a time.
+const TAIL_BYTES: usize = 16 * 1024;
+
 impl Outbox {
+    /// Queues `chunk` as it is.
     pub(crate) fn push(&mut self, chunk: Bytes) {
+        self.seal();
         self.bytes += chunk.len();
         self.chunks.push_back(chunk);
     }
 
+    /// Queues a copy of `parts`, one after another, after what is already
+    /// queued.
+    pub(crate) fn copy(&mut self, parts: &[&[u8]]) {
+        let length: usize = parts.iter().map(|part| part.len()).sum();
+        if self.tail.capacity() - self.tail.len() < length {
+            self.seal();
+            self.tail.reserve(length.max(TAIL_BYTES));
+        }
+        for part in parts {
+            self.tail.extend_from_slice(part);
+        }
+        self.bytes += length;
+    }
+
+    /// Moves what `copy` gathered into the queue of chunks.
+    fn seal(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.bytes == 0
     }
 
     /// Writes as much as the socket takes now, in vectored writes of up to
@@ -42,6 +75,7 @@ impl Outbox {
         &mut self,
         mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
     ) -> io::Result<usize> {
+        self.seal();
         let mut total = 0;
         while !self.chunks.is_empty() {
             let slices: Vec<IoSlice<'_>> = self
@@ -74,6 +108,7 @@ impl Outbox {
         if self.chunks.is_empty() {
             // Give the queue's memory back while the connection is idle.
             self.chunks = VecDeque::new();
+            self.tail = BytesMut::new();
         }
         Ok(total)
     }
