@@ -279,3 +279,109 @@ async fn mosquitto_gives_a_repeated_subscription_the_new_qos() {
         assert_eq!(qos, QoS::AtLeastOnce, "clean session {clean_session}");
     }
 }
+
+/// Subscribes to `status`, which holds a retained message, then subscribes
+/// to it again, and returns how many times the retained message arrived.
+async fn retained_deliveries_after_a_repeated_subscription(port: u16) -> usize {
+    let mut keep = publish_config(port, "keeper", "status", QoS::AtLeastOnce);
+    keep.retain = true;
+    let online = publisher::repeat(Bytes::from_static(b"online"), 1, Duration::ZERO);
+    publisher::run(keep, online).await.unwrap();
+    let client = ClientConfig::new("127.0.0.1", port, "twice");
+    let (sub, mut events) = AsyncClient::new(client.mqtt_options().unwrap(), 10);
+    sub.subscribe("status", QoS::AtLeastOnce).await.unwrap();
+    sub.subscribe("status", QoS::AtLeastOnce).await.unwrap();
+    let (mut subacks, mut retained) = (0, 0);
+    // Both SUBACKs, then half a second for retained messages to come.
+    let mut quiet_until = None;
+    loop {
+        let wait = match quiet_until {
+            Some(until) => tokio::time::timeout_at(until, events.poll()).await,
+            None => Ok(within("two SUBACKs", events.poll()).await),
+        };
+        match wait {
+            Err(_) => return retained,
+            Ok(event) => match event.unwrap() {
+                Event::Incoming(Packet::SubAck(_)) => {
+                    subacks += 1;
+                    if subacks == 2 {
+                        quiet_until =
+                            Some(tokio::time::Instant::now() + Duration::from_millis(500));
+                    }
+                }
+                Event::Incoming(Packet::Publish(publish)) if publish.retain => retained += 1,
+                _ => {}
+            },
+        }
+    }
+}
+
+/// Departure from [MQTT-3.8.4-3]: a SUBSCRIBE to a filter the client
+/// already has replaces it, and "any existing retained messages matching
+/// the Topic Filter MUST be re-sent". rumqttd sends a filter's retained
+/// messages only on a new subscription, so the second SUBSCRIBE brings none:
+/// one delivery, where Mosquitto makes two.
+#[tokio::test]
+async fn a_repeated_subscription_gets_the_retained_message_only_once() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let port = broker.addr.port();
+    assert_eq!(
+        retained_deliveries_after_a_repeated_subscription(port).await,
+        1
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_sends_the_retained_message_again_on_a_repeated_subscription() {
+    let broker = common::mqtt::Mosquitto::start(None).await;
+    let port = broker.addr.port();
+    assert_eq!(
+        retained_deliveries_after_a_repeated_subscription(port).await,
+        2
+    );
+}
+
+/// Subscribes to `a/b` and `$share/g/a/b` in one SUBSCRIBE, and returns the
+/// SUBACK's return codes.
+async fn subscribe_to_a_filter_and_its_share(port: u16) -> Vec<rumqttc::SubscribeReasonCode> {
+    let client = ClientConfig::new("127.0.0.1", port, "both");
+    let (sub, mut events) = AsyncClient::new(client.mqtt_options().unwrap(), 10);
+    let filters = ["a/b", "$share/g/a/b"]
+        .map(|path| rumqttc::SubscribeFilter::new(path.to_string(), QoS::AtMostOnce));
+    sub.subscribe_many(filters).await.unwrap();
+    loop {
+        let event = within("the SUBACK", events.poll()).await.unwrap();
+        if let Event::Incoming(Packet::SubAck(ack)) = event {
+            return ack.return_codes;
+        }
+    }
+}
+
+/// Departure: MQTT 3.1.1 lets one client hold `a/b` and `$share/g/a/b`
+/// (shared subscriptions are a common extension; Mosquitto grants both).
+/// rumqttd reads both from one log and would end its router thread over
+/// it, so the broker refuses the second with the failure code 0x80.
+#[tokio::test]
+async fn a_filter_and_its_shared_subscription_are_not_held_together() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let codes = subscribe_to_a_filter_and_its_share(broker.addr.port()).await;
+    assert_eq!(
+        codes,
+        [
+            rumqttc::SubscribeReasonCode::Success(QoS::AtMostOnce),
+            rumqttc::SubscribeReasonCode::Failure
+        ]
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_grants_a_filter_and_its_shared_subscription() {
+    let broker = common::mqtt::Mosquitto::start(None).await;
+    let codes = subscribe_to_a_filter_and_its_share(broker.addr.port()).await;
+    assert_eq!(
+        codes,
+        [rumqttc::SubscribeReasonCode::Success(QoS::AtMostOnce); 2]
+    );
+}
