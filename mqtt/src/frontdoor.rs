@@ -133,7 +133,7 @@ pub async fn run(
         match door.slots.clone().try_acquire_owned() {
             Ok(slot) => {
                 tasks.spawn(async move {
-                    if let Some(client) = door.handshake(stream, peer).await {
+                    if let Some(client) = Box::pin(door.handshake(stream, peer)).await {
                         door.serve(client, peer, slot).await;
                     }
                 });
@@ -220,7 +220,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Door {
     /// One connection, from its first byte to its end.
     async fn serve(&self, client: ClientStream, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
-        let Some((stream, connect, early)) = self.admit(client, peer).await else {
+        // Boxed here and below: what runs once, before or after a client's
+        // packets flow, need not make every idle client's task larger.
+        let Some((stream, connect, early)) = Box::pin(self.admit(client, peer)).await else {
             return;
         };
         // [MQTT-3.1.3-6]: a client that sent no id gets one from us.

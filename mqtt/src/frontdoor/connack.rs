@@ -92,7 +92,7 @@ impl Door {
         let link = if connect.clean_session {
             None
         } else {
-            match self.router.link(link_id, false).await {
+            match Box::pin(self.router.link(link_id, false)).await {
                 Ok(link) => Some(link),
                 Err(error) => {
                     // The router did not take the client: we are unavailable.
@@ -106,7 +106,7 @@ impl Door {
         if write_flushed(&mut client, &connack).await.is_err() {
             // The client left before its CONNACK.
             if let Some(link) = link {
-                link.close(|_| {}).await;
+                Box::pin(link.close(|_| {})).await;
             }
             return Ok(kept.filter(|_| !connect.clean_session));
         }
@@ -157,6 +157,6 @@ impl Door {
             }
         }
         let end = connection.run(early, kick).await;
-        Ok(self.finish(connection, connect, end).await)
+        Ok(Box::pin(self.finish(connection, connect, end)).await)
     }
 }

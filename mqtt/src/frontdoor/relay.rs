@@ -229,7 +229,7 @@ impl<'a> Connection<'a> {
     /// if the client needs one and has none yet.
     pub(super) async fn hand_over(&mut self) -> Result<(), End> {
         if self.link.is_none() && !self.for_router.is_empty() {
-            match self.router.link(self.link_id, self.clean_session).await {
+            match Box::pin(self.router.link(self.link_id, self.clean_session)).await {
                 Ok(link) => self.link = Some(link),
                 Err(error) => {
                     warn!(client = self.name, %error, "the router did not take the client");

@@ -113,7 +113,9 @@ impl Router {
         let router = Router {
             inner: Arc::new(Handle {
                 links,
-                is_full: Box::new(move || full.is_full()),
+                // A router that has stopped takes nothing: then sending
+                // fails at once rather than waiting for room.
+                is_full: Box::new(move || full.is_full() && !full.is_disconnected()),
             }),
         };
         Ok((router, Watchdog(watchdog)))
@@ -164,5 +166,65 @@ impl Watchdog {
     /// Resolves the moment the router thread has ended.
     pub async fn ended(mut self) {
         while self.0.next().await.is_ok() {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use rumqttd::protocol::{Filter, Packet, QoS, RetainForwardRule, Subscribe};
+    use rumqttd::{RouterConfig, SegmentConfig};
+
+    use super::Router;
+
+    /// If the router thread ends (here: rumqttd panics when a filter's log
+    /// is configured below its 1 KiB minimum, which happens on the router
+    /// thread at the first SUBSCRIBE to it), the watchdog says so at once.
+    #[tokio::test]
+    async fn the_watchdog_sees_the_router_thread_end() {
+        let config = RouterConfig {
+            max_connections: 10,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 1024 * 1024,
+            max_segment_count: 2,
+            custom_segment: Some(HashMap::from([(
+                "boom".to_string(),
+                SegmentConfig {
+                    max_segment_size: 10,
+                    max_segment_count: 1,
+                },
+            )])),
+            initialized_filters: None,
+            shared_subscriptions_strategy: rumqttd::Strategy::RoundRobin,
+        };
+        let (router, watchdog) = tokio::task::spawn_blocking(move || Router::start(config))
+            .await
+            .unwrap()
+            .unwrap();
+        let ended = tokio::spawn(watchdog.ended());
+        let mut link = router.link("victim", true).await.unwrap();
+        let filter = Filter {
+            path: "boom".to_string(),
+            qos: QoS::AtMostOnce,
+            nolocal: false,
+            preserve_retain: false,
+            retain_forward_rule: RetainForwardRule::Never,
+        };
+        let subscribe = Subscribe {
+            pkid: 1,
+            filters: vec![filter],
+        };
+        assert!(!ended.is_finished());
+        link.push(Packet::Subscribe(subscribe, None));
+        link.flush().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), ended)
+            .await
+            .expect("the watchdog to see the router thread end")
+            .unwrap();
+        // Links fail from then on, rather than wait.
+        assert!(router.link("after", true).await.is_err());
     }
 }
