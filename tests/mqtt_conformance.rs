@@ -18,7 +18,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::mqtt::Mosquitto;
+use common::mqtt::{Mosquitto, packet, string};
 use common::tls::TempDir;
 use common::{Process, Server, within};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -52,32 +52,6 @@ impl Target {
             Some(cafile) => Box::new(common::tls::connect(tcp, cafile).await),
         }
     }
-}
-
-/// A raw MQTT packet: first byte, then the remaining length, then `body`.
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut length = body.len();
-    loop {
-        let mut byte = (length % 128) as u8;
-        length /= 128;
-        if length > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if length == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-/// An MQTT string: two-byte length, then the bytes.
-fn string(text: &[u8]) -> Vec<u8> {
-    let mut out = (text.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(text);
-    out
 }
 
 /// A CONNECT with everything a case may want to bend.

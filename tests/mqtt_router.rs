@@ -23,39 +23,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::mqtt::Mosquitto;
+use common::mqtt::{Mosquitto, packet, string};
 use common::{Server, WAIT, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
-
-/// A raw MQTT packet: first byte, then the remaining length, then `body`.
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut length = body.len();
-    loop {
-        let mut byte = (length % 128) as u8;
-        length /= 128;
-        if length > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if length == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-/// An MQTT string: two-byte length, then the bytes.
-fn string(text: &[u8]) -> Vec<u8> {
-    let mut out = (text.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(text);
-    out
-}
 
 /// A CONNECT with keep-alive 60 s; `clean` is the clean-session flag.
 fn connect(client_id: &str, clean: bool) -> Vec<u8> {

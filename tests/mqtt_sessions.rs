@@ -8,34 +8,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::mqtt::{packet, string};
 use common::{Server, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A packet: first byte, remaining length, body.
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut length = body.len();
-    loop {
-        let mut byte = (length % 128) as u8;
-        length /= 128;
-        if length > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if length == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-fn string(text: &[u8]) -> Vec<u8> {
-    let mut out = (text.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(text);
-    out
-}
 
 /// CONNECT with keep-alive 0 and this client id; clean session or not.
 fn connect(id: &[u8], clean_session: bool) -> Vec<u8> {

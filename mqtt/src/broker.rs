@@ -50,9 +50,9 @@ use crate::frontdoor::{self, FrontDoorConfig, relay::Limits, router::Router};
 /// Which log lines a learner sees when `RUST_LOG` is unset: ours at info
 /// (the front door logs each client connecting, being refused or closed,
 /// and disconnecting), and of rumqttd's only its warnings about a log
-/// segment dropped under a subscriber. Its other lines are about the
-/// front door's internal connections, not about clients, and include an
-/// ERROR for every ordinary disconnect. Of rustls's, only errors: its
+/// segment dropped under a subscriber (the front door says which client
+/// and filter lost how many). Its other lines are about the links, one per
+/// client, which the front door's lines already cover. Of rustls's, only errors: its
 /// warnings repeat ours (the alert a failed handshake sends) or are about a
 /// client's quirks, in hex (`mosquitto_pub -h 127.0.0.1` sends the address
 /// as a server name, which TLS forbids). `RUST_LOG=info` shows everything.

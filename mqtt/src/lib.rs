@@ -10,8 +10,9 @@
 //! The binaries in `src/bin/` are the story a learner reads first; this
 //! library is the machinery they share with the tests:
 //!
-//! - [`broker`] starts rumqttd, configured in code, behind [`frontdoor`],
-//!   our own code that checks every client before rumqttd sees it (and
+//! - [`broker`] starts rumqttd's router, configured in code, behind
+//!   [`frontdoor`], our own code that checks every client and hands the
+//!   router only what it must know (and
 //!   [`wire`], the packet framing it reads and writes);
 //! - [`publisher::run`] publishes messages and waits until the broker has
 //!   acknowledged every one of them;

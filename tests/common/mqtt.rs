@@ -12,6 +12,33 @@ use tokio::process::{Child, Command};
 
 use super::within;
 
+/// A raw MQTT packet: first byte, then the remaining length (spec §2.2.3),
+/// then `body`.
+pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut length = body.len();
+    loop {
+        let mut byte = (length % 128) as u8;
+        length /= 128;
+        if length > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if length == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// An MQTT string: two-byte length, then the bytes (spec §1.5.3).
+pub fn string(text: &[u8]) -> Vec<u8> {
+    let mut out = (text.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(text);
+    out
+}
+
 /// A raw MQTT 3.1.1 CONNECT with a clean session, keep-alive 60 s, and a
 /// username and password.
 pub fn connect_packet(client_id: &str, username: &str, password: &str) -> Vec<u8> {

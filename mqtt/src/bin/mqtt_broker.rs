@@ -4,9 +4,10 @@
 //! *broker*, which keeps track of who subscribed to which topics and forwards
 //! each published message to every matching subscriber. This binary is that
 //! broker, speaking MQTT 3.1.1 on 127.0.0.1:1883: our own front door, which
-//! checks every client the way the spec says, in front of
-//! [rumqttd](https://docs.rs/rumqttd), embedded and configured in code, which
-//! routes the messages. Any MQTT client works with it (`mosquitto_pub`,
+//! checks every client the way the spec says and runs its QoS handshakes,
+//! and the router of [rumqttd](https://docs.rs/rumqttd), in the same process
+//! and configured in code, which keeps the subscriptions and routes the
+//! messages. Any MQTT client works with it (`mosquitto_pub`,
 //! `mosquitto_sub`, or the two next to this file).
 //!
 //! ## Try it
@@ -49,7 +50,7 @@ use mqtt::broker::{self, BrokerConfig};
 use networking_protocols::tls::server::ServerTlsArgs;
 use tracing::info;
 
-/// An MQTT 3.1.1 broker (rumqttd, embedded): forwards every published message
+/// An MQTT 3.1.1 broker (rumqttd's router, embedded): forwards every published message
 /// to the clients subscribed to its topic.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -118,13 +119,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     // Ctrl-C and SIGTERM are ours before anyone can learn where we listen.
     let shutdown = networking_protocols::shutdown_signal();
-    // `start` binds the port, starts rumqttd and opens the front door.
+    // `start` binds the port, starts rumqttd's router and opens the front door.
     let running = broker::start(&config, shutdown).await?;
     networking_protocols::print_listening(running.addr);
 
     // On Ctrl-C or SIGTERM the front door closes every client's connection
-    // and returns. rumqttd has no stop method: its threads end with the
-    // process, when `main` returns.
+    // and returns. rumqttd's router has no stop method: its thread ends with
+    // the process, when `main` returns. If it ends before (it panicked),
+    // `wait` returns that error at once, and we exit non-zero.
     running.wait().await?;
     info!("stopped");
     Ok(())
