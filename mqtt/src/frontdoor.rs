@@ -32,19 +32,21 @@
 //!
 //! ```text
 //! publisher's socket
-//!   -> Connection::read_client         relay.rs     bytes in, cut into packets
-//!   -> Connection::publish             publish.rs   checked; PUBACK queued
-//!   -> Link::flush                     router.rs    handed to the router
-//!      rumqttd's router thread                      appended to each matching
-//!                                                   filter's log, forwarded
-//!   -> Link::take                      router.rs    the subscriber's batch
-//!   -> Connection::deliver             publish.rs   QoS, packet id, encoded once
-//!   -> Connection::write_client        relay.rs     out to the subscriber's socket
+//!   -> Connection::read_client    relay/socket.rs  bytes in, cut into packets
+//!   -> Connection::publish        publish.rs       checked; PUBACK queued
+//!   -> Link::flush                link.rs          handed to the router
+//!      rumqttd's router thread                     appended to each matching
+//!                                                  filter's log, forwarded
+//!   -> Link::take                 link.rs          the subscriber's batch
+//!   -> Connection::deliver        publish.rs       QoS, packet id, encoded once
+//!   -> Connection::write_client   relay/socket.rs  out to the subscriber's socket
 //! ```
 //!
+//! `relay.rs` is the loop that waits for all of these, for one client.
 //! SUBSCRIBE and UNSUBSCRIBE are in `subscribe.rs`, the session's state in
-//! `session.rs`, and what happens when subscribers read slower than
-//! publishers send in `congestion.rs`.
+//! `session.rs`, what happens when subscribers read slower than publishers
+//! send in `congestion.rs`, and how the router is started and watched in
+//! `router.rs`.
 
 pub mod congestion;
 mod connack;

@@ -25,9 +25,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::warn;
-
-use super::relay::Connection;
 
 /// A client that takes no bytes for this long is treated as not reading.
 pub const STALL: Duration = Duration::from_secs(5);
@@ -144,37 +141,6 @@ impl Drop for Pressure {
     fn drop(&mut self) {
         if self.congested {
             self.congestion.count(-1);
-        }
-    }
-}
-
-impl Connection<'_> {
-    /// Whether a message of `bytes` must be dropped: the client's queue is
-    /// full and the client has stopped reading. A client that is reading
-    /// takes it even over the limit (by at most one batch from the router,
-    /// since a full queue stops those), and publishers wait for it.
-    pub(super) fn must_drop(&self, bytes: usize) -> bool {
-        self.to_client.bytes + bytes > self.limits.max_queued_bytes
-            && self.pressure.stalled(Instant::now())
-    }
-
-    /// Counts a message the client's full queue had no room for, and says so
-    /// in the log at most once a second per client.
-    pub(super) fn drop_message(&mut self) {
-        self.dropped += 1;
-        let now = Instant::now();
-        if self
-            .dropped_logged
-            .is_none_or(|at| now >= at + Duration::from_secs(1))
-        {
-            warn!(
-                client = self.name,
-                dropped = self.dropped,
-                queued_bytes = self.to_client.bytes,
-                "client is not reading: its queue is full (--max-queued-bytes), messages dropped"
-            );
-            self.dropped = 0;
-            self.dropped_logged = Some(now);
         }
     }
 }

@@ -2,7 +2,6 @@
 //! their log lines, the last will (spec §3.1.2.5), and what a persistent
 //! session keeps.
 
-use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,35 +13,8 @@ use super::Door;
 use super::connect::{Connect, Will};
 use super::link::Link;
 use super::publish;
-use super::relay::Connection;
+use super::relay::{Connection, End};
 use super::session::Session;
-use crate::wire::Violation;
-
-/// How a client's connection ended.
-#[derive(Debug)]
-pub enum End {
-    /// The client sent DISCONNECT: its will is discarded [MQTT-3.1.2-10].
-    Disconnect,
-    /// The client closed the connection, or it failed.
-    ClientGone(Option<io::Error>),
-    /// The client broke the protocol: we closed [MQTT-4.8.0-1].
-    Violation(Violation),
-    /// Nothing from the client for 1.5 x its keep-alive [MQTT-3.1.2-24].
-    KeepAliveExpired(Duration),
-    /// Another connection with the same client id [MQTT-3.1.4-2], or the
-    /// broker is stopping.
-    Kicked,
-    /// The router refused the client or dropped its link.
-    RouterGone,
-}
-
-impl End {
-    /// Whether the client's will is published (spec §3.1.2.5: on every
-    /// close but one that follows DISCONNECT).
-    pub fn publishes_will(&self) -> bool {
-        !matches!(self, End::Disconnect)
-    }
-}
 
 impl Connection<'_> {
     /// Whether we are not reading the client for now: another client is

@@ -5,14 +5,35 @@
 //! last packet a link ever carries is DISCONNECT ([`Link::close`]). See
 //! `router.rs` for why the router must only ever see what these allow.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use rumqttd::Notification;
-use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, PingReq};
 
-use super::router::{Failed, Router};
+/// Asks whether rumqttd's channel to its router is full (1000 events).
+pub(super) type IsFull = dyn Fn() -> bool + Send + Sync;
+
+/// Why the router did not take a link or a packet: it refused the client
+/// (its connection limit), or it has stopped.
+#[derive(Debug)]
+pub struct Failed(pub(super) String);
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Failed {}
+
+impl From<LinkError> for Failed {
+    fn from(error: LinkError) -> Self {
+        Failed(error.to_string())
+    }
+}
 
 /// Publish bytes after which we ask the router to confirm it has taken
 /// everything (a PINGREQ of ours, answered in order), and how many of those
@@ -31,7 +52,8 @@ pub const SYNCS_IN_FLIGHT: u32 = 2;
 pub struct Link {
     tx: LinkTx,
     rx: LinkRx,
-    router: Router,
+    /// Whether the router's channel is full (see [`Link::flush`]).
+    router_full: Arc<IsFull>,
     /// Packets for the router not yet handed over (see [`Link::flush`]).
     pending: Vec<Packet>,
     /// Our PINGREQs the router has not answered yet.
@@ -60,11 +82,11 @@ pub struct Taken {
 }
 
 impl Link {
-    pub(super) fn new(tx: LinkTx, rx: LinkRx, router: Router) -> Self {
+    pub(super) fn new(tx: LinkTx, rx: LinkRx, router_full: Arc<IsFull>) -> Self {
         Link {
             tx,
             rx,
-            router,
+            router_full,
             pending: Vec::new(),
             syncs: 0,
             unsynced: 0,
@@ -123,7 +145,7 @@ impl Link {
         let Some(last) = last else {
             return Ok(());
         };
-        while self.router.is_full() {
+        while (self.router_full)() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         self.tx.send(last).await?;

@@ -19,13 +19,14 @@
 //! packet id of ours for QoS 1 and 2, and kept in the session until the
 //! client acknowledges it.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use rumqttd::protocol::{Packet, Publish, PublishProperties};
+use tokio::time::Instant;
 use tracing::warn;
 
-use super::end::End;
-use super::link::Link;
-use super::relay::{Connection, TAKE_PER_TURN};
+use super::relay::{Connection, End};
 use super::session::Stage;
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
@@ -241,19 +242,34 @@ impl Connection<'_> {
     }
 }
 
-/// Takes a batch from the link into `forwards`; returns whether the router
-/// paused forwarding to us. Never resolves without a link.
-pub(super) async fn take_from(
-    link: Option<&mut Link>,
-    forwards: &mut Vec<rumqttd::Forward>,
-) -> Result<bool, ()> {
-    match link {
-        Some(link) => link
-            .take(TAKE_PER_TURN, forwards)
-            .await
-            .map(|taken| taken.paused)
-            .map_err(|_| ()),
-        None => std::future::pending().await,
+impl Connection<'_> {
+    /// Whether a message of `bytes` must be dropped: the client's queue is
+    /// full and the client has stopped reading. A client that is reading
+    /// takes it even over the limit (by at most one batch from the router,
+    /// since a full queue stops those), and publishers wait for it.
+    pub(super) fn must_drop(&self, bytes: usize) -> bool {
+        self.to_client.bytes + bytes > self.limits.max_queued_bytes
+            && self.pressure.stalled(Instant::now())
+    }
+
+    /// Counts a message the client's full queue had no room for, and says so
+    /// in the log at most once a second per client.
+    pub(super) fn drop_message(&mut self) {
+        self.dropped += 1;
+        let now = Instant::now();
+        if self
+            .dropped_logged
+            .is_none_or(|at| now >= at + Duration::from_secs(1))
+        {
+            warn!(
+                client = self.name,
+                dropped = self.dropped,
+                queued_bytes = self.to_client.bytes,
+                "client is not reading: its queue is full (--max-queued-bytes), messages dropped"
+            );
+            self.dropped = 0;
+            self.dropped_logged = Some(now);
+        }
     }
 }
 

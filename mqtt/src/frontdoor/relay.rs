@@ -11,10 +11,12 @@
 //! one queue per client, bounded by `--max-queued-bytes`
 //! (`super::congestion` says what happens when it fills).
 //!
-//! With TLS, `relay/tls.rs` decrypts and encrypts on the way; the packets
-//! are the same.
+//! Reading and writing the socket is in `relay/socket.rs`; with TLS,
+//! `relay/tls.rs` decrypts and encrypts on the way, and the packets are the
+//! same.
 
 pub(crate) mod buffers;
+mod socket;
 pub mod tls;
 
 use std::io;
@@ -28,13 +30,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::congestion::Pressure;
-use super::end::End;
 use super::link::Link;
-use super::publish::take_from;
 use super::router::Router;
 use super::session::Session;
 use crate::wire::{self, Frame, Violation, kind};
-use buffers::{Outbox, read_some, release_if_empty};
+use buffers::Outbox;
 use tls::TlsSession;
 
 /// At most this many bytes read from one socket per turn, so one busy
@@ -42,7 +42,33 @@ use tls::TlsSession;
 const READ_PER_TURN: usize = 64 * 1024;
 
 /// At most this many notifications taken from the router per turn.
-pub(super) const TAKE_PER_TURN: usize = 256;
+const TAKE_PER_TURN: usize = 256;
+
+/// How a client's connection ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client sent DISCONNECT: its will is discarded [MQTT-3.1.2-10].
+    Disconnect,
+    /// The client closed the connection, or it failed.
+    ClientGone(Option<io::Error>),
+    /// The client broke the protocol: we closed [MQTT-4.8.0-1].
+    Violation(Violation),
+    /// Nothing from the client for 1.5 x its keep-alive [MQTT-3.1.2-24].
+    KeepAliveExpired(Duration),
+    /// Another connection with the same client id [MQTT-3.1.4-2], or the
+    /// broker is stopping.
+    Kicked,
+    /// The router refused the client or dropped its link.
+    RouterGone,
+}
+
+impl End {
+    /// Whether the client's will is published (spec §3.1.2.5: on every
+    /// close but one that follows DISCONNECT).
+    pub fn publishes_will(&self) -> bool {
+        !matches!(self, End::Disconnect)
+    }
+}
 
 /// The limits every connection keeps to.
 #[derive(Debug, Clone)]
@@ -246,60 +272,6 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Writes what is queued for the client as far as its socket takes it,
-    /// and tells the congestion tracker how full the queue is.
-    fn write_client(&mut self) -> Result<(), End> {
-        let mut progressed = false;
-        let tls_waiting = self.tls.as_ref().is_some_and(TlsSession::wants_write);
-        if !self.to_client.is_empty() || tls_waiting {
-            let written = match &mut self.tls {
-                Some(tls) => tls.write(self.socket, &mut self.to_client),
-                None => self.to_client.write_to(self.socket),
-            };
-            match written {
-                Ok(n) => progressed = n > 0,
-                Err(error) => return Err(End::ClientGone(Some(error))),
-            }
-        }
-        if self.to_client.is_empty() {
-            // Nothing waits for the client: it is not behind.
-            self.pressure.caught_up();
-        }
-        let (queued, max) = (self.to_client.bytes, self.limits.max_queued_bytes);
-        self.pressure.update(queued, max, progressed);
-        Ok(())
-    }
-
-    /// Reads what the client sent and handles each whole packet.
-    fn read_client(&mut self) -> Result<(), End> {
-        let read = match &mut self.tls {
-            Some(tls) => tls.read(self.socket, &mut self.from_client),
-            None => read_some(self.socket, &mut self.from_client),
-        };
-        match read {
-            Ok(0) => return Err(End::ClientGone(None)),
-            Ok(_) => self.last_heard = Instant::now(),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(error) => return Err(End::ClientGone(Some(error))),
-        }
-        self.client_packets()
-    }
-
-    /// Handles each whole packet the client has sent so far.
-    fn client_packets(&mut self) -> Result<(), End> {
-        loop {
-            let frame = match wire::next_frame(&mut self.from_client, self.limits.max_packet_bytes)
-            {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(violation) => return Err(End::Violation(violation)),
-            };
-            self.client_packet(frame)?;
-        }
-        release_if_empty(&mut self.from_client);
-        Ok(())
-    }
-
     /// One packet from the client: check it, then act on it, or end the
     /// connection. Each exchange has its own file.
     fn client_packet(&mut self, frame: Frame) -> Result<(), End> {
@@ -328,6 +300,22 @@ impl<'a> Connection<'a> {
                 "packet type {other} is not one a client sends"
             )))),
         }
+    }
+}
+
+/// Takes a batch from the link into `forwards`; returns whether the router
+/// paused forwarding to us. Never resolves without a link.
+async fn take_from(
+    link: Option<&mut Link>,
+    forwards: &mut Vec<rumqttd::Forward>,
+) -> Result<bool, ()> {
+    match link {
+        Some(link) => link
+            .take(TAKE_PER_TURN, forwards)
+            .await
+            .map(|taken| taken.paused)
+            .map_err(|_| ()),
+        None => std::future::pending().await,
     }
 }
 

@@ -30,10 +30,10 @@
 use std::sync::Arc;
 
 use rumqttd::RouterConfig;
-use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
+use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
 use tokio::sync::oneshot;
 
-use super::link::Link;
+use super::link::{Failed, IsFull, Link};
 
 /// Opens links to one router thread: a handle to share between clients.
 #[derive(Clone)]
@@ -47,7 +47,7 @@ pub struct Router {
 /// [`Router::link`]).
 struct Handle {
     links: std::sync::mpsc::Sender<LinkRequest>,
-    is_full: Box<dyn Fn() -> bool + Send + Sync>,
+    is_full: Arc<IsFull>,
 }
 
 /// A link to open, and where to send it.
@@ -55,25 +55,6 @@ struct LinkRequest {
     id: String,
     clean: bool,
     reply: oneshot::Sender<Result<(LinkTx, LinkRx), Failed>>,
-}
-
-/// Why the router did not take a link or a packet: it refused the client
-/// (its connection limit), or it has stopped.
-#[derive(Debug)]
-pub struct Failed(pub(super) String);
-
-impl std::fmt::Display for Failed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Failed {}
-
-impl From<LinkError> for Failed {
-    fn from(error: LinkError) -> Self {
-        Failed(error.to_string())
-    }
 }
 
 impl std::fmt::Debug for Router {
@@ -115,7 +96,7 @@ impl Router {
                 links,
                 // A router that has stopped takes nothing: then sending
                 // fails at once rather than waiting for room.
-                is_full: Box::new(move || full.is_full() && !full.is_disconnected()),
+                is_full: Arc::new(move || full.is_full() && !full.is_disconnected()),
             }),
         };
         Ok((router, Watchdog(watchdog)))
@@ -140,14 +121,7 @@ impl Router {
         let stopped = || Failed("the router's link thread has stopped".to_string());
         self.inner.links.send(request).map_err(|_| stopped())?;
         let (tx, rx) = answer.await.map_err(|_| stopped())??;
-        Ok(Link::new(tx, rx, self.clone()))
-    }
-}
-
-impl Router {
-    /// Whether rumqttd's channel to its router is full (1000 events).
-    pub(super) fn is_full(&self) -> bool {
-        (self.inner.is_full)()
+        Ok(Link::new(tx, rx, self.inner.is_full.clone()))
     }
 }
 

@@ -13,8 +13,7 @@ use rumqttd::protocol::{
 };
 use tracing::{info, warn};
 
-use super::end::End;
-use super::relay::Connection;
+use super::relay::{Connection, End};
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
 /// SUBACK's failure return code (spec §3.9.3).
