@@ -97,7 +97,7 @@ pub struct Connection<'a> {
     pub clean_session: bool,
     /// 1.5 x the client's keep-alive, or `None` for keep-alive 0.
     pub(super) grace: Option<Duration>,
-    /// The link to the router, once the client needs one (see `Door::serve`).
+    /// The link to the router, once the client needs one (see `connack.rs`).
     pub link: Option<Link>,
     /// Packets for the router while there is no link yet, with the
     /// PUBLISH bytes each counts for (see [`Link::push_publish`]).
