@@ -16,7 +16,9 @@
 //!   ([`raise_open_file_limit`]), and when it runs out of file descriptors it
 //!   still answers new clients, with a refusal ([`accept`]);
 //! - TLS, for the protocols that run on TCP, takes the same flags and explains
-//!   its failures the same way everywhere ([`tls`]).
+//!   its failures the same way everywhere ([`tls`]);
+//! - a server's last words to a client (a refusal, a goodbye) are read, not
+//!   lost to a reset ([`close_gently`]).
 
 pub mod accept;
 pub mod tls;
@@ -183,4 +185,29 @@ pub fn exit(result: anyhow::Result<()>) -> ! {
     // `std::process::exit` skips destructors, so flush stdout ourselves.
     let _ = std::io::stdout().flush();
     std::process::exit(code)
+}
+
+/// How long a server waits, after its last words to a client, for the
+/// client to close first (see [`close_gently`]).
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Closes a connection without losing what we sent it.
+///
+/// Closing a socket while the client's bytes still sit unread in our receive
+/// buffer makes the kernel answer with a reset (RST) instead of a normal
+/// close (FIN), and a reset can destroy our last words before the client
+/// reads them. So we close our sending side (with TLS, after `close_notify`),
+/// then read and discard whatever the client still sends until it closes
+/// too, for at most [`LINGER`].
+pub async fn close_gently(mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(LINGER, async {
+        stream.shutdown().await?;
+        // On the heap, not in the future: every connection's task is as large
+        // as its largest future, and most connections never come here.
+        let mut sink = vec![0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }

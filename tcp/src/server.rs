@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use networking_protocols::accept::{Acceptor, Incoming, Throttle};
 use networking_protocols::tls::{ServerConfig, TlsAcceptor, server::Handshake};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast};
 use tokio::time::timeout;
@@ -89,7 +89,7 @@ const OUT_OF_DESCRIPTORS: &[u8] =
 
 /// After we send a refusal or an error, how long we keep reading (and
 /// discarding) before we close; see [`close_gently`].
-const LINGER: Duration = Duration::from_secs(2);
+use networking_protocols::LINGER;
 
 /// Serves connections from `listener` until `shutdown` resolves, then stops
 /// accepting, lets open connections finish their answers (for at most
@@ -202,24 +202,16 @@ pub async fn run(
     Ok(())
 }
 
-/// Sends a last line, then closes without losing it.
-///
-/// Closing a socket while the client's bytes still sit unread in our receive
-/// buffer makes the kernel answer with a reset (RST) instead of a normal close
-/// (FIN), and a reset can destroy our last line before the client reads it. So
-/// we send the line, close our sending side, and read and discard whatever the
-/// client still sends until it closes too, for at most [`LINGER`].
+/// Sends a last line, then closes without losing it
+/// ([`networking_protocols::close_gently`]): at most [`LINGER`] to write it,
+/// and as long again for the client to close.
 async fn close_gently<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S, last_line: Bytes) {
-    let _ = timeout(LINGER, async {
-        socket.write_all(&last_line).await?;
-        socket.shutdown().await?;
-        // On the heap, not in the future: every connection's task is as large
-        // as its largest future, and most connections never come here.
-        let mut sink = vec![0u8; 4096];
-        while socket.read(&mut sink).await? > 0 {}
-        Ok::<(), io::Error>(())
-    })
-    .await;
+    if matches!(
+        timeout(LINGER, socket.write_all(&last_line)).await,
+        Ok(Ok(()))
+    ) {
+        networking_protocols::close_gently(socket).await;
+    }
 }
 
 /// Refuses a connection accepted with our last file descriptor: the notice

@@ -54,10 +54,6 @@ pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// once; a longer wait would only let idle connections pile up.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// After a plain HTTP answer, how long we keep reading (and discarding)
-/// before we close; see [`close_gently`].
-pub const LINGER: Duration = Duration::from_secs(2);
-
 /// The answer that refuses a connection when the server is at its limit.
 pub const BUSY: &str = "server busy: too many connections; try again later";
 
@@ -268,20 +264,8 @@ pub async fn refuse_plaintext(stream: TcpStream) {
     let _ = answer(Stream::Left(stream), "400 Bad Request", "", TEXT, why).await;
 }
 
-/// Closes without losing what we sent.
-///
-/// Closing a socket while the client's bytes still sit unread in our receive
-/// buffer makes the kernel send a reset (RST) instead of a normal close (FIN),
-/// and a reset can destroy our answer before the client reads it. So we close
-/// our sending side, then read and discard until the client closes too, for
-/// at most [`LINGER`].
-pub async fn close_gently(mut stream: Stream) {
-    let _ = timeout(LINGER, async {
-        stream.shutdown().await?;
-        // On the heap, not in the task (see `read_head`).
-        let mut sink = vec![0u8; 4096];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<(), io::Error>(())
-    })
-    .await;
+/// Closes without losing what we sent: see
+/// [`networking_protocols::close_gently`].
+pub async fn close_gently(stream: Stream) {
+    networking_protocols::close_gently(stream).await;
 }

@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use networking_protocols::tls::server::{self as tls_server, Handshake, TlsStream};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Duration, timeout};
+use tokio::time::timeout;
 use tokio_util::either::Either;
 use tracing::{info, warn};
 
@@ -77,7 +77,7 @@ impl Door {
             Err(Refusal::Connack(code, why)) => {
                 warn!(%peer, "refused a client: {why} (CONNACK {})", code as u8);
                 let _ = write_flushed(&mut client, &wire::connack(false, code)).await;
-                linger(client).await;
+                networking_protocols::close_gently(client).await;
                 None
             }
             Err(Refusal::Close(violation)) => {
@@ -125,7 +125,7 @@ impl Door {
             warn!(%peer, limit = self.config.max_connections,
                 "refused a client: connection limit reached (CONNACK 3)");
         }
-        linger(stream).await;
+        networking_protocols::close_gently(stream).await;
     }
 
     /// Reads the first packet, if it is a CONNECT that comes within the
@@ -190,14 +190,4 @@ impl Door {
 pub(super) async fn write_flushed(stream: &mut ClientStream, bytes: &[u8]) -> io::Result<()> {
     stream.write_all(bytes).await?;
     stream.flush().await
-}
-
-/// After a refusal, waits (at most a second) for the client to close first,
-/// so our answer is read rather than lost to a reset. With TLS, the
-/// shutdown sends `close_notify` first.
-async fn linger(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 256];
-    let drain = async { while matches!(stream.read(&mut sink).await, Ok(1..)) {} };
-    let _ = timeout(Duration::from_secs(1), drain).await;
 }
