@@ -104,7 +104,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            addr: SocketAddr::from(([127, 0, 0, 1], crate::DEFAULT_PORT)),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_connections: 1000,
             users: Vec::new(),

@@ -107,7 +107,11 @@ async fn main() {
 async fn serve(args: Args) -> anyhow::Result<()> {
     // Certificates first: a bad --cert is reported before we take the port.
     let tls = args.tls.config()?;
-    let port = args.port.unwrap_or(if tls.is_some() { 8883 } else { 1883 });
+    let port = args.port.unwrap_or(if tls.is_some() {
+        mqtt::DEFAULT_TLS_PORT
+    } else {
+        mqtt::DEFAULT_PORT
+    });
     let config = BrokerConfig {
         addr: SocketAddr::new(args.host, port),
         // Both fit: clap's ranges above keep them far below usize::MAX.
