@@ -5,14 +5,17 @@
 //! bits are the packet type and low four bits its flags, then the *remaining
 //! length*, the number of bytes that follow, in 1 to 4 bytes of 7 bits each
 //! (spec §2.2). So a reader can always find where one packet ends and the
-//! next begins without understanding the packet: that is all the front door
-//! needs for most of them.
+//! next begins before it understands the packet. What the spec allows inside
+//! one (topic names, filters, reserved flags) is in `wire/rules.rs`.
 //!
 //! Names follow the spec: a *topic name* is what a PUBLISH goes to
 //! (`home/kitchen`), a *topic filter* what a SUBSCRIBE asks for
 //! (`home/+`, `home/#`).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+mod rules;
+pub use rules::{check_flags, check_topic_filter, check_topic_name};
 
 /// The packet types of MQTT 3.1.1 (spec §2.2.1), as the fixed header's high
 /// four bits carry them.
@@ -135,11 +138,6 @@ pub fn next_frame(buffer: &mut BytesMut, max_bytes: usize) -> Result<Option<Fram
     }))
 }
 
-/// Writes a fixed header for a packet whose body is `length` bytes.
-pub fn put_fixed_header(out: &mut BytesMut, first: u8, length: usize) {
-    out.put_slice(fixed_header(first, length).as_slice());
-}
-
 /// A fixed header for a packet whose body is `length` bytes, as an array
 /// and the number of its bytes in use (2 to 5).
 pub fn fixed_header(first: u8, length: usize) -> FixedHeader {
@@ -199,10 +197,8 @@ pub fn ack(kind: u8, packet_id: u16) -> [u8; 4] {
     [kind << 4 | flags, 2, high, low]
 }
 
-/// PINGREQ and PINGRESP: a fixed header and nothing else.
-pub const PINGREQ: [u8; 2] = [kind::PINGREQ << 4, 0];
+/// PINGRESP: a fixed header and nothing else.
 pub const PINGRESP: [u8; 2] = [kind::PINGRESP << 4, 0];
-pub const DISCONNECT: [u8; 2] = [kind::DISCONNECT << 4, 0];
 
 /// A reader over a packet body that turns running out of bytes into a
 /// [`Violation`] (a malformed packet).
@@ -260,77 +256,12 @@ impl<'a> Reader<'a> {
         }
         Ok(text)
     }
-
-    /// What is left.
-    pub fn rest(&self) -> &'a [u8] {
-        self.rest
-    }
-}
-
-/// A PUBLISH's topic name as the spec allows it: at least one character
-/// [MQTT-4.7.3-1] and no wildcard [MQTT-3.3.2-2].
-pub fn check_topic_name(topic: &str) -> Result<(), Violation> {
-    if topic.is_empty() {
-        return Err(violation("PUBLISH to an empty topic name [MQTT-4.7.3-1]"));
-    }
-    if topic.contains(['+', '#']) {
-        return Err(violation(format!(
-            "PUBLISH topic name {topic:?} contains a wildcard [MQTT-3.3.2-2]"
-        )));
-    }
-    Ok(())
-}
-
-/// A topic filter as the spec allows it: at least one character
-/// [MQTT-4.7.3-1]; `#` only as the whole last level [MQTT-4.7.1-2]; `+` only
-/// as a whole level [MQTT-4.7.1-3].
-pub fn check_topic_filter(filter: &str) -> Result<(), Violation> {
-    if filter.is_empty() {
-        return Err(violation("empty topic filter [MQTT-4.7.3-1]"));
-    }
-    let levels: Vec<&str> = filter.split('/').collect();
-    for (index, level) in levels.iter().enumerate() {
-        if level.contains('#') && (*level != "#" || index + 1 != levels.len()) {
-            return Err(violation(format!(
-                "topic filter {filter:?}: '#' must be the whole last level [MQTT-4.7.1-2]"
-            )));
-        }
-        if level.contains('+') && *level != "+" {
-            return Err(violation(format!(
-                "topic filter {filter:?}: '+' must be a whole level [MQTT-4.7.1-3]"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Checks a fixed header's flags against the spec: they are reserved (and
-/// must be as Table 2.2 gives them) for every packet but PUBLISH
-/// [MQTT-2.2.2-1, MQTT-2.2.2-2].
-pub fn check_flags(frame: &Frame) -> Result<(), Violation> {
-    let expected = match frame.kind {
-        kind::PUBLISH => {
-            if frame.qos() == 3 {
-                return Err(violation("PUBLISH with QoS 3 [MQTT-3.3.1-4]"));
-            }
-            return Ok(());
-        }
-        kind::PUBREL | kind::SUBSCRIBE | kind::UNSUBSCRIBE => 0b0010,
-        _ => 0,
-    };
-    if frame.flags != expected {
-        return Err(violation(format!(
-            "packet type {} with reserved flags {:#06b} [MQTT-2.2.2-2]",
-            frame.kind, frame.flags
-        )));
-    }
-    Ok(())
 }
 
 /// The bytes of a packet built from its first byte and body.
 pub fn packet(first: u8, body: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(body.len() + 5);
-    put_fixed_header(&mut out, first, body.len());
+    out.put_slice(fixed_header(first, body.len()).as_slice());
     out.put_slice(body);
     out.freeze()
 }
@@ -363,20 +294,8 @@ mod tests {
     #[test]
     fn writes_remaining_lengths() {
         for (length, bytes) in [(0, 1), (127, 1), (128, 2), (16_383, 2), (16_384, 3)] {
-            let mut out = BytesMut::new();
-            put_fixed_header(&mut out, 0x30, length);
-            assert_eq!(out.len(), 1 + bytes, "length {length}");
-        }
-    }
-
-    /// The filters §4.7.1 allows and the ones it forbids.
-    #[test]
-    fn checks_topic_filters() {
-        for good in ["#", "+", "a/#", "a/+/c", "+/+", "/", "$SYS/#", "a//b"] {
-            assert!(check_topic_filter(good).is_ok(), "{good}");
-        }
-        for bad in ["", "a/#/b", "a#", "a/b#", "a+/b", "a/+b"] {
-            assert!(check_topic_filter(bad).is_err(), "{bad}");
+            let header = fixed_header(0x30, length);
+            assert_eq!(header.as_slice().len(), 1 + bytes, "length {length}");
         }
     }
 }

@@ -73,14 +73,6 @@ impl std::fmt::Debug for Link {
     }
 }
 
-/// What a batch of notifications held, besides the messages.
-#[derive(Debug, Default)]
-pub struct Taken {
-    /// The router stopped forwarding to us because our queue in it was
-    /// full: it resumes after [`Link::resume`].
-    pub paused: bool,
-}
-
 impl Link {
     pub(super) fn new(tx: LinkTx, rx: LinkRx, router_full: Arc<IsFull>) -> Self {
         Link {
@@ -156,14 +148,16 @@ impl Link {
     /// what else is ready, at most `limit` in all, and appends the messages
     /// to `messages`. Answers to our syncs are counted here; acknowledgements
     /// of SUBSCRIBE and UNSUBSCRIBE are dropped (the front door answered
-    /// those itself). Errors when the router has dropped the link.
+    /// those itself). Returns whether the router stopped forwarding to us
+    /// because our queue in it was full (then [`Link::resume`]); errors when
+    /// the router has dropped the link.
     /// Cancel-safe: nothing is taken until the first notification is.
     pub async fn take(
         &mut self,
         limit: usize,
         messages: &mut Vec<rumqttd::Forward>,
-    ) -> Result<Taken, Failed> {
-        let mut taken = Taken::default();
+    ) -> Result<bool, Failed> {
+        let mut paused = false;
         let mut next = self.rx.next().await.map_err(Failed::from)?;
         let mut count = 0;
         loop {
@@ -176,7 +170,7 @@ impl Link {
                             self.syncs = self.syncs.saturating_sub(1);
                         }
                     }
-                    Notification::Unschedule => taken.paused = true,
+                    Notification::Unschedule => paused = true,
                     Notification::Disconnect(..) => {
                         return Err(Failed("the router disconnected the link".into()));
                     }
@@ -192,10 +186,11 @@ impl Link {
                 None => break,
             };
         }
-        Ok(taken)
+        Ok(paused)
     }
 
-    /// Tells the router to forward to us again after [`Taken::paused`].
+    /// Tells the router to forward to us again after [`Link::take`] found
+    /// that it had stopped.
     pub async fn resume(&mut self) -> Result<(), Failed> {
         if self.closed {
             return Ok(());

@@ -310,11 +310,7 @@ async fn take_from(
     forwards: &mut Vec<rumqttd::Forward>,
 ) -> Result<bool, ()> {
     match link {
-        Some(link) => link
-            .take(TAKE_PER_TURN, forwards)
-            .await
-            .map(|taken| taken.paused)
-            .map_err(|_| ()),
+        Some(link) => link.take(TAKE_PER_TURN, forwards).await.map_err(|_| ()),
         None => std::future::pending().await,
     }
 }

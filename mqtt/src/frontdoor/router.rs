@@ -149,9 +149,9 @@ mod tests {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    use rumqttd::protocol::{Filter, Packet, QoS, RetainForwardRule, Subscribe};
     use rumqttd::{RouterConfig, SegmentConfig};
 
+    use super::super::subscribe::router_subscribe;
     use super::Router;
 
     /// If the router thread ends (here: rumqttd panics when a filter's log
@@ -180,19 +180,8 @@ mod tests {
             .unwrap();
         let ended = tokio::spawn(watchdog.ended());
         let mut link = router.link("victim", true).await.unwrap();
-        let filter = Filter {
-            path: "boom".to_string(),
-            qos: QoS::AtMostOnce,
-            nolocal: false,
-            preserve_retain: false,
-            retain_forward_rule: RetainForwardRule::Never,
-        };
-        let subscribe = Subscribe {
-            pkid: 1,
-            filters: vec![filter],
-        };
         assert!(!ended.is_finished());
-        link.push(Packet::Subscribe(subscribe, None));
+        link.push(router_subscribe("boom".to_string(), 1));
         link.flush().await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), ended)
             .await

@@ -98,11 +98,6 @@ impl Session {
         }
     }
 
-    /// How many deliveries wait for the client.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
-
     /// On a reconnect with the session kept: what to send again, in the
     /// order first sent [MQTT-4.4.0-1]: each unacknowledged PUBLISH with
     /// DUP set [MQTT-3.3.1-1], and a PUBREL for each PUBREC we had.
@@ -161,11 +156,6 @@ impl Sessions {
     /// Takes the session kept for `id`, if any.
     pub fn take(&self, id: &str) -> Option<Session> {
         self.kept().remove(id)
-    }
-
-    /// Whether a session is kept for `id`.
-    pub fn contains(&self, id: &str) -> bool {
-        self.kept().contains_key(id)
     }
 
     /// Keeps `session` for `id` until the client comes back.

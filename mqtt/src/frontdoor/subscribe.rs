@@ -131,7 +131,7 @@ impl Connection<'_> {
 /// The router's SUBSCRIBE for one filter, at QoS 0 (see the module
 /// documentation), with the subscription's identifier. One filter a packet,
 /// since an identifier belongs to the whole packet.
-fn router_subscribe(path: String, id: usize) -> Packet {
+pub(super) fn router_subscribe(path: String, id: usize) -> Packet {
     let filter = Filter {
         path,
         qos: QoS::AtMostOnce,
