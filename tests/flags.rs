@@ -89,6 +89,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
             ("--max-payload-bytes", USIZE),
             ("--max-connections", USIZE),
             ("--max-queued-bytes", USIZE),
+            ("--max-subscriptions", U32),
         ],
     ),
     (

@@ -1,12 +1,13 @@
 //! The embedded broker: rumqttd's router, behind our front door.
 //!
-//! [rumqttd](https://docs.rs/rumqttd) is a whole MQTT broker in a library:
-//! it keeps subscriptions, sessions and retained messages. We use its
-//! router for that, in this process, but clients never reach it directly:
+//! [rumqttd](https://docs.rs/rumqttd) is a whole MQTT broker in a library.
+//! We run its router in this process, and clients never reach it directly:
 //! [`start`] binds the port clients connect to and serves it with
-//! [`crate::frontdoor`], which checks each client the way the spec says and
-//! hands the router what it must know over in-memory links
-//! (`frontdoor/router.rs`).
+//! [`crate::frontdoor`], which checks each client the way the spec says,
+//! keeps sessions, subscriptions and retained messages, and hands the
+//! router every message over in-memory links (`frontdoor/router.rs`). The
+//! router carries them, in one order, to the front door's dispatcher, which
+//! routes them (`frontdoor/dispatch.rs` says why the router does not).
 //!
 //! rumqttd is built to be configured from a TOML file, and its
 //! [`RouterConfig::default`] is all zeros, which among other things allows
@@ -21,20 +22,16 @@
 //!
 //! The front door answers every CONNECT refusal with the spec's CONNACK
 //! code, accepts a keep-alive of 0, closes clients that break the spec's
-//! rules, publishes wills, delivers at the lower of the publish and
-//! subscription QoS, lets only a retained empty message clear a retained
-//! one, and gives a repeated SUBSCRIBE its new QoS (`tests/mqtt.rs` and
-//! `tests/mqtt_conformance.rs` run each against Mosquitto too). What
-//! remains, each pinned down by a test:
+//! rules, publishes wills, delivers one copy at the highest QoS of a
+//! client's matching subscriptions, lets only a retained empty message
+//! clear a retained one, and gives a repeated SUBSCRIBE its new QoS and the
+//! retained messages again (`tests/mqtt.rs` and `tests/mqtt_conformance.rs`
+//! run each against Mosquitto too). What remains, each pinned down by a
+//! test:
 //!
 //! - It has no `$SYS/` topics: a SUBSCRIBE to a `$` filter (other than
 //!   `$share/group/...`) gets the failure code 0x80 in its SUBACK, where
 //!   Mosquitto grants it and publishes its statistics there.
-//! - One client cannot hold both `a/b` and `$share/g/a/b` (or two share
-//!   groups of one filter): rumqttd reads them from one log and ends its
-//!   router thread over it, so the second gets the failure code 0x80.
-//! - A repeated SUBSCRIBE does not send the filter's retained messages
-//!   again [MQTT-3.8.4-3]; only a new subscription gets them.
 //! - Retained messages and sessions live in memory: a restart loses them.
 
 use std::net::SocketAddr;
@@ -50,9 +47,9 @@ use crate::frontdoor::{self, FrontDoorConfig, relay::Limits, router::Router};
 /// Which log lines a learner sees when `RUST_LOG` is unset: ours at info
 /// (the front door logs each client connecting, being refused or closed,
 /// and disconnecting), and of rumqttd's only its warnings about a log
-/// segment dropped under a subscriber (the front door says which client
-/// and filter lost how many). Its other lines are about the links, one per
-/// client, which the front door's lines already cover. Of rustls's, only errors: its
+/// segment dropped under a reader (which the dispatcher keeps from
+/// happening, and reports too). Its other lines are about the links, one
+/// per publishing client, which the front door's lines already cover. Of rustls's, only errors: its
 /// warnings repeat ours (the alert a failed handshake sends) or are about a
 /// client's quirks, in hex (`mosquitto_pub -h 127.0.0.1` sends the address
 /// as a server name, which TLS forbids). `RUST_LOG=info` shows everything.
@@ -89,12 +86,20 @@ pub struct BrokerConfig {
     /// `frontdoor/congestion.rs`. A TLS client's encrypted records waiting
     /// for its socket (up to about 64 KiB, rustls's limit) are not counted.
     pub max_queued_bytes: usize,
+    /// Most subscriptions one client may hold; a SUBSCRIBE to a new filter
+    /// past it gets the failure code 0x80, and the log says so.
+    pub max_subscriptions: usize,
     /// With `Some`, clients speak MQTT over TLS (see `frontdoor/relay/tls.rs`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The default for `--max-queued-bytes`: 8 MiB per client.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
+
+/// The default for `--max-subscriptions`: 1,000 filters per client. Each
+/// costs the broker a few hundred bytes (see the README's "How far one
+/// machine goes"); a device needs a handful, a dashboard perhaps hundreds.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1000;
 
 /// The default for `--max-payload-bytes`: 1 MiB. MQTT allows 256 MiB, but a
 /// learner's broker that buffers messages in memory does better with a
@@ -109,6 +114,7 @@ impl Default for BrokerConfig {
             max_connections: 1000,
             users: Vec::new(),
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             tls: None,
         }
     }
@@ -122,22 +128,21 @@ pub fn router_config(config: &BrokerConfig) -> RouterConfig {
         // that are closing while their successors open theirs, and for the
         // watchdog's (see `frontdoor/router.rs`).
         max_connections: config.max_connections.saturating_mul(2).saturating_add(16),
-        // How many messages the router hands a subscriber per turn (every
-        // subscription is QoS 0 as the router sees it: see
-        // `frontdoor/publish.rs`). Larger batches mean fewer wake-ups per
-        // message.
+        // How many messages the router hands its one reader, the
+        // dispatcher, per turn (see `frontdoor/dispatch.rs`). Larger batches
+        // mean fewer wake-ups per message.
         max_outgoing_packet_count: 200,
-        // rumqttd keeps one in-memory log per subscription filter (`home/#`,
-        // `home/+/temp`): a message is appended to the log of every filter it
-        // matches (a message no filter matches is not stored), and each
-        // subscriber reads from its filters' logs. A log keeps at most
+        // rumqttd keeps one in-memory log per subscription filter; the
+        // router here has one filter, the dispatcher's, so one log, which
+        // every message passes through. A log keeps at most
         // `max_segment_count` segments, dropping the oldest to start a new
-        // one when the newest is full. A subscriber that falls further
-        // behind than that loses messages, and this is also the memory each
-        // filter's log may keep: 32 x 1 MiB. (A segment must be at least
-        // 1 KiB, or rumqttd panics.)
+        // one when the newest is full, so it holds the last 7 to 8 MiB of
+        // messages, read or not: a fixed cost. The dispatcher holds every
+        // client back long before it could fall that far behind (it is at
+        // most `dispatch::PIPE_HIGH`, 2 MiB, plus one turn of reads). (A
+        // segment must be at least 1 KiB, or rumqttd panics.)
         max_segment_size: 1024 * 1024,
-        max_segment_count: 32,
+        max_segment_count: 8,
         // No per-filter overrides, no filters created up front.
         custom_segment: None,
         initialized_filters: None,
@@ -261,6 +266,7 @@ pub fn front_door_config(config: &BrokerConfig) -> FrontDoorConfig {
             // A PUBLISH's remaining length: topic, packet id and payload.
             max_packet_bytes: config.max_payload_bytes,
             max_queued_bytes: config.max_queued_bytes,
+            max_subscriptions: config.max_subscriptions,
         },
         tls: config.tls.clone(),
     }

@@ -2,9 +2,10 @@
 //! path every message takes through it.
 //!
 //! `mqtt_broker` has one listening socket, ours. rumqttd's router runs in
-//! this process on a thread of its own, and keeps what a broker remembers
-//! (subscriptions, retained messages, sessions of clients that are away);
-//! clients never reach it directly. For each client the front door:
+//! this process on a thread of its own and carries every message, in the
+//! order it takes them, to the front door's dispatcher, which routes each to
+//! the sessions that subscribed (`dispatch.rs`); clients never reach the
+//! router directly. For each client the front door:
 //!
 //! 1. **reads the CONNECT** within [`FrontDoorConfig::connect_timeout`] and
 //!    checks it ([`connect`]): a malformed one closes the connection, a
@@ -15,11 +16,11 @@
 //!    the router ended, before the new one goes further, so sessions never
 //!    overlap;
 //! 3. **answers CONNACK** and serves the client ([`relay`]), checking every
-//!    packet and handing the router what it must know over a link
-//!    ([`router`]): at once for a persistent session, whose messages the
-//!    router may hold; for a clean session only when it first publishes or
-//!    subscribes, so that a client that only connects costs the router
-//!    nothing;
+//!    packet: subscriptions go into the topic tree ([`topics`]), messages
+//!    the client publishes go to the router over a link ([`router`]),
+//!    opened when it first publishes, so that a client that only subscribes
+//!    costs the router nothing, and messages routed to the client come from
+//!    its mailbox ([`mailbox`]);
 //! 4. at the end, **publishes the will** unless the client sent DISCONNECT,
 //!    and keeps a persistent session for the client's return ([`session`]).
 //!
@@ -35,9 +36,11 @@
 //!   -> Connection::read_client    relay/socket.rs  bytes in, cut into packets
 //!   -> Connection::publish        publish.rs       checked; PUBACK queued
 //!   -> Link::flush                link.rs          handed to the router
-//!      rumqttd's router thread                     appended to each matching
-//!                                                  filter's log, forwarded
-//!   -> Link::take                 link.rs          the subscriber's batch
+//!      rumqttd's router thread                     appended to its log
+//!   -> dispatch::run              dispatch.rs      looked up in the topic
+//!                                                  tree, one delivery per
+//!                                                  subscribed session
+//!   -> Mailbox::push              mailbox.rs       waits for the subscriber
 //!   -> Connection::deliver        publish.rs       QoS, packet id, encoded once
 //!   -> Connection::write_client   relay/socket.rs  out to the subscriber's socket
 //! ```
@@ -51,15 +54,17 @@
 pub mod congestion;
 mod connack;
 pub mod connect;
+pub mod dispatch;
 mod end;
 mod handshake;
 pub mod link;
+pub mod mailbox;
 mod publish;
 pub mod relay;
 pub mod router;
 pub mod session;
 mod subscribe;
-pub mod subscriptions;
+pub mod topics;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -72,10 +77,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use congestion::Congestion;
 use connack::Admitted;
+use dispatch::Shared;
 use handshake::ClientStream;
 use relay::Limits;
 use router::Router;
@@ -104,15 +110,23 @@ pub async fn run(
     router: Router,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let shared = Arc::new(Shared::default());
+    let congestion = Congestion::default();
+    let dispatcher = tokio::spawn(dispatch::run(
+        router.clone(),
+        shared.clone(),
+        congestion.clone(),
+    ));
     let door = Arc::new(Door {
         slots: Arc::new(Semaphore::new(config.max_connections)),
         // Refusing costs a task that reads the CONNECT, so refusals are
         // bounded too; past this many at once we just close.
         refusals: Arc::new(Semaphore::new(64)),
         clients: Mutex::new(HashMap::new()),
-        congestion: Congestion::default(),
+        congestion,
         stop: CancellationToken::new(),
         router,
+        shared,
         sessions: Sessions::default(),
         link_ids: Mutex::new(LinkIds::default()),
         config,
@@ -121,9 +135,15 @@ pub async fn run(
     let mut acceptor = Acceptor::new(listener);
     let mut busy = Throttle::default();
     tokio::pin!(shutdown);
+    tokio::pin!(dispatcher);
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
+            ended = &mut dispatcher => {
+                let why = ended.map_or_else(|error| error.to_string(), |failed| failed.to_string());
+                error!("the dispatcher stopped ({why}); no message can be routed");
+                break;
+            }
             incoming = acceptor.accept() => match incoming {
                 Incoming::Open(stream, peer) => (stream, peer),
                 // No descriptor to spare for a CONNECT exchange: close.
@@ -175,11 +195,11 @@ struct Occupant {
     done: CancellationToken,
 }
 
-/// The ids clean sessions use with the router. A clean session has nothing
-/// for the router to find again, so its name there is not the client's:
-/// it is `%c` and a number no other connection holds, reused once its
-/// connection ends. rumqttd keeps a record of every client id it has seen;
-/// with these, it keeps at most as many as were ever connected at once.
+/// The ids connections use with the router. The router keeps nothing of a
+/// session (the front door does), so a link's name there is not the
+/// client's: it is `%c` and a number no other connection holds, reused once
+/// its connection ends. rumqttd keeps a record of every id it has seen; with
+/// these, it keeps at most as many as were ever connected at once.
 #[derive(Debug, Default)]
 struct LinkIds {
     free: Vec<u32>,
@@ -203,6 +223,8 @@ struct Door {
     clients: Mutex<HashMap<String, Arc<Occupant>>>,
     congestion: Congestion,
     router: Router,
+    /// Subscriptions, mailboxes and retained messages (`dispatch.rs`).
+    shared: Arc<Shared>,
     /// Persistent sessions of clients that are away.
     sessions: Sessions,
     link_ids: Mutex<LinkIds>,

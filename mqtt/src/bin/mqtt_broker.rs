@@ -79,6 +79,11 @@ struct Args {
     #[arg(long, default_value_t = broker::DEFAULT_MAX_QUEUED_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(64 * 1024..=1 << 40))]
     max_queued_bytes: u64,
+    /// Most subscriptions one client may hold; a SUBSCRIBE to a new filter
+    /// past it gets the failure code 0x80 (logged)
+    #[arg(long, default_value_t = broker::DEFAULT_MAX_SUBSCRIPTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_subscriptions: u32,
     /// MQTT over TLS (clients connect with --tls, mosquitto_pub with --cafile)
     #[command(flatten)]
     tls: ServerTlsArgs,
@@ -119,6 +124,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_connections: args.max_connections as usize,
         users: args.user,
         max_queued_bytes: usize::try_from(args.max_queued_bytes).unwrap_or(usize::MAX),
+        max_subscriptions: args.max_subscriptions as usize,
         tls,
     };
     // Ctrl-C and SIGTERM are ours before anyone can learn where we listen.

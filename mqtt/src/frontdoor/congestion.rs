@@ -3,14 +3,15 @@
 //! A broker acknowledges a QoS 1 PUBLISH as soon as it has taken the
 //! message; delivering it to the subscribers comes after. When publishers
 //! send faster than a subscriber reads, the difference piles up somewhere,
-//! and memory is finite. rumqttd keeps a fixed amount per topic filter and
-//! silently drops the oldest messages beyond it, so a subscriber that reads
-//! as fast as it can still lost 4 in 10 acknowledged messages in a test
-//! where the publisher was a little faster.
+//! and memory is finite. (rumqttd, routing by itself, keeps a fixed amount
+//! per topic filter and silently drops the oldest messages beyond it, so a
+//! subscriber that read as fast as it could still lost 4 in 10
+//! acknowledged messages in a test where the publisher was a little
+//! faster.)
 //!
 //! The front door makes the difference visible and bounded instead:
-//! - each clean-session client has a queue of at most `--max-queued-bytes`
-//!   ([`super::relay`] acknowledges rumqttd's deliveries and queues them);
+//! - each client has a mailbox and a queue of encoded packets, together of
+//!   at most `--max-queued-bytes` ([`super::mailbox`]);
 //! - when a client that is reading has more than half of that queued, it is
 //!   *congested*, and while any client is congested the front door stops
 //!   reading from every other client, so publishers wait (TCP's own flow
@@ -19,6 +20,9 @@
 //!   no longer holds publishers back, its queue overflows, and the messages
 //!   that do not fit are dropped and logged. A broker cannot let one
 //!   client that never reads stop everybody.
+//!
+//! The dispatcher holds every connection back the same way while it is
+//! behind the router (`dispatch.rs`): one more congested party.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,6 +65,14 @@ impl Congestion {
             congested: false,
             last_progress: Instant::now(),
         }
+    }
+
+    /// Holds every connection back (`true`) or lets them go again, on
+    /// behalf of the broker itself rather than one client: the dispatcher
+    /// does, while it is behind (`dispatch.rs`). Counts as one congested
+    /// client; call it with `true` and `false` in turn.
+    pub fn hold(&self, on: bool) {
+        self.count(if on { 1 } else { -1 });
     }
 
     fn count(&self, delta: isize) {

@@ -1,12 +1,12 @@
 //! CONNACK, and the session a client gets with it (spec §3.2, §4.1).
 //!
-//! A persistent session (clean session 0) is linked to the router at once,
-//! since the router may hold messages for it; the session present flag
-//! says whether we kept one [MQTT-3.2.2-2], and a kept session's
-//! unacknowledged messages go again [MQTT-4.4.0-1]. A clean session ends
-//! any session kept under its id [MQTT-3.1.2-6], gets session present 0
-//! [MQTT-3.2.2-1], and is linked to the router only once it publishes or
-//! subscribes, under an id from the front door's pool (`LinkIds`).
+//! A persistent session (clean session 0) continues the one kept under
+//! the client id, if any: the session present flag says so [MQTT-3.2.2-2],
+//! its unacknowledged messages go again [MQTT-4.4.0-1], and what its mailbox
+//! gathered while the client was away follows. A clean session ends any
+//! session kept under its id [MQTT-3.1.2-6] and gets session present 0
+//! [MQTT-3.2.2-1]. Either way the client is linked to the router only once
+//! it publishes, under an id from the front door's pool (`LinkIds`).
 
 use std::io;
 
@@ -15,7 +15,7 @@ use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::connect::{self, Connect};
+use super::connect::Connect;
 use super::handshake::{ClientStream, write_flushed};
 use super::relay::tls::TlsSession;
 use super::relay::{Connection, Parts};
@@ -38,39 +38,33 @@ pub(super) struct Admitted<'a> {
 }
 
 impl Door {
-    /// Answers CONNACK, serves the client, and ends its session.
-    ///
-    /// A persistent session is linked to the router at once (it may hold
-    /// messages for the client); the session present flag says whether we
-    /// kept one [MQTT-3.2.2-2]. A clean session ends any session kept under
-    /// its id [MQTT-3.1.2-6] and gets session present 0 [MQTT-3.2.2-1].
+    /// Answers CONNACK, serves the client, and ends its session, or keeps
+    /// a persistent one for the client's return.
     pub(super) async fn session(&self, client: Admitted<'_>) -> io::Result<()> {
         let Admitted { name, connect, .. } = client;
-        let kept_id = connect::router_id(name);
-        let kept = self.sessions.take(&kept_id);
-        let (link_id, pooled) = if connect.clean_session {
-            if kept.is_some() {
-                // The router's half of the old session ends too.
-                let link = self
-                    .router
-                    .link(&kept_id, true)
-                    .await
-                    .map_err(io::Error::other)?;
-                link.close(|_| {}).await;
+        let kept = self.sessions.take(name);
+        let kept = match kept {
+            Some(old) if connect.clean_session => {
+                self.end_session(old);
+                None
             }
-            let number = lock(&self.link_ids).take();
-            (format!("%c{number}"), Some(number))
-        } else {
-            (kept_id.clone(), None)
+            kept => kept,
         };
+        let number = lock(&self.link_ids).take();
+        let link_id = format!("%c{number}");
         let outcome = self.connected(client, &link_id, kept).await;
-        if let Some(number) = pooled {
-            lock(&self.link_ids).free.push(number);
-        }
+        lock(&self.link_ids).free.push(number);
         if let Some(session) = outcome? {
-            self.sessions.keep(&kept_id, session);
+            self.sessions.keep(name, session);
         }
         Ok(())
+    }
+
+    /// Ends a session: its subscriptions leave the topic tree, and its
+    /// mailbox goes.
+    pub(super) fn end_session(&self, session: Session) {
+        let filters = session.subscriptions.keys().map(String::as_str);
+        self.shared.table().close(session.key, filters);
     }
 
     /// From CONNACK to the end of the connection, with the router id
@@ -88,27 +82,12 @@ impl Door {
             early,
             kick,
         } = client;
-        let session_present = kept.is_some() && !connect.clean_session;
-        let link = if connect.clean_session {
-            None
-        } else {
-            match Box::pin(self.router.link(link_id, false)).await {
-                Ok(link) => Some(link),
-                Err(error) => {
-                    // The router did not take the client: we are unavailable.
-                    let refusal = wire::connack(false, ConnackCode::ServerUnavailable);
-                    let _ = write_flushed(&mut client, &refusal).await;
-                    return Err(io::Error::other(error));
-                }
-            }
-        };
+        let session_present = kept.is_some();
         let connack = wire::connack(session_present, ConnackCode::Accepted);
         if write_flushed(&mut client, &connack).await.is_err() {
-            // The client left before its CONNACK.
-            if let Some(link) = link {
-                Box::pin(link.close(|_| {})).await;
-            }
-            return Ok(kept.filter(|_| !connect.clean_session));
+            // The client left before its CONNACK: a kept session stays kept
+            // (a clean session has none).
+            return Ok(kept);
         }
         info!(
             client = name,
@@ -126,27 +105,27 @@ impl Door {
                 (tcp, Some(TlsSession::new(conn)))
             }
         };
-        let session = if connect.clean_session {
-            Session::default()
-        } else {
-            kept.unwrap_or_default()
-        };
+        let session = kept.unwrap_or_else(|| {
+            let (key, mailbox) = self
+                .shared
+                .table()
+                .open(name, self.config.limits.max_queued_bytes);
+            Session::new(key, mailbox)
+        });
         let mut connection = Connection::new(Parts {
             socket: &socket,
             tls,
             router: &self.router,
+            shared: &self.shared,
             limits: &self.config.limits,
             name,
             link_id,
             clean_session: connect.clean_session,
             keep_alive: connect.keep_alive,
-            link,
+            link: None,
             session,
             pressure: self.congestion.pressure(),
         });
-        if session_present {
-            connection.resubscribe();
-        }
         // [MQTT-4.4.0-1]: a kept session's unacknowledged messages go again.
         for resend in connection.session.resend() {
             match resend {

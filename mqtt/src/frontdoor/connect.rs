@@ -183,35 +183,3 @@ pub fn check_login(connect: &Connect, users: &[(String, String)]) -> Result<(), 
         format!("bad user name or password for {who:?}"),
     ))
 }
-
-/// The id the router keeps a persistent session under: the client id,
-/// with `+`, `$`, `#` and `/` (which rumqttd refuses in an id, though MQTT
-/// allows any UTF-8) and `%` itself written as `%XX`. Different ids stay
-/// different, and the same id maps to the same name every time, so the
-/// session is found again. (Clean sessions use ids of the front door's own,
-/// `%c` and a number, which no client id maps to: see `LinkIds`.)
-pub fn router_id(client_id: &str) -> String {
-    let mut name = String::with_capacity(client_id.len());
-    for c in client_id.chars() {
-        match c {
-            '+' | '$' | '#' | '/' | '%' => name.push_str(&format!("%{:02X}", c as u32)),
-            c => name.push(c),
-        }
-    }
-    name
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)] // In a test, a panic is a failure report.
-mod tests {
-    use super::*;
-
-    /// Ids rumqttd refuses become ids it accepts, and stay distinct.
-    #[test]
-    fn maps_ids_rumqttd_refuses() {
-        assert_eq!(router_id("sensor/1"), "sensor%2F1");
-        assert_eq!(router_id("a+b#c$d"), "a%2Bb%23c%24d");
-        assert_ne!(router_id("a/b"), router_id("a%2Fb"));
-        assert_eq!(router_id("plain-id_7"), "plain-id_7");
-    }
-}

@@ -4,17 +4,17 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use rumqttd::protocol::{Packet, Publish};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::Door;
 use super::connect::{Connect, Will};
+use super::dispatch;
 use super::link::Link;
-use super::publish;
 use super::relay::{Connection, End};
 use super::session::Session;
+use crate::wire::{self, kind};
 
 impl Connection<'_> {
     /// Whether we are not reading the client for now: another client is
@@ -50,8 +50,12 @@ impl Connection<'_> {
         {
             return Err(End::KeepAliveExpired(grace));
         }
-        let (queued, max) = (self.to_client.bytes, self.limits.max_queued_bytes);
-        self.pressure.update(queued, max, false);
+        let queued = self.to_client.bytes + self.session.mailbox.bytes();
+        self.pressure
+            .update(queued, self.limits.max_queued_bytes, false);
+        self.session
+            .mailbox
+            .set_reading(!self.pressure.stalled(Instant::now()));
         Ok(())
     }
 }
@@ -60,8 +64,7 @@ impl Door {
     /// After the client's connection has ended with `end`: its will goes
     /// to the router unless it sent DISCONNECT, with what it sent before it
     /// left (a PUBLISH followed at once by DISCONNECT, say); the link ends;
-    /// and a persistent session is returned, to keep, with the messages
-    /// still on their way to it.
+    /// and a clean session ends, while a persistent one is returned, to keep.
     pub(super) async fn finish(
         &self,
         mut connection: Connection<'_>,
@@ -70,6 +73,9 @@ impl Door {
     ) -> Option<Session> {
         let name = connection.name;
         log_end(name, &end);
+        // From now on the session's mailbox keeps what comes for the
+        // client's return, within its limit.
+        connection.session.mailbox.set_reading(false);
         let will = connect.will.as_ref().filter(|_| end.publishes_will());
         if let Some(will) = will {
             info!(
@@ -77,33 +83,22 @@ impl Door {
                 topic = will.topic,
                 "publishing the client's will"
             );
-            connection.queue_for_router(will_publish(will), 0);
-        }
-        // What the client sent before it left (a PUBLISH followed at once by
-        // DISCONNECT, say) still goes to the router; a SUBSCRIBE of a client
-        // that left need not.
-        if connection.link.is_none() {
-            connection
-                .for_router
-                .retain(|(packet, _)| matches!(packet, Packet::Publish(..)));
+            let packet = will_packet(will);
+            let size = packet.len();
+            connection.queue_for_router(dispatch::for_router(packet), size);
         }
         if !matches!(end, End::RouterGone) {
             let _ = connection.hand_over().await;
         }
         if let Some(link) = connection.link.take() {
-            if connect.clean_session {
-                link.close(|_| {}).await;
-            } else {
-                // Messages still on their way to a persistent session are
-                // kept with it, to be sent when the client comes back.
-                let mut late = Vec::new();
-                link.close(|forward| late.push(forward)).await;
-                for forward in late {
-                    connection.deliver(forward);
-                }
-            }
+            link.close(|_| {}).await;
         }
-        (!connect.clean_session).then(|| std::mem::take(&mut connection.session))
+        if connect.clean_session {
+            self.end_session(connection.session);
+            None
+        } else {
+            Some(connection.session)
+        }
     }
 }
 
@@ -126,19 +121,16 @@ fn log_end(name: &str, end: &End) {
     }
 }
 
-/// The will as a PUBLISH for the router, marked with its QoS like any
-/// other message (see `publish.rs`).
-fn will_publish(will: &Will) -> Packet {
-    let empty = will.payload.is_empty() && !will.retain;
-    let payload = if empty {
-        Bytes::from_static(b"\0")
-    } else {
-        will.payload.clone()
-    };
-    let message = Publish::new(
-        Bytes::copy_from_slice(will.topic.as_bytes()),
-        payload,
-        will.retain,
-    );
-    Packet::Publish(message, publish::marks(will.qos, empty))
+/// The will as the PUBLISH packet its client could have sent (spec
+/// §3.1.2.5), to go the way every PUBLISH goes (see `publish.rs`).
+fn will_packet(will: &Will) -> Bytes {
+    let first = kind::PUBLISH << 4 | will.qos << 1 | u8::from(will.retain);
+    let mut body = BytesMut::with_capacity(will.topic.len() + will.payload.len() + 4);
+    wire::put_string(&mut body, will.topic.as_bytes());
+    if will.qos > 0 {
+        // Any packet id will do: the dispatcher does not read it.
+        body.put_u16(1);
+    }
+    body.put_slice(&will.payload);
+    wire::packet(first, &body)
 }

@@ -6,6 +6,7 @@
 //! `router.rs` for why the router must only ever see what these allow.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -40,11 +41,10 @@ impl From<LinkError> for Failed {
 /// may be unanswered before we stop reading the client.
 ///
 /// The router reads every link as fast as it can and appends each message
-/// to its topic filters' logs; it forwards to subscribers in between. A
-/// publisher that waits for nothing could fill a log faster than the router
-/// forwards it, and a subscriber that falls 32 MiB behind loses messages
-/// (see `broker.rs`). So a publisher gets at most about `SYNC_BYTES *
-/// SYNCS_IN_FLIGHT` ahead of the router.
+/// to its log; it forwards to the dispatcher in between. A publisher that
+/// waits for nothing could fill the log faster than the router forwards it,
+/// and could crowd out every other publisher's messages. So a publisher gets
+/// at most about `SYNC_BYTES * SYNCS_IN_FLIGHT` ahead of the router.
 pub const SYNC_BYTES: usize = 256 * 1024;
 pub const SYNCS_IN_FLIGHT: u32 = 2;
 
@@ -60,6 +60,11 @@ pub struct Link {
     syncs: u32,
     /// PUBLISH bytes sent since our last PINGREQ.
     unsynced: usize,
+    /// PUBLISH bytes queued and not yet handed over.
+    unflushed: usize,
+    /// PUBLISH bytes handed to the router by every link and not yet routed
+    /// (see `dispatch.rs`); ours are added as we hand them over.
+    pipe: Arc<AtomicUsize>,
     /// Set once DISCONNECT is on its way: nothing may follow it.
     closed: bool,
 }
@@ -74,7 +79,12 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
-    pub(super) fn new(tx: LinkTx, rx: LinkRx, router_full: Arc<IsFull>) -> Self {
+    pub(super) fn new(
+        tx: LinkTx,
+        rx: LinkRx,
+        router_full: Arc<IsFull>,
+        pipe: Arc<AtomicUsize>,
+    ) -> Self {
         Link {
             tx,
             rx,
@@ -82,6 +92,8 @@ impl Link {
             pending: Vec::new(),
             syncs: 0,
             unsynced: 0,
+            unflushed: 0,
+            pipe,
             closed: false,
         }
     }
@@ -96,6 +108,7 @@ impl Link {
     pub fn push_publish(&mut self, packet: Packet, bytes: usize) {
         self.pending.push(packet);
         self.unsynced += bytes;
+        self.unflushed += bytes;
         if self.unsynced >= SYNC_BYTES {
             self.pending.push(Packet::PingReq(PingReq));
             self.syncs += 1;
@@ -123,6 +136,8 @@ impl Link {
         let Some(last) = self.pending.pop() else {
             return Ok(());
         };
+        self.pipe.fetch_add(self.unflushed, Ordering::Relaxed);
+        self.unflushed = 0;
         let last = {
             let mut queue = self.tx.buffer();
             let was_empty = queue.is_empty();

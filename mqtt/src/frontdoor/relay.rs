@@ -1,15 +1,16 @@
 //! One client after its CONNACK: the loop that carries its packets to the
-//! router and the router's messages to it.
+//! router and the messages routed to it back.
 //!
-//! Each turn waits for whichever comes first: bytes from the client, a
-//! batch of messages from the router, room in the client's socket, a change
-//! in the broker's congestion, or the timer (keep-alive). Then it works
-//! without waiting: whole packets are cut from what the client sent and
-//! handled (`publish.rs`, `subscribe.rs`), what they carry for the router is
-//! handed to it ([`Link::flush`]), and what is queued for the client is
-//! written as far as its socket takes it. Messages from the router wait in
-//! one queue per client, bounded by `--max-queued-bytes`
-//! (`super::congestion` says what happens when it fills).
+//! Each turn waits for whichever comes first: bytes from the client,
+//! messages in its mailbox (`mailbox.rs`), an answer from the router, room
+//! in the client's socket, a change in the broker's congestion, or the
+//! timer (keep-alive). Then it works without waiting: whole packets are cut
+//! from what the client sent and handled (`publish.rs`, `subscribe.rs`),
+//! what they carry for the router is handed to it ([`Link::flush`]), and
+//! what is queued for the client is written as far as its socket takes it.
+//! Messages wait in the mailbox and then, encoded, in the client's queue,
+//! both bounded by `--max-queued-bytes` (`super::congestion` says what
+//! happens when they fill).
 //!
 //! Reading and writing the socket is in `relay/socket.rs`; with TLS,
 //! `relay/tls.rs` decrypts and encrypts on the way, and the packets are the
@@ -30,7 +31,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::congestion::Pressure;
+use super::dispatch::Shared;
 use super::link::Link;
+use super::mailbox::{Delivery, Mailbox};
 use super::router::Router;
 use super::session::Session;
 use crate::wire::{self, Frame, Violation, kind};
@@ -41,7 +44,8 @@ use tls::TlsSession;
 /// client cannot hold its connection's loop.
 const READ_PER_TURN: usize = 64 * 1024;
 
-/// At most this many notifications taken from the router per turn.
+/// At most this many notifications taken from the router, and as many
+/// messages from the mailbox, per turn.
 const TAKE_PER_TURN: usize = 256;
 
 /// How a client's connection ended.
@@ -77,6 +81,9 @@ pub struct Limits {
     pub max_packet_bytes: usize,
     /// Bytes queued for one client at most; see [`super::congestion`].
     pub max_queued_bytes: usize,
+    /// Subscriptions one client may hold; a SUBSCRIBE past it gets the
+    /// failure code 0x80 for each new filter (`subscribe.rs`).
+    pub max_subscriptions: usize,
 }
 
 /// One client's connection, from its CONNACK to its end: its socket, its
@@ -88,10 +95,12 @@ pub struct Connection<'a> {
     socket: &'a TcpStream,
     tls: Option<TlsSession>,
     router: &'a Router,
+    /// The broker's table of subscriptions and mailboxes (`dispatch.rs`).
+    pub(super) shared: &'a Shared,
     pub(super) limits: &'a Limits,
     /// The client id, for log lines.
     pub name: &'a str,
-    /// The id the router knows this client by (see `connect::router_id`).
+    /// The id the router knows this client's link by (see `LinkIds`).
     link_id: &'a str,
     /// Clean session: nothing outlives the connection.
     pub clean_session: bool,
@@ -105,8 +114,11 @@ pub struct Connection<'a> {
     pub session: Session,
     from_client: BytesMut,
     pub(super) to_client: Outbox,
-    /// Messages taken from the router, on their way into `to_client`.
-    pub(super) forwards: Vec<rumqttd::Forward>,
+    /// Notifications taken from the router: none are messages, since a
+    /// client's link subscribes to nothing; kept to save an allocation.
+    forwards: Vec<rumqttd::Forward>,
+    /// Messages taken from the mailbox, on their way into `to_client`.
+    deliveries: Vec<Delivery>,
     pub(super) last_heard: Instant,
     pub(super) pressure: Pressure,
     /// Messages dropped for this client since the last log line about it.
@@ -120,6 +132,7 @@ pub struct Parts<'a> {
     pub socket: &'a TcpStream,
     pub tls: Option<TlsSession>,
     pub router: &'a Router,
+    pub shared: &'a Shared,
     pub limits: &'a Limits,
     pub name: &'a str,
     pub link_id: &'a str,
@@ -136,6 +149,7 @@ impl<'a> Connection<'a> {
             socket: parts.socket,
             tls: parts.tls,
             router: parts.router,
+            shared: parts.shared,
             limits: parts.limits,
             name: parts.name,
             link_id: parts.link_id,
@@ -148,6 +162,7 @@ impl<'a> Connection<'a> {
             from_client: BytesMut::new(),
             to_client: Outbox::default(),
             forwards: Vec::new(),
+            deliveries: Vec::new(),
             last_heard: Instant::now(),
             pressure: parts.pressure,
             dropped: 0,
@@ -188,12 +203,13 @@ impl<'a> Connection<'a> {
         loop {
             let paused = self.pressure.paused();
             let read_client = !self.held();
-            // A full queue to the client holds the router back, except for
-            // a client that is not reading at all: then we keep taking, and
-            // what does not fit is dropped (see `super::congestion`).
-            let take = self.link.is_some()
-                && (self.to_client.bytes < self.limits.max_queued_bytes
-                    || self.pressure.stalled(Instant::now()));
+            // A full queue to the client leaves messages in the mailbox,
+            // except for a client that is not reading at all: then we keep
+            // taking, and what does not fit is dropped (see
+            // `super::congestion`).
+            let take = self.to_client.bytes < self.limits.max_queued_bytes
+                || self.pressure.stalled(Instant::now());
+            let mailbox = self.session.mailbox.clone();
             let write_client = !self.to_client.is_empty()
                 || self.tls.as_ref().is_some_and(TlsSession::wants_write);
             let mut resume = false;
@@ -203,10 +219,15 @@ impl<'a> Connection<'a> {
                     Ok(()) => self.read_client(),
                     Err(error) => Err(End::ClientGone(Some(error))),
                 },
-                taken = take_from(self.link.as_mut(), &mut self.forwards), if take => match taken {
+                () = mailbox.arrived(), if take => {
+                    self.deliver_from(&mailbox);
+                    Ok(())
+                }
+                taken = take_from(self.link.as_mut(), &mut self.forwards) => match taken {
                     Ok(paused) => {
+                        // A client's link carries no messages to it.
+                        self.forwards.clear();
                         resume = paused;
-                        self.deliver_forwards();
                         Ok(())
                     }
                     Err(()) => Err(End::RouterGone),
@@ -255,7 +276,7 @@ impl<'a> Connection<'a> {
     /// if the client needs one and has none yet.
     pub(super) async fn hand_over(&mut self) -> Result<(), End> {
         if self.link.is_none() && !self.for_router.is_empty() {
-            match Box::pin(self.router.link(self.link_id, self.clean_session)).await {
+            match Box::pin(self.router.link(self.link_id)).await {
                 Ok(link) => self.link = Some(link),
                 Err(error) => {
                     warn!(client = self.name, %error, "the router did not take the client");
@@ -300,6 +321,18 @@ impl<'a> Connection<'a> {
                 "packet type {other} is not one a client sends"
             )))),
         }
+    }
+}
+
+impl Connection<'_> {
+    /// Moves a batch of messages from the mailbox into the client's queue.
+    fn deliver_from(&mut self, mailbox: &Mailbox) {
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        mailbox.take(TAKE_PER_TURN, &mut deliveries);
+        for delivery in deliveries.drain(..) {
+            self.deliver(delivery);
+        }
+        self.deliveries = deliveries;
     }
 }
 

@@ -1,33 +1,32 @@
 //! rumqttd's router, in this process: how the front door hands it packets
 //! and takes its notifications back.
 //!
-//! rumqttd's [`Router`](rumqttd::Router) runs on a thread of its own and keeps
-//! what a broker must remember: who subscribed to what, the retained
-//! messages, the sessions of clients that are away. Each client that needs
-//! it gets a *link* ([`Link`]): two in-memory queues, packets in
-//! (`LinkTx`), notifications out (`LinkRx`). No socket, no second parse:
-//! the front door checks a client's packet once, and the router gets it as
-//! a `rumqttd::protocol::Packet`.
+//! rumqttd's [`Router`](rumqttd::Router) runs on a thread of its own. Each
+//! client that publishes gets a *link* ([`Link`]): two in-memory queues,
+//! packets in (`LinkTx`), notifications out (`LinkRx`). No socket, no
+//! second parse: the front door checks a client's packet once, and the
+//! router gets it as a `rumqttd::protocol::Packet`. The router appends every
+//! message to one log, which one more link reads: the dispatcher's
+//! (`dispatch.rs` says why the router does not route).
 //!
 //! The router is fast and trusting: it `unwrap`s on states it assumes cannot
 //! happen, and a panic there ends its thread for every client. So the front
 //! door decides everything it sees, and keeps to a narrow path:
-//! - every PUBLISH reaches it at QoS 0 and every subscription asks for QoS 0
-//!   (the front door runs QoS 1 and 2 with each client itself, see
-//!   `publish.rs`), so the router never waits for an acknowledgement and
-//!   never meets one out of order;
-//! - no filter starting with `$` (other than `$share/`) reaches it, and no
-//!   client holds two filters that read the same log (see `subscribe.rs`);
+//! - every PUBLISH reaches it at QoS 0, on one topic, and the one
+//!   subscription asks for QoS 0 (the front door runs QoS 1 and 2 with each
+//!   client itself, see `publish.rs`), so the router never waits for an
+//!   acknowledgement and never meets one out of order;
 //! - a link asks the router to forward again only after the router said it
 //!   stopped ([`Link::resume`]; rumqttd asserts that order);
 //! - a link's last packet is DISCONNECT, after which the link sends nothing,
 //!   and we wait until the router has dropped it ([`Link::close`]) before a
-//!   new link may take the same client id. Events for a connection the router
-//!   has removed (`Scheduler::reschedule` unwraps it) cannot happen.
+//!   new link may take the same id. Events for a connection the router has
+//!   removed (`Scheduler::reschedule` unwraps it) cannot happen.
 //!
 //! If its thread ends anyway, [`Router::start`]'s watchdog says so at once.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use rumqttd::RouterConfig;
 use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
@@ -48,12 +47,14 @@ pub struct Router {
 struct Handle {
     links: std::sync::mpsc::Sender<LinkRequest>,
     is_full: Arc<IsFull>,
+    /// PUBLISH bytes handed to the router and not yet routed (see
+    /// `dispatch.rs`).
+    pipe: Arc<AtomicUsize>,
 }
 
 /// A link to open, and where to send it.
 struct LinkRequest {
     id: String,
-    clean: bool,
     reply: oneshot::Sender<Result<(LinkTx, LinkRx), Failed>>,
 }
 
@@ -64,6 +65,12 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
+    /// PUBLISH bytes handed to the router by every link and not yet routed
+    /// by the dispatcher, which takes them off (`dispatch.rs`).
+    pub fn pipe(&self) -> Arc<AtomicUsize> {
+        self.inner.pipe.clone()
+    }
+
     /// Starts rumqttd's router thread, and returns a handle to it with a
     /// [`Watchdog`] that tells when the thread has ended. Blocks briefly
     /// (the watchdog's link is the router's first connection): call it
@@ -71,23 +78,23 @@ impl Router {
     pub fn start(config: RouterConfig) -> Result<(Router, Watchdog), Failed> {
         let sender = rumqttd::Router::new(0, config).spawn();
         let full = sender.clone();
-        let open = move |id: &str, clean: bool| -> Result<(LinkTx, LinkRx), Failed> {
+        let open = move |id: &str| -> Result<(LinkTx, LinkRx), Failed> {
             let (tx, rx, _connack) = LinkBuilder::new(id, sender.clone())
-                .clean_session(clean)
+                .clean_session(true)
                 .build()?;
             // rumqttd gives each link's inbound queue room for 200 packets
             // (78 KB) up front; ours grows only as far as a client needs.
             tx.buffer().shrink_to_fit();
             Ok((tx, rx))
         };
-        let (_, watchdog) = open("%watchdog", true)?;
+        let (_, watchdog) = open("%watchdog")?;
         let (links, requests) = std::sync::mpsc::channel::<LinkRequest>();
         std::thread::Builder::new()
             .name("router-links".to_string())
             .spawn(move || {
                 // Ends when the last `Router` handle is dropped.
                 for request in requests {
-                    let _ = request.reply.send(open(&request.id, request.clean));
+                    let _ = request.reply.send(open(&request.id));
                 }
             })
             .map_err(|error| Failed(format!("cannot start the link thread: {error}")))?;
@@ -97,31 +104,35 @@ impl Router {
                 // A router that has stopped takes nothing: then sending
                 // fails at once rather than waiting for room.
                 is_full: Arc::new(move || full.is_full() && !full.is_disconnected()),
+                pipe: Arc::default(),
             }),
         };
         Ok((router, Watchdog(watchdog)))
     }
 
-    /// Opens a link under `id` (an id rumqttd accepts: see
-    /// `connect::router_id`): with `clean`, the router forgets any session
-    /// it kept for `id`; without, it picks that session up. Errors if the
-    /// router refuses (its connection limit) or has stopped.
+    /// Opens a link under `id` (one of the front door's: see `LinkIds`),
+    /// as a clean session: the router keeps nothing for it once it closes.
+    /// Errors if the router refuses (its connection limit) or has stopped.
     ///
     /// Opening a link waits for the router's answer on a blocking channel.
     /// One thread of ours does that wait for every link, one at a time (the
     /// router answers one at a time anyway), so that no async worker thread
     /// blocks and no pool of threads grows under a burst of clients.
-    pub async fn link(&self, id: &str, clean: bool) -> Result<Link, Failed> {
+    pub async fn link(&self, id: &str) -> Result<Link, Failed> {
         let (reply, answer) = oneshot::channel();
         let request = LinkRequest {
             id: id.to_string(),
-            clean,
             reply,
         };
         let stopped = || Failed("the router's link thread has stopped".to_string());
         self.inner.links.send(request).map_err(|_| stopped())?;
         let (tx, rx) = answer.await.map_err(|_| stopped())??;
-        Ok(Link::new(tx, rx, self.inner.is_full.clone()))
+        Ok(Link::new(
+            tx,
+            rx,
+            self.inner.is_full.clone(),
+            self.inner.pipe.clone(),
+        ))
     }
 }
 
@@ -151,7 +162,7 @@ mod tests {
 
     use rumqttd::{RouterConfig, SegmentConfig};
 
-    use super::super::subscribe::router_subscribe;
+    use super::super::dispatch::router_subscribe;
     use super::Router;
 
     /// If the router thread ends (here: rumqttd panics when a filter's log
@@ -179,15 +190,15 @@ mod tests {
             .unwrap()
             .unwrap();
         let ended = tokio::spawn(watchdog.ended());
-        let mut link = router.link("victim", true).await.unwrap();
+        let mut link = router.link("victim").await.unwrap();
         assert!(!ended.is_finished());
-        link.push(router_subscribe("boom".to_string(), 1));
+        link.push(router_subscribe("boom"));
         link.flush().await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), ended)
             .await
             .expect("the watchdog to see the router thread end")
             .unwrap();
         // Links fail from then on, rather than wait.
-        assert!(router.link("after", true).await.is_err());
+        assert!(router.link("after").await.is_err());
     }
 }

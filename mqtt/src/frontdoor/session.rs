@@ -1,19 +1,21 @@
-//! A client's session, as the front door keeps it (spec §4.1): its
-//! subscriptions with the QoS it asked for, the QoS 1 and 2 messages it has
-//! not yet acknowledged, and the QoS 2 packet ids it has not yet released.
+//! A client's session (spec §4.1): its subscriptions with the QoS it asked
+//! for, the messages routed to it and not yet sent (its mailbox), the QoS 1
+//! and 2 messages it has not yet acknowledged, and the QoS 2 packet ids it
+//! has not yet released.
 //!
-//! rumqttd's router keeps the other half of a session: which filters feed
-//! it, and where in each filter's log it is. For a client with a persistent
-//! session (clean session 0) both halves outlive the connection: the
-//! router's in its "graveyard", ours in [`Sessions`], until the client comes
-//! back or connects with a clean session.
+//! The subscriptions are in the broker's topic tree too (`topics.rs`), under
+//! the session's key; the session keeps its own list, to end them all with
+//! it. For a client with a persistent session (clean session 0) all of it
+//! outlives the connection, in [`Sessions`], and its mailbox keeps filling
+//! until the client comes back or connects with a clean session.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use super::subscriptions::Subscriptions;
+use super::mailbox::Mailbox;
+use super::topics::ClientKey;
 
 /// Where one of our QoS 1 or 2 deliveries stands with the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +38,15 @@ pub struct InFlight {
     pub packet: Option<Bytes>,
 }
 
-/// The front door's half of one client's session.
-#[derive(Debug, Default)]
+/// One client's session.
+#[derive(Debug)]
 pub struct Session {
+    /// The session's key in the topic tree.
+    pub key: ClientKey,
+    /// Messages routed to the session, not yet taken by its connection.
+    pub mailbox: Arc<Mailbox>,
     /// Filters and the QoS the client asked for each.
-    pub subscriptions: Subscriptions,
+    pub subscriptions: HashMap<String, u8>,
     /// Our deliveries not yet acknowledged, by packet id, in the order sent
     /// (ids wrap around; a BTreeMap keeps them sorted, and `resend` starts
     /// after the newest).
@@ -54,6 +60,18 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session with nothing in it yet, known in the topic tree as `key`.
+    pub fn new(key: ClientKey, mailbox: Arc<Mailbox>) -> Self {
+        Session {
+            key,
+            mailbox,
+            subscriptions: HashMap::new(),
+            in_flight: BTreeMap::new(),
+            last_id: 0,
+            awaiting_pubrel: HashSet::new(),
+        }
+    }
+
     /// A free packet id for a new delivery, 1 to 65535 [MQTT-2.3.1-1], or
     /// `None` if all 65,535 are waiting for the client.
     pub fn next_id(&mut self) -> Option<u16> {
@@ -136,8 +154,7 @@ fn with_dup(packet: &Bytes) -> Bytes {
     Bytes::from(copy)
 }
 
-/// The persistent sessions of clients that are away, by the id the router
-/// knows them by.
+/// The persistent sessions of clients that are away, by client id.
 #[derive(Debug, Default)]
 pub struct Sessions {
     kept: Mutex<HashMap<String, Session>>,
@@ -169,10 +186,14 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    fn session() -> Session {
+        Session::new(1, Arc::new(Mailbox::new("c", 1000)))
+    }
+
     /// Packet ids skip the ones still in flight, and wrap from 65535 to 1.
     #[test]
     fn packet_ids_skip_those_in_flight_and_wrap() {
-        let mut session = Session::default();
+        let mut session = session();
         let first = session.next_id().unwrap();
         session.sent(first, Stage::AwaitingPuback, None);
         session.last_id = u16::MAX - 1;
@@ -186,7 +207,7 @@ mod tests {
     /// A reconnect resends in the order first sent, across the wrap.
     #[test]
     fn resends_in_the_order_sent() {
-        let mut session = Session::default();
+        let mut session = session();
         let packet = Bytes::from_static(&[0x32, 5, 0, 1, b't', 0, 9]);
         session.sent(65_000, Stage::AwaitingPuback, Some(packet.clone()));
         session.sent(1, Stage::AwaitingPubcomp, None);

@@ -1,16 +1,12 @@
 //! SUBSCRIBE and UNSUBSCRIBE, and their acknowledgements (spec §3.8-3.11).
 //!
-//! The session keeps each filter with the QoS the client asked for; the
-//! router gets the filter at QoS 0, because the front door delivers at the
-//! client's QoS itself (`publish.rs`). So a repeated SUBSCRIBE to a filter
-//! replaces its QoS at once [MQTT-3.8.4-3], for clean and persistent
-//! sessions alike, and the router is asked only for filters that are new.
-//! We answer SUBACK and UNSUBACK ourselves, in order with everything else
-//! we send the client.
+//! A subscription goes into the broker's topic tree (`topics.rs`) and the
+//! session's own list, with the QoS the client asked for; a repeated
+//! SUBSCRIBE to a filter replaces its QoS [MQTT-3.8.4-3]. Either way the
+//! filter's retained messages go to the client's mailbox, after the SUBACK
+//! (`dispatch.rs`). We answer SUBACK and UNSUBACK ourselves, in order with
+//! everything else we send the client; the router never hears of either.
 
-use rumqttd::protocol::{
-    Filter, Packet, QoS, RetainForwardRule, Subscribe, SubscribeProperties, Unsubscribe,
-};
 use tracing::{info, warn};
 
 use super::relay::{Connection, End};
@@ -22,12 +18,12 @@ const SUBACK_FAILURE: u8 = 0x80;
 impl Connection<'_> {
     /// SUBSCRIBE: every filter checked; `$` filters other than `$share/...`
     /// (`$SYS/#`) answered with a failure code, since this broker has no
-    /// such topics; the rest subscribed.
+    /// such topics, and so is a new filter past `--max-subscriptions`; the
+    /// rest subscribed.
     pub(super) fn subscribe(&mut self, frame: &Frame) -> Result<(), End> {
         let mut reader = Reader::new(frame.body(), "SUBSCRIBE");
         let packet_id = nonzero_packet_id(&mut reader)?;
-        let mut codes = Vec::new();
-        let mut new = Vec::new();
+        let mut filters = Vec::new();
         while !reader.is_empty() {
             let filter = reader.string("a topic filter").map_err(End::Violation)?;
             wire::check_topic_filter(filter).map_err(End::Violation)?;
@@ -37,43 +33,51 @@ impl Connection<'_> {
                     "SUBSCRIBE asks for QoS byte {requested:#04x} [MQTT-3.8.3-4]"
                 ))));
             }
+            filters.push((filter, requested));
+        }
+        if filters.is_empty() {
+            return Err(End::Violation(Violation(
+                "SUBSCRIBE without a topic filter [MQTT-3.8.3-3]".into(),
+            )));
+        }
+        // [MQTT-3.8.4-5]: one return code per filter, in order. The SUBACK
+        // is queued before the table is touched, so that it goes out before
+        // any retained message the subscriptions bring.
+        let mut body = packet_id.to_be_bytes().to_vec();
+        let mut refused = 0;
+        let mut granted = Vec::new();
+        for &(filter, requested) in &filters {
             if filter.starts_with('$') && !filter.starts_with("$share/") {
                 info!(
                     client = self.name,
                     filter, "no such topics here: SUBACK failure"
                 );
-                codes.push(SUBACK_FAILURE);
-                continue;
+                body.push(SUBACK_FAILURE);
+            } else if !self.session.subscriptions.contains_key(filter)
+                && self.session.subscriptions.len() + granted.len() >= self.limits.max_subscriptions
+            {
+                refused += 1;
+                body.push(SUBACK_FAILURE);
+            } else {
+                granted.push((filter, requested));
+                body.push(requested);
             }
-            // The router reads `a/b` and `$share/g/a/b` from one log, and
-            // cannot serve one client both (it would end its own thread).
-            if let Some(other) = self.session.subscriptions.shares_log_with(filter) {
-                warn!(
-                    client = self.name,
-                    filter,
-                    other,
-                    "refused: the client has a subscription to the same topics: SUBACK failure"
-                );
-                codes.push(SUBACK_FAILURE);
-                continue;
-            }
-            if let Some(id) = self.session.subscriptions.set(filter, requested) {
-                new.push((filter.to_string(), id));
-            }
-            codes.push(requested);
         }
-        if codes.is_empty() {
-            return Err(End::Violation(Violation(
-                "SUBSCRIBE without a topic filter [MQTT-3.8.3-3]".into(),
-            )));
+        if refused > 0 {
+            warn!(
+                client = self.name,
+                subscriptions = self.session.subscriptions.len(),
+                refused,
+                "the client holds as many subscriptions as it may (--max-subscriptions): \
+                 SUBACK failure for each new filter past it"
+            );
         }
-        for (filter, id) in new {
-            self.queue_for_router(router_subscribe(filter, id), 0);
-        }
-        // [MQTT-3.8.4-5]: one return code per filter, in order.
-        let mut body = packet_id.to_be_bytes().to_vec();
-        body.extend(codes);
         self.to_client.push(wire::packet(kind::SUBACK << 4, &body));
+        let mut table = self.shared.table();
+        for (filter, qos) in granted {
+            table.subscribe(self.session.key, filter, qos);
+            self.session.subscriptions.insert(filter.to_string(), qos);
+        }
         Ok(())
     }
 
@@ -82,73 +86,32 @@ impl Connection<'_> {
     pub(super) fn unsubscribe(&mut self, frame: &Frame) -> Result<(), End> {
         let mut reader = Reader::new(frame.body(), "UNSUBSCRIBE");
         let packet_id = nonzero_packet_id(&mut reader)?;
-        let mut count = 0;
-        let mut removed = Vec::new();
+        let mut filters = Vec::new();
         while !reader.is_empty() {
             let filter = reader.string("a topic filter").map_err(End::Violation)?;
             wire::check_topic_filter(filter).map_err(End::Violation)?;
-            count += 1;
-            if self.session.subscriptions.remove(filter) {
-                removed.push(filter.to_string());
-            }
+            filters.push(filter);
         }
-        if count == 0 {
+        if filters.is_empty() {
             return Err(End::Violation(Violation(
                 "UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]".into(),
             )));
         }
-        if !removed.is_empty() {
-            let unsubscribe = Unsubscribe {
-                pkid: packet_id,
-                filters: removed,
-            };
-            self.for_router
-                .push((Packet::Unsubscribe(unsubscribe, None), 0));
+        let mut table = self.shared.table();
+        for filter in filters {
+            if self.session.subscriptions.remove(filter).is_some() {
+                table.unsubscribe(self.session.key, filter);
+            }
+        }
+        drop(table);
+        let subscriptions = &mut self.session.subscriptions;
+        if subscriptions.capacity() > 64 && subscriptions.len() < subscriptions.capacity() / 4 {
+            subscriptions.shrink_to_fit();
         }
         let ack = wire::ack(kind::UNSUBACK, packet_id);
         self.to_client.copy(&[&ack]);
         Ok(())
     }
-}
-
-impl Connection<'_> {
-    /// For a persistent session that comes back: the router kept its
-    /// filters, but not their identifiers, so we subscribe each again with
-    /// its own (the router adds no second reader for a filter it has).
-    pub(super) fn resubscribe(&mut self) {
-        let again: Vec<_> = self
-            .session
-            .subscriptions
-            .all()
-            .map(|(id, s)| router_subscribe(s.filter.clone(), id))
-            .collect();
-        for packet in again {
-            self.queue_for_router(packet, 0);
-        }
-    }
-}
-
-/// The router's SUBSCRIBE for one filter, at QoS 0 (see the module
-/// documentation), with the subscription's identifier. One filter a packet,
-/// since an identifier belongs to the whole packet.
-pub(super) fn router_subscribe(path: String, id: usize) -> Packet {
-    let filter = Filter {
-        path,
-        qos: QoS::AtMostOnce,
-        nolocal: false,
-        preserve_retain: false,
-        retain_forward_rule: RetainForwardRule::OnNewSubscribe,
-    };
-    let subscribe = Subscribe {
-        // The router's SUBACK is not passed on; any id will do.
-        pkid: 1,
-        filters: vec![filter],
-    };
-    let properties = SubscribeProperties {
-        id: Some(id),
-        user_properties: Vec::new(),
-    };
-    Packet::Subscribe(subscribe, Some(properties))
 }
 
 /// A packet id that must not be 0 [MQTT-2.3.1-1].

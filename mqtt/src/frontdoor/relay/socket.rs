@@ -31,8 +31,13 @@ impl Connection<'_> {
             // Nothing waits for the client: it is not behind.
             self.pressure.caught_up();
         }
-        let (queued, max) = (self.to_client.bytes, self.limits.max_queued_bytes);
-        self.pressure.update(queued, max, progressed);
+        // What waits in the mailbox counts too: it is on its way here.
+        let queued = self.to_client.bytes + self.session.mailbox.bytes();
+        self.pressure
+            .update(queued, self.limits.max_queued_bytes, progressed);
+        self.session
+            .mailbox
+            .set_reading(!self.pressure.stalled(Instant::now()));
         Ok(())
     }
 

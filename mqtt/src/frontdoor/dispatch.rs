@@ -1,0 +1,337 @@
+//! The dispatcher: where each message the router carries is routed to the
+//! sessions that subscribed to it.
+//!
+//! Every client's PUBLISH reaches rumqttd's router as it was sent (its
+//! bytes, under one topic of ours, [`ROUTER_TOPIC`]): the router appends it
+//! to its log, in the order it takes them from all the clients' links, and
+//! forwards it to one reader, this dispatcher. The dispatcher looks the
+//! topic up in the front door's topic tree ([`Topics`]), keeps or clears
+//! the topic's retained message, and puts a [`Delivery`] in the mailbox of
+//! each session it goes to (`mailbox.rs`).
+//!
+//! Why not let rumqttd route, as it can? It keeps a log for every filter
+//! and a record for every topic it has ever seen, and never forgets one: a
+//! client that subscribes to 10,000 filters and leaves costs the broker
+//! about 75 MB for as long as it runs. With one filter and one topic, what
+//! the router keeps is fixed, and what the tree keeps goes when the
+//! subscriptions that need it go.
+//!
+//! The table (tree, retained messages, mailboxes) is behind one lock, taken
+//! by the dispatcher once per batch and by a connection once per SUBSCRIBE
+//! or UNSUBSCRIBE. So a new subscription gets the retained messages from
+//! before it, and the live ones from after it, never one message twice.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use rumqttd::protocol::{Filter, Packet, QoS, RetainForwardRule, Subscribe};
+use tracing::{error, warn};
+
+use super::congestion::Congestion;
+use super::link::Failed;
+use super::mailbox::{Delivery, Mailbox, Message};
+use super::router::Router;
+use super::topics::{ClientKey, Retained, Topics};
+use crate::wire::kind;
+
+/// The one topic every message has as the router sees it.
+pub const ROUTER_TOPIC: &str = "messages";
+
+/// Notifications taken from the router per batch.
+const TAKE_PER_TURN: usize = 1024;
+
+/// Bytes handed to the router and not yet dispatched above which every
+/// connection stops reading its client, and below which they start again.
+/// The router's log keeps at least 7 MiB (see `broker.rs`), so it never
+/// drops a message the dispatcher has not read.
+pub const PIPE_HIGH: usize = 2 * 1024 * 1024;
+pub const PIPE_LOW: usize = 512 * 1024;
+
+/// What the broker knows about who gets what: every session's mailbox and
+/// subscriptions, and the retained messages.
+#[derive(Debug, Default)]
+pub struct Table {
+    topics: Topics,
+    retained: Retained<Message>,
+    mailboxes: HashMap<ClientKey, Arc<Mailbox>>,
+    next_key: ClientKey,
+    /// Scratch space, kept to save an allocation per message.
+    routes: Vec<(ClientKey, u8)>,
+    found: Vec<Message>,
+}
+
+impl Table {
+    /// A new session for client `name`: its key and its mailbox, which holds
+    /// at most `limit` bytes for a client that is not reading.
+    pub fn open(&mut self, name: &str, limit: usize) -> (ClientKey, Arc<Mailbox>) {
+        self.next_key += 1;
+        let mailbox = Arc::new(Mailbox::new(name, limit));
+        self.mailboxes.insert(self.next_key, mailbox.clone());
+        (self.next_key, mailbox)
+    }
+
+    /// Ends session `key`: its `filters` and its mailbox go.
+    pub fn close<'f>(&mut self, key: ClientKey, filters: impl IntoIterator<Item = &'f str>) {
+        for filter in filters {
+            self.topics.unsubscribe(key, filter);
+        }
+        self.mailboxes.remove(&key);
+    }
+
+    /// Subscribes session `key` to `filter` (checked) at `qos`, or gives its
+    /// subscription the new QoS [MQTT-3.8.4-3]; either way the retained
+    /// messages the filter matches go to its mailbox [MQTT-3.3.1-6,
+    /// MQTT-3.8.4-3], except for a shared subscription, whose members
+    /// get only what is published after (as with Mosquitto). Returns whether
+    /// the subscription is new.
+    pub fn subscribe(&mut self, key: ClientKey, filter: &str, qos: u8) -> bool {
+        let new = self.topics.subscribe(key, filter, qos);
+        if filter.starts_with("$share/") {
+            return new;
+        }
+        let Some(mailbox) = self.mailboxes.get(&key) else {
+            return new;
+        };
+        self.found.clear();
+        self.retained.matching(filter, &mut self.found);
+        for message in self.found.drain(..) {
+            mailbox.push(Delivery {
+                qos: message.qos.min(qos),
+                retain: true,
+                message,
+            });
+        }
+        new
+    }
+
+    /// Removes session `key`'s subscription to `filter`; returns whether it
+    /// had one.
+    pub fn unsubscribe(&mut self, key: ClientKey, filter: &str) -> bool {
+        self.topics.unsubscribe(key, filter)
+    }
+
+    /// Routes one message: a retained one replaces the topic's retained
+    /// message, or with an empty payload clears it [MQTT-3.3.1-10]; then it
+    /// goes to every session that subscribed, once each, with RETAIN clear
+    /// [MQTT-3.3.1-9].
+    pub fn dispatch(&mut self, message: Message) {
+        let topic = std::str::from_utf8(&message.topic).unwrap_or("");
+        if message.retain {
+            let kept = (!message.payload.is_empty()).then(|| message.clone());
+            self.retained.set(topic, kept);
+        }
+        self.topics.route(topic, &mut self.routes);
+        for &(key, qos) in &self.routes {
+            if let Some(mailbox) = self.mailboxes.get(&key) {
+                mailbox.push(Delivery {
+                    message: message.clone(),
+                    qos: message.qos.min(qos),
+                    retain: false,
+                });
+            }
+        }
+    }
+
+    /// How much the table holds: sessions, subscriptions, retained messages.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.mailboxes.len(), self.topics.len(), self.retained.len())
+    }
+}
+
+/// The table, shared by the dispatcher and every connection.
+#[derive(Debug, Default)]
+pub struct Shared {
+    table: Mutex<Table>,
+}
+
+impl Shared {
+    /// The table, locked.
+    pub fn table(&self) -> MutexGuard<'_, Table> {
+        // A poisoned lock (a panic elsewhere) still holds a whole table.
+        match self.table.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+/// The router's PUBLISH that carries `packet`, a PUBLISH of a client's.
+pub fn for_router(packet: Bytes) -> Packet {
+    Packet::Publish(
+        rumqttd::protocol::Publish::new(Bytes::from_static(ROUTER_TOPIC.as_bytes()), packet, false),
+        None,
+    )
+}
+
+/// The router's SUBSCRIBE to `filter`, at QoS 0, since the router only
+/// ever carries QoS 0 messages.
+pub(super) fn router_subscribe(filter: &str) -> Packet {
+    let filter = Filter {
+        path: filter.to_string(),
+        qos: QoS::AtMostOnce,
+        nolocal: false,
+        preserve_retain: false,
+        retain_forward_rule: RetainForwardRule::Never,
+    };
+    let subscribe = Subscribe {
+        // Nothing answers the router's SUBACK; any id will do.
+        pkid: 1,
+        filters: vec![filter],
+    };
+    Packet::Subscribe(subscribe, None)
+}
+
+/// The message in a client's PUBLISH packet, as [`for_router`] carried it;
+/// `None` if it is not one (the front door checked it before, so this does
+/// not happen).
+pub fn parse(packet: &Bytes) -> Option<Message> {
+    let first = *packet.first()?;
+    if first >> 4 != kind::PUBLISH {
+        return None;
+    }
+    let qos = (first >> 1) & 0b11;
+    // The remaining length: 1 to 4 bytes, the last without bit 7.
+    let mut at = 1;
+    while packet.get(at)? & 0x80 != 0 {
+        at += 1;
+        if at > 4 {
+            return None;
+        }
+    }
+    let topic_length = usize::from(u16::from_be_bytes([
+        *packet.get(at + 1)?,
+        *packet.get(at + 2)?,
+    ]));
+    let topic_start = at + 3;
+    let topic_end = topic_start + topic_length;
+    let payload_start = topic_end + if qos > 0 { 2 } else { 0 };
+    if payload_start > packet.len() {
+        return None;
+    }
+    Some(Message {
+        topic: packet.slice(topic_start..topic_end),
+        payload: packet.slice(payload_start..),
+        qos,
+        retain: first & 1 != 0,
+    })
+}
+
+/// Reads every message from the router and routes it, until the router
+/// ends; returns why. Holds every connection back (through `congestion`)
+/// while more than [`PIPE_HIGH`] bytes are handed to the router and not yet
+/// routed.
+pub async fn run(router: Router, shared: Arc<Shared>, congestion: Congestion) -> Failed {
+    let mut link = match router.link("%dispatcher").await {
+        Ok(link) => link,
+        Err(failed) => return failed,
+    };
+    link.push(router_subscribe(ROUTER_TOPIC));
+    if let Err(failed) = link.flush().await {
+        return failed;
+    }
+    let pipe: Arc<AtomicUsize> = router.pipe();
+    let mut forwards = Vec::new();
+    let mut next_offset = None;
+    let mut holding = false;
+    loop {
+        let paused = match link.take(TAKE_PER_TURN, &mut forwards).await {
+            Ok(paused) => paused,
+            Err(failed) => return failed,
+        };
+        let mut routed = 0;
+        {
+            let mut table = shared.table();
+            for forward in forwards.drain(..) {
+                if let Some((_, offset)) = forward.cursor {
+                    let skipped = next_offset.map_or(0, |next: u64| offset.saturating_sub(next));
+                    if skipped > 0 {
+                        error!(
+                            skipped,
+                            "the router's log dropped messages before they were routed"
+                        );
+                    }
+                    next_offset = Some(offset + 1);
+                }
+                routed += forward.publish.payload.len();
+                match parse(&forward.publish.payload) {
+                    Some(message) => table.dispatch(message),
+                    None => warn!("the router carried something that is not a PUBLISH"),
+                }
+            }
+        }
+        let left = pipe
+            .fetch_sub(routed, Ordering::Relaxed)
+            .saturating_sub(routed);
+        if !holding && left > PIPE_HIGH || holding && left < PIPE_LOW {
+            holding = !holding;
+            congestion.hold(holding);
+        }
+        if paused && let Err(failed) = link.resume().await {
+            return failed;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In a test, a panic is a failure report.
+mod tests {
+    use super::*;
+    use crate::wire;
+
+    /// A PUBLISH packet comes back as the message it carries, at each QoS.
+    #[test]
+    fn parses_what_clients_publish() {
+        for (qos, retain) in [(0, false), (1, true), (2, false)] {
+            let mut body = vec![0, 3, b'a', b'/', b'b'];
+            if qos > 0 {
+                body.extend([0, 7]);
+            }
+            body.extend([b'x'; 200]);
+            let packet = wire::packet(kind::PUBLISH << 4 | qos << 1 | u8::from(retain), &body);
+            let message = parse(&packet).unwrap();
+            assert_eq!(&message.topic[..], b"a/b");
+            assert_eq!(message.payload.len(), 200);
+            assert_eq!((message.qos, message.retain), (qos, retain));
+        }
+        assert!(parse(&Bytes::from_static(&[0x30, 5, 0, 9])).is_none());
+    }
+
+    /// A new subscription gets the retained messages; routing keeps and
+    /// clears them; a session that closes is gone from the tree.
+    #[test]
+    fn retained_messages_and_sessions() {
+        let mut table = Table::default();
+        let message = |payload: &'static [u8], retain| Message {
+            topic: Bytes::from_static(b"a/b"),
+            payload: Bytes::from_static(payload),
+            qos: 1,
+            retain,
+        };
+        table.dispatch(message(b"kept", true));
+        let (key, mailbox) = table.open("c", 1 << 20);
+        assert!(table.subscribe(key, "a/+", 2));
+        assert!(!table.subscribe(key, "a/+", 0));
+        table.dispatch(message(b"live", false));
+        table.dispatch(message(b"", true));
+        let mut out = Vec::new();
+        mailbox.take(10, &mut out);
+        let seen: Vec<_> = out
+            .iter()
+            .map(|d| (&d.message.payload[..], d.qos, d.retain))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (&b"kept"[..], 1, true),
+                (b"kept", 0, true),
+                (b"live", 0, false),
+                (b"", 0, false)
+            ]
+        );
+        assert_eq!(table.counts(), (1, 1, 0));
+        table.close(key, ["a/+"]);
+        assert_eq!(table.counts(), (0, 0, 0));
+    }
+}

@@ -1,0 +1,237 @@
+//! A session's mailbox: the messages routed to it that its connection has
+//! not yet taken.
+//!
+//! The dispatcher (`dispatch.rs`) puts each message a session's
+//! subscriptions match into its mailbox and wakes the connection, which
+//! takes them in batches, gives each a packet id and writes it out
+//! (`publish.rs`). While the client of a persistent session is away, its
+//! mailbox keeps filling, and the client gets what it holds when it comes
+//! back.
+//!
+//! A mailbox holds at most `--max-queued-bytes` (counted as each message's
+//! PUBLISH would be, without its packet id) for a client that is not reading:
+//! one that is away, or has taken nothing for
+//! [`STALL`](super::congestion::STALL). Past that, new messages are dropped,
+//! and the log says how many, naming the client, at most once a second and
+//! once more when the connection next takes from the mailbox, so every
+//! dropped message is counted in the log. A client that is reading may go
+//! past the limit: the congestion it causes holds publishers back
+//! (`congestion.rs`), but what was already on its way still comes, up to
+//! [`READING_SLACK`] more, past which even a reading client loses messages.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tracing::warn;
+
+use super::dispatch::PIPE_HIGH;
+
+/// How far past twice its limit a reading client's mailbox may go: what
+/// can be on its way when publishers are held back (see the module
+/// documentation).
+pub const READING_SLACK: usize = 2 * PIPE_HIGH;
+
+/// A message as the broker routes it: the parts of its PUBLISH that every
+/// delivery shares.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: Bytes,
+    pub payload: Bytes,
+    /// The QoS it was published at.
+    pub qos: u8,
+    /// Whether the publisher set RETAIN.
+    pub retain: bool,
+}
+
+impl Message {
+    /// The bytes a PUBLISH of this message takes on the wire at most: fixed
+    /// header, topic length, topic, packet id, payload.
+    pub fn size(&self) -> usize {
+        self.topic.len() + self.payload.len() + 9
+    }
+}
+
+/// One message on its way to one client.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Message,
+    /// The QoS it goes out at: the lower of its own and the subscription's
+    /// [MQTT-3.8.4-6].
+    pub qos: u8,
+    /// RETAIN as the client sees it: set only on a retained message sent
+    /// because of a new subscription [MQTT-3.3.1-8, MQTT-3.3.1-9].
+    pub retain: bool,
+}
+
+/// The messages waiting for one session.
+#[derive(Debug)]
+pub struct Mailbox {
+    /// The client id, for log lines.
+    name: Box<str>,
+    /// Bytes a mailbox holds for a client that is not reading.
+    limit: usize,
+    queue: Mutex<Queue>,
+    /// Wakes the connection when a message arrives.
+    arrived: Notify,
+    /// Whether a connected client is taking messages.
+    reading: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    deliveries: VecDeque<Delivery>,
+    bytes: usize,
+    /// Messages dropped since the last log line about them.
+    dropped: u64,
+    logged: Option<Instant>,
+}
+
+impl Mailbox {
+    /// An empty mailbox for client `name`, holding at most `limit` bytes
+    /// while the client is not reading.
+    pub fn new(name: &str, limit: usize) -> Self {
+        Mailbox {
+            name: name.into(),
+            limit,
+            queue: Mutex::new(Queue::default()),
+            arrived: Notify::new(),
+            reading: AtomicBool::new(true),
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A poisoned lock (a panic elsewhere) still holds a whole queue.
+        match self.queue.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Adds a delivery, or drops it (counted, and logged at most once a
+    /// second) if the mailbox is full: see the module documentation.
+    pub fn push(&self, delivery: Delivery) {
+        let size = delivery.message.size();
+        let mut queue = self.queue();
+        let over = queue.bytes + size;
+        let reading = self.reading.load(Ordering::Relaxed);
+        let most = if reading {
+            self.limit.saturating_mul(2).saturating_add(READING_SLACK)
+        } else {
+            self.limit
+        };
+        if over > most {
+            queue.dropped += 1;
+            let now = Instant::now();
+            if queue
+                .logged
+                .is_none_or(|at| now >= at + Duration::from_secs(1))
+            {
+                self.log_dropped(&mut queue, now);
+            }
+            return;
+        }
+        let was_empty = queue.deliveries.is_empty();
+        queue.bytes = over;
+        queue.deliveries.push_back(delivery);
+        drop(queue);
+        if was_empty {
+            self.arrived.notify_one();
+        }
+    }
+
+    /// Says in the log how many messages were dropped since it last did.
+    fn log_dropped(&self, queue: &mut Queue, now: Instant) {
+        warn!(
+            client = &*self.name,
+            dropped = queue.dropped,
+            queued_bytes = queue.bytes,
+            "the client's queue is full (--max-queued-bytes): messages dropped"
+        );
+        queue.dropped = 0;
+        queue.logged = Some(now);
+    }
+
+    /// Moves up to `max` deliveries into `out`, oldest first.
+    pub fn take(&self, max: usize, out: &mut Vec<Delivery>) {
+        let mut queue = self.queue();
+        if queue.dropped > 0 {
+            self.log_dropped(&mut queue, Instant::now());
+        }
+        let count = max.min(queue.deliveries.len());
+        let mut taken = 0;
+        for delivery in queue.deliveries.drain(..count) {
+            taken += delivery.message.size();
+            out.push(delivery);
+        }
+        queue.bytes -= taken;
+        if queue.deliveries.is_empty() {
+            if queue.deliveries.capacity() > 64 {
+                queue.deliveries.shrink_to(16);
+            }
+        } else {
+            // More is waiting: the next turn takes it.
+            self.arrived.notify_one();
+        }
+    }
+
+    /// Bytes waiting in the mailbox.
+    pub fn bytes(&self) -> usize {
+        self.queue().bytes
+    }
+
+    /// Resolves when a delivery has arrived since the last [`Mailbox::take`]
+    /// (or one was left behind by it). Cancel-safe.
+    pub async fn arrived(&self) {
+        self.arrived.notified().await;
+    }
+
+    /// Records whether a connected client is taking messages: not while it
+    /// is away, or stalled (see the module documentation).
+    pub fn set_reading(&self, reading: bool) {
+        self.reading.store(reading, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(bytes: usize) -> Delivery {
+        Delivery {
+            message: Message {
+                topic: Bytes::from_static(b"t"),
+                payload: Bytes::from(vec![0; bytes - 10]),
+                qos: 1,
+                retain: false,
+            },
+            qos: 1,
+            retain: false,
+        }
+    }
+
+    /// A mailbox of a client that is away keeps `limit` bytes; one of a
+    /// client that reads keeps up to twice that and the slack.
+    #[test]
+    fn holds_to_its_limit() {
+        let mailbox = Mailbox::new("c", 1000);
+        mailbox.set_reading(false);
+        for _ in 0..20 {
+            mailbox.push(delivery(100));
+        }
+        assert_eq!(mailbox.bytes(), 1000);
+        mailbox.set_reading(true);
+        for _ in 0..(READING_SLACK / 100 + 100) {
+            mailbox.push(delivery(100));
+        }
+        let most = 2000 + READING_SLACK;
+        let full = mailbox.bytes();
+        assert!(full <= most && full > most - 100, "{full}");
+        let mut out = Vec::new();
+        mailbox.take(5, &mut out);
+        assert_eq!((out.len(), mailbox.bytes()), (5, full - 500));
+    }
+}

@@ -1,0 +1,479 @@
+//! Who gets a message: the broker's topic tree (spec §4.7).
+//!
+//! Topic names and filters are paths of levels: `home/kitchen/temp` is the
+//! levels `home`, `kitchen`, `temp`. Every filter some client holds is a
+//! path in one tree, one node per level, and the node where a filter ends
+//! lists the clients that hold it, each with the QoS it asked for. So a
+//! message on `home/kitchen/temp` is matched by walking that path once,
+//! taking at each level the child named like the level, the `+` child (any
+//! one level) and the `#` child (everything below): the work grows with the
+//! topic's levels and the subscriptions that match, not with how many
+//! filters exist. When the last client leaves a filter, its nodes go, and
+//! so does their memory.
+//!
+//! A client whose filters overlap (`home/#` and `home/+/temp`) gets one
+//! copy of a message that matches both, at the higher of the two QoS
+//! [MQTT-3.3.5-1]. A shared subscription, `$share/group/filter` (an MQTT 5
+//! feature that brokers also offer to 3.1.1 clients), hangs a *group* on
+//! the filter's node: each message goes to one member of the group, in
+//! turn.
+//!
+//! [`Retained`] is the same kind of tree for retained messages, walked the
+//! other way: a new subscription's filter is matched against the topics
+//! that hold one.
+
+use std::collections::HashMap;
+
+/// How the broker tells its clients' sessions apart in the tree.
+pub type ClientKey = u64;
+
+/// One level of the tree: its children by level name (`+` and `#` are
+/// names like any other here), and the subscriptions that end at it.
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    /// Clients that hold the filter ending here, with their QoS.
+    subscribers: HashMap<ClientKey, u8>,
+    /// `$share/<group>/...` subscriptions to the filter ending here.
+    groups: HashMap<Box<str>, Group>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.subscribers.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// The members of one share group, who take turns.
+#[derive(Debug, Default)]
+struct Group {
+    members: Vec<(ClientKey, u8)>,
+    /// The member who gets the next message.
+    next: usize,
+}
+
+/// Every subscription of every session, connected or away.
+#[derive(Debug, Default)]
+pub struct Topics {
+    root: Node,
+    /// Filters held, counting each client's separately.
+    count: usize,
+}
+
+/// A filter as the tree stores it: its levels, and the share group for a
+/// `$share/<group>/<filter>`.
+fn parse(filter: &str) -> (Option<&str>, std::str::Split<'_, char>) {
+    match filter.strip_prefix("$share/") {
+        Some(rest) => {
+            let (group, filter) = rest.split_once('/').unwrap_or((rest, ""));
+            (Some(group), filter.split('/'))
+        }
+        None => (None, filter.split('/')),
+    }
+}
+
+impl Topics {
+    /// Adds `client`'s subscription to `filter` (already checked, spec
+    /// §4.7.1), or gives the one it has the new `qos` [MQTT-3.8.4-3].
+    /// Returns whether it is new.
+    pub fn subscribe(&mut self, client: ClientKey, filter: &str, qos: u8) -> bool {
+        let (group, levels) = parse(filter);
+        let mut node = &mut self.root;
+        for level in levels {
+            node = node.children.entry(level.into()).or_default();
+        }
+        let new = match group {
+            None => node.subscribers.insert(client, qos).is_none(),
+            Some(group) => {
+                let members = &mut node.groups.entry(group.into()).or_default().members;
+                match members.iter_mut().find(|(key, _)| *key == client) {
+                    Some(member) => {
+                        member.1 = qos;
+                        false
+                    }
+                    None => {
+                        members.push((client, qos));
+                        true
+                    }
+                }
+            }
+        };
+        self.count += usize::from(new);
+        new
+    }
+
+    /// Removes `client`'s subscription to `filter`, and every node no
+    /// subscription needs any more. Returns whether it had one.
+    pub fn unsubscribe(&mut self, client: ClientKey, filter: &str) -> bool {
+        let (group, levels) = parse(filter);
+        let levels: Vec<&str> = levels.collect();
+        let removed = remove(&mut self.root, &levels, group, client);
+        self.count -= usize::from(removed);
+        removed
+    }
+
+    /// How many subscriptions the tree holds, counting each client's.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the tree holds no subscription.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The clients a message on `topic` goes to, each once, with the
+    /// highest QoS of its subscriptions that match [MQTT-3.3.5-1]: written
+    /// to `out` (cleared first), in no particular order. For each share
+    /// group that matches, the member whose turn it is.
+    pub fn route(&mut self, topic: &str, out: &mut Vec<(ClientKey, u8)>) {
+        out.clear();
+        let levels: Vec<&str> = topic.split('/').collect();
+        // [MQTT-4.7.2-1]: a filter starting with a wildcard does not match
+        // a topic starting with `$`.
+        let dollar = topic.starts_with('$');
+        collect(&mut self.root, &levels, dollar, out);
+        if out.len() > 1 {
+            out.sort_unstable();
+            // Sorted by client, then QoS: keep each client's last entry.
+            out.dedup_by(|later, earlier| {
+                if later.0 == earlier.0 {
+                    earlier.1 = later.1.max(earlier.1);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+}
+
+/// Adds the subscriptions under `node` that match `levels` to `out`.
+fn collect(node: &mut Node, levels: &[&str], dollar: bool, out: &mut Vec<(ClientKey, u8)>) {
+    // `a/#` matches `a` itself as well as everything below it (§4.7.1.2).
+    if let Some(rest) = node.children.get_mut("#")
+        && !dollar
+    {
+        take(rest, out);
+    }
+    let Some((level, below)) = levels.split_first() else {
+        take(node, out);
+        return;
+    };
+    if let Some(child) = node.children.get_mut(*level) {
+        collect(child, below, false, out);
+    }
+    if !dollar && let Some(child) = node.children.get_mut("+") {
+        collect(child, below, false, out);
+    }
+}
+
+/// Adds the subscriptions that end at `node` to `out`.
+fn take(node: &mut Node, out: &mut Vec<(ClientKey, u8)>) {
+    out.extend(node.subscribers.iter().map(|(&key, &qos)| (key, qos)));
+    for group in node.groups.values_mut() {
+        if let Some(&member) = group.members.get(group.next % group.members.len().max(1)) {
+            out.push(member);
+            group.next = (group.next + 1) % group.members.len();
+        }
+    }
+}
+
+/// Removes one subscription below `node`, pruning what empties.
+fn remove(node: &mut Node, levels: &[&str], group: Option<&str>, client: ClientKey) -> bool {
+    let Some((level, below)) = levels.split_first() else {
+        return match group {
+            None => node.subscribers.remove(&client).is_some(),
+            Some(name) => {
+                let Some(group) = node.groups.get_mut(name) else {
+                    return false;
+                };
+                let before = group.members.len();
+                group.members.retain(|(key, _)| *key != client);
+                let removed = group.members.len() < before;
+                if group.members.is_empty() {
+                    node.groups.remove(name);
+                }
+                removed
+            }
+        };
+    };
+    let Some(child) = node.children.get_mut(*level) else {
+        return false;
+    };
+    let removed = remove(child, below, group, client);
+    if child.is_empty() {
+        node.children.remove(*level);
+        // A level that once had many children (`devices/<id>`) gives its
+        // table back when most have gone.
+        if node.children.capacity() > 64 && node.children.len() < node.children.capacity() / 4 {
+            node.children.shrink_to_fit();
+        }
+    }
+    removed
+}
+
+/// Retained messages by topic (spec §3.3.1.3), in a tree of levels like
+/// [`Topics`]: a new subscription gets those its filter matches.
+#[derive(Debug)]
+pub struct Retained<T> {
+    root: RetainedNode<T>,
+    count: usize,
+}
+
+impl<T> Default for Retained<T> {
+    fn default() -> Self {
+        Retained {
+            root: RetainedNode::default(),
+            count: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RetainedNode<T> {
+    children: HashMap<Box<str>, RetainedNode<T>>,
+    message: Option<T>,
+}
+
+impl<T> Default for RetainedNode<T> {
+    fn default() -> Self {
+        RetainedNode {
+            children: HashMap::new(),
+            message: None,
+        }
+    }
+}
+
+impl<T: Clone> Retained<T> {
+    /// Keeps `message` as `topic`'s retained message, or with `None` clears
+    /// it [MQTT-3.3.1-10].
+    pub fn set(&mut self, topic: &str, message: Option<T>) {
+        let levels: Vec<&str> = topic.split('/').collect();
+        match message {
+            Some(message) => {
+                let mut node = &mut self.root;
+                for level in levels {
+                    node = node.children.entry(level.into()).or_default();
+                }
+                if node.message.replace(message).is_none() {
+                    self.count += 1;
+                }
+            }
+            None => {
+                if clear(&mut self.root, &levels) {
+                    self.count -= 1;
+                }
+            }
+        }
+    }
+
+    /// How many topics hold a retained message.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no topic holds a retained message.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The retained messages whose topics `filter` matches (§4.7), added to
+    /// `out`.
+    pub fn matching(&self, filter: &str, out: &mut Vec<T>) {
+        let levels: Vec<&str> = filter.split('/').collect();
+        find(&self.root, &levels, true, out);
+    }
+}
+
+/// Adds the messages below `node` that `levels` of a filter match.
+fn find<T: Clone>(node: &RetainedNode<T>, levels: &[&str], first: bool, out: &mut Vec<T>) {
+    let Some((level, below)) = levels.split_first() else {
+        out.extend(node.message.iter().cloned());
+        return;
+    };
+    match *level {
+        "#" => {
+            // `a/#` matches `a` too.
+            out.extend(node.message.iter().cloned());
+            for (name, child) in &node.children {
+                if !(first && name.starts_with('$')) {
+                    everything(child, out);
+                }
+            }
+        }
+        "+" => {
+            for (name, child) in &node.children {
+                if !(first && name.starts_with('$')) {
+                    find(child, below, false, out);
+                }
+            }
+        }
+        level => {
+            if let Some(child) = node.children.get(level) {
+                find(child, below, false, out);
+            }
+        }
+    }
+}
+
+/// Adds every message at and below `node`.
+fn everything<T: Clone>(node: &RetainedNode<T>, out: &mut Vec<T>) {
+    out.extend(node.message.iter().cloned());
+    for child in node.children.values() {
+        everything(child, out);
+    }
+}
+
+/// Clears the message at `levels` below `node`, pruning what empties.
+/// Returns whether there was one.
+fn clear<T>(node: &mut RetainedNode<T>, levels: &[&str]) -> bool {
+    let Some((level, below)) = levels.split_first() else {
+        return node.message.take().is_some();
+    };
+    let Some(child) = node.children.get_mut(*level) else {
+        return false;
+    };
+    let cleared = clear(child, below);
+    if child.message.is_none() && child.children.is_empty() {
+        node.children.remove(*level);
+        if node.children.capacity() > 64 && node.children.len() < node.children.capacity() / 4 {
+            node.children.shrink_to_fit();
+        }
+    }
+    cleared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routed(topics: &mut Topics, topic: &str) -> Vec<(ClientKey, u8)> {
+        let mut out = Vec::new();
+        topics.route(topic, &mut out);
+        out.sort_unstable();
+        out
+    }
+
+    /// The examples of spec §4.7.1 and §4.7.2, each as a one-filter tree.
+    #[test]
+    fn matches_as_the_spec_says() {
+        let matching = [
+            ("sport/tennis/player1/#", "sport/tennis/player1"),
+            ("sport/tennis/player1/#", "sport/tennis/player1/ranking"),
+            ("sport/#", "sport"),
+            ("#", "a/b"),
+            ("sport/tennis/+", "sport/tennis/player1"),
+            ("+/+", "/finance"),
+            ("/+", "/finance"),
+            ("$SYS/#", "$SYS/x"),
+            ("$SYS/+", "$SYS/x"),
+            ("$share/g/a/+", "a/b"),
+            ("a//b", "a//b"),
+        ];
+        let not_matching = [
+            ("sport/tennis/+", "sport/tennis/player1/ranking"),
+            ("sport/+", "sport"),
+            ("+", "/finance"),
+            ("#", "$SYS/x"),
+            ("+/monitor/Clients", "$SYS/monitor/Clients"),
+            ("a/b", "a/b/c"),
+            ("a/b/c", "a/b"),
+        ];
+        for (filter, topic, expected) in matching
+            .iter()
+            .map(|(f, t)| (f, t, true))
+            .chain(not_matching.iter().map(|(f, t)| (f, t, false)))
+        {
+            let mut topics = Topics::default();
+            topics.subscribe(1, filter, 1);
+            assert_eq!(
+                !routed(&mut topics, topic).is_empty(),
+                expected,
+                "{filter} {topic}"
+            );
+            let mut retained = Retained::default();
+            retained.set(topic, Some(7));
+            let mut found = Vec::new();
+            retained.matching(
+                filter.strip_prefix("$share/g/").unwrap_or(filter),
+                &mut found,
+            );
+            assert_eq!(!found.is_empty(), expected, "retained {filter} {topic}");
+        }
+    }
+
+    /// Overlapping filters give one copy at the highest QoS; each client
+    /// gets its own.
+    #[test]
+    fn one_copy_per_client_at_the_highest_qos() {
+        let mut topics = Topics::default();
+        topics.subscribe(1, "a/#", 0);
+        topics.subscribe(1, "a/+/c", 2);
+        topics.subscribe(1, "a/b/c", 1);
+        topics.subscribe(2, "#", 1);
+        assert_eq!(routed(&mut topics, "a/b/c"), [(1, 2), (2, 1)]);
+        assert_eq!(routed(&mut topics, "a/x"), [(1, 0), (2, 1)]);
+        assert!(!topics.subscribe(1, "a/#", 1));
+        assert_eq!(routed(&mut topics, "a/x"), [(1, 1), (2, 1)]);
+        assert_eq!(topics.len(), 4);
+    }
+
+    /// A share group's members take turns; a member that leaves is skipped.
+    #[test]
+    fn share_groups_take_turns() {
+        let mut topics = Topics::default();
+        for client in 1..=3 {
+            topics.subscribe(client, "$share/g/t/+", 1);
+        }
+        topics.subscribe(9, "$share/other/t/+", 0);
+        let firsts: Vec<_> = (0..6).map(|_| routed(&mut topics, "t/x")[0].0).collect();
+        assert_eq!(firsts, [1, 2, 3, 1, 2, 3]);
+        assert!(routed(&mut topics, "t/x").contains(&(9, 0)));
+        assert!(topics.unsubscribe(2, "$share/g/t/+"));
+        let firsts: Vec<_> = (0..4).map(|_| routed(&mut topics, "t/x")[0].0).collect();
+        assert!(!firsts.contains(&2));
+    }
+
+    /// Once every subscription is gone, so is every node.
+    #[test]
+    fn unsubscribing_everything_leaves_an_empty_tree() {
+        let mut topics = Topics::default();
+        for id in 0..1000 {
+            assert!(topics.subscribe(id % 7, &format!("devices/{id}/cmd"), 1));
+            topics.subscribe(id % 7, &format!("$share/g{id}/x/#"), 0);
+        }
+        assert_eq!(topics.len(), 2000);
+        for id in 0..1000 {
+            assert!(topics.unsubscribe(id % 7, &format!("devices/{id}/cmd")));
+            assert!(topics.unsubscribe(id % 7, &format!("$share/g{id}/x/#")));
+        }
+        assert!(!topics.unsubscribe(0, "devices/0/cmd"));
+        assert!(topics.is_empty());
+        assert!(topics.root.is_empty());
+        assert!(topics.root.children.capacity() <= 64);
+    }
+
+    /// Retained messages are set, replaced, cleared and found by filter.
+    #[test]
+    fn retained_messages_by_filter() {
+        let mut retained = Retained::default();
+        retained.set("a/b", Some(1));
+        retained.set("a/b", Some(2));
+        retained.set("a", Some(3));
+        retained.set("$SYS/x", Some(4));
+        assert_eq!(retained.len(), 3);
+        let mut found = Vec::new();
+        retained.matching("a/#", &mut found);
+        found.sort_unstable();
+        assert_eq!(found, [2, 3]);
+        found.clear();
+        retained.matching("#", &mut found);
+        assert_eq!(found.len(), 2);
+        retained.set("a/b", None);
+        retained.set("a", None);
+        retained.set("$SYS/x", None);
+        assert!(retained.is_empty());
+        assert!(retained.root.children.is_empty());
+    }
+}
