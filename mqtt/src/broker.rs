@@ -136,12 +136,13 @@ pub fn router_config(config: &BrokerConfig) -> RouterConfig {
         // router here has one filter, the dispatcher's, so one log, which
         // every message passes through. A log keeps at most
         // `max_segment_count` segments, dropping the oldest to start a new
-        // one when the newest is full, so it holds the last 7 to 8 MiB of
-        // messages, read or not: a fixed cost. The dispatcher holds every
-        // client back long before it could fall that far behind (it is at
-        // most `dispatch::PIPE_HIGH`, 2 MiB, plus one turn of reads). (A
+        // one when the newest is full, so it keeps the last 112 to 128 KiB
+        // of messages (as rumqttd counts them: 4 bytes, topic and payload
+        // each), read or not: a fixed cost, which is why it is small. The
+        // dispatcher is never more than `frontdoor::router::PIPE_BYTES`
+        // (64 KiB) behind, so no message is dropped before it is read. (A
         // segment must be at least 1 KiB, or rumqttd panics.)
-        max_segment_size: 1024 * 1024,
+        max_segment_size: 16 * 1024,
         max_segment_count: 8,
         // No per-filter overrides, no filters created up front.
         custom_segment: None,

@@ -112,11 +112,7 @@ pub async fn run(
 ) {
     let shared = Arc::new(Shared::default());
     let congestion = Congestion::default();
-    let dispatcher = tokio::spawn(dispatch::run(
-        router.clone(),
-        shared.clone(),
-        congestion.clone(),
-    ));
+    let dispatcher = tokio::spawn(dispatch::run(router.clone(), shared.clone()));
     let door = Arc::new(Door {
         slots: Arc::new(Semaphore::new(config.max_connections)),
         // Refusing costs a task that reads the CONNECT, so refusals are

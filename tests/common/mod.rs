@@ -200,6 +200,16 @@ impl Server {
         Server::listening(Process::spawn(bin, &all), bin).await
     }
 
+    /// Like [`Server::start`], with `env` added to the server's environment.
+    pub async fn start_with_env(bin: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let mut command = Command::new(binary(bin));
+        command
+            .args(["--port", "0"])
+            .args(args)
+            .envs(env.iter().copied());
+        Server::listening(Process::spawn_command(command, bin), bin).await
+    }
+
     /// Like [`Server::start`], but the server may have at most `open_files`
     /// file descriptors open: `ulimit -n` sets both the soft and the hard
     /// limit, so the server cannot raise it. Unix only (it runs `sh`).

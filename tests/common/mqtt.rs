@@ -80,7 +80,7 @@ pub fn program(name: &str) -> String {
 
 /// A Mosquitto broker of our own, stopped when dropped.
 pub struct Mosquitto {
-    _child: Child,
+    child: Child,
     pub addr: SocketAddr,
     dir: PathBuf,
 }
@@ -143,14 +143,15 @@ impl Mosquitto {
             }
         })
         .await;
-        Mosquitto {
-            _child: child,
-            addr,
-            dir,
-        }
+        Mosquitto { child, addr, dir }
     }
 
     pub fn port(&self) -> String {
         self.addr.port().to_string()
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("mosquitto runs")
     }
 }

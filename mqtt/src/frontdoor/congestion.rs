@@ -20,9 +20,6 @@
 //!   no longer holds publishers back, its queue overflows, and the messages
 //!   that do not fit are dropped and logged. A broker cannot let one
 //!   client that never reads stop everybody.
-//!
-//! The dispatcher holds every connection back the same way while it is
-//! behind the router (`dispatch.rs`): one more congested party.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,14 +62,6 @@ impl Congestion {
             congested: false,
             last_progress: Instant::now(),
         }
-    }
-
-    /// Holds every connection back (`true`) or lets them go again, on
-    /// behalf of the broker itself rather than one client: the dispatcher
-    /// does, while it is behind (`dispatch.rs`). Counts as one congested
-    /// client; call it with `true` and `false` in turn.
-    pub fn hold(&self, on: bool) {
-        self.count(if on { 1 } else { -1 });
     }
 
     fn count(&self, delta: isize) {

@@ -106,10 +106,11 @@ impl Door {
             }
         };
         let session = kept.unwrap_or_else(|| {
-            let (key, mailbox) = self
-                .shared
-                .table()
-                .open(name, self.config.limits.max_queued_bytes);
+            let limits = &self.config.limits;
+            let (key, mailbox) =
+                self.shared
+                    .table()
+                    .open(name, limits.max_queued_bytes, limits.max_packet_bytes);
             Session::new(key, mailbox)
         });
         let mut connection = Connection::new(Parts {

@@ -22,17 +22,15 @@
 //! before it, and the live ones from after it, never one message twice.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use rumqttd::protocol::{Filter, Packet, QoS, RetainForwardRule, Subscribe};
 use tracing::{error, warn};
 
-use super::congestion::Congestion;
 use super::link::Failed;
 use super::mailbox::{Delivery, Mailbox, Message};
-use super::router::Router;
+use super::router::{Router, pipe_cost};
 use super::topics::{ClientKey, Retained, Topics};
 use crate::wire::kind;
 
@@ -41,13 +39,6 @@ pub const ROUTER_TOPIC: &str = "messages";
 
 /// Notifications taken from the router per batch.
 const TAKE_PER_TURN: usize = 1024;
-
-/// Bytes handed to the router and not yet dispatched above which every
-/// connection stops reading its client, and below which they start again.
-/// The router's log keeps at least 7 MiB (see `broker.rs`), so it never
-/// drops a message the dispatcher has not read.
-pub const PIPE_HIGH: usize = 2 * 1024 * 1024;
-pub const PIPE_LOW: usize = 512 * 1024;
 
 /// What the broker knows about who gets what: every session's mailbox and
 /// subscriptions, and the retained messages.
@@ -63,11 +54,11 @@ pub struct Table {
 }
 
 impl Table {
-    /// A new session for client `name`: its key and its mailbox, which holds
-    /// at most `limit` bytes for a client that is not reading.
-    pub fn open(&mut self, name: &str, limit: usize) -> (ClientKey, Arc<Mailbox>) {
+    /// A new session for client `name`: its key and its mailbox (see
+    /// [`Mailbox::new`] for `limit` and `largest`).
+    pub fn open(&mut self, name: &str, limit: usize, largest: usize) -> (ClientKey, Arc<Mailbox>) {
         self.next_key += 1;
-        let mailbox = Arc::new(Mailbox::new(name, limit));
+        let mailbox = Arc::new(Mailbox::new(name, limit, largest));
         self.mailboxes.insert(self.next_key, mailbox.clone());
         (self.next_key, mailbox)
     }
@@ -219,10 +210,9 @@ pub fn parse(packet: &Bytes) -> Option<Message> {
 }
 
 /// Reads every message from the router and routes it, until the router
-/// ends; returns why. Holds every connection back (through `congestion`)
-/// while more than [`PIPE_HIGH`] bytes are handed to the router and not yet
-/// routed.
-pub async fn run(router: Router, shared: Arc<Shared>, congestion: Congestion) -> Failed {
+/// ends; returns why. Gives each message's room in the pipe back once it
+/// is routed ([`Router::pipe`]).
+pub async fn run(router: Router, shared: Arc<Shared>) -> Failed {
     let mut link = match router.link("%dispatcher").await {
         Ok(link) => link,
         Err(failed) => return failed,
@@ -231,16 +221,15 @@ pub async fn run(router: Router, shared: Arc<Shared>, congestion: Congestion) ->
     if let Err(failed) = link.flush().await {
         return failed;
     }
-    let pipe: Arc<AtomicUsize> = router.pipe();
+    let pipe = router.pipe();
     let mut forwards = Vec::new();
     let mut next_offset = None;
-    let mut holding = false;
     loop {
         let paused = match link.take(TAKE_PER_TURN, &mut forwards).await {
             Ok(paused) => paused,
             Err(failed) => return failed,
         };
-        let mut routed = 0;
+        let mut routed = 0usize;
         {
             let mut table = shared.table();
             for forward in forwards.drain(..) {
@@ -254,20 +243,14 @@ pub async fn run(router: Router, shared: Arc<Shared>, congestion: Congestion) ->
                     }
                     next_offset = Some(offset + 1);
                 }
-                routed += forward.publish.payload.len();
+                routed += pipe_cost(forward.publish.payload.len()) as usize;
                 match parse(&forward.publish.payload) {
                     Some(message) => table.dispatch(message),
                     None => warn!("the router carried something that is not a PUBLISH"),
                 }
             }
         }
-        let left = pipe
-            .fetch_sub(routed, Ordering::Relaxed)
-            .saturating_sub(routed);
-        if !holding && left > PIPE_HIGH || holding && left < PIPE_LOW {
-            holding = !holding;
-            congestion.hold(holding);
-        }
+        pipe.add_permits(routed);
         if paused && let Err(failed) = link.resume().await {
             return failed;
         }
@@ -310,7 +293,7 @@ mod tests {
             retain,
         };
         table.dispatch(message(b"kept", true));
-        let (key, mailbox) = table.open("c", 1 << 20);
+        let (key, mailbox) = table.open("c", 1 << 20, 1000);
         assert!(table.subscribe(key, "a/+", 2));
         assert!(!table.subscribe(key, "a/+", 0));
         table.dispatch(message(b"live", false));

@@ -11,17 +11,15 @@ use tracing::{info, warn};
 use super::Door;
 use super::connect::{Connect, Will};
 use super::dispatch;
-use super::link::Link;
 use super::relay::{Connection, End};
 use super::session::Session;
 use crate::wire::{self, kind};
 
 impl Connection<'_> {
     /// Whether we are not reading the client for now: another client is
-    /// congested, or the router has not confirmed our last syncs. Time held
-    /// is not the client's silence.
+    /// congested. Time held is not the client's silence.
     pub(super) fn held(&self) -> bool {
-        self.pressure.paused() || self.link.as_ref().is_some_and(Link::behind)
+        self.pressure.paused()
     }
 
     /// When the timer must next look: the client's keep-alive deadline, or
@@ -83,9 +81,7 @@ impl Door {
                 topic = will.topic,
                 "publishing the client's will"
             );
-            let packet = will_packet(will);
-            let size = packet.len();
-            connection.queue_for_router(dispatch::for_router(packet), size);
+            connection.queue_for_router(dispatch::for_router(will_packet(will)));
         }
         if !matches!(end, End::RouterGone) {
             let _ = connection.hand_over().await;

@@ -6,13 +6,12 @@
 //! `router.rs` for why the router must only ever see what these allow.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use rumqttd::Notification;
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
-use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, PingReq};
+use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet};
 
 /// Asks whether rumqttd's channel to its router is full (1000 events).
 pub(super) type IsFull = dyn Fn() -> bool + Send + Sync;
@@ -36,18 +35,6 @@ impl From<LinkError> for Failed {
     }
 }
 
-/// Publish bytes after which we ask the router to confirm it has taken
-/// everything (a PINGREQ of ours, answered in order), and how many of those
-/// may be unanswered before we stop reading the client.
-///
-/// The router reads every link as fast as it can and appends each message
-/// to its log; it forwards to the dispatcher in between. A publisher that
-/// waits for nothing could fill the log faster than the router forwards it,
-/// and could crowd out every other publisher's messages. So a publisher gets
-/// at most about `SYNC_BYTES * SYNCS_IN_FLIGHT` ahead of the router.
-pub const SYNC_BYTES: usize = 256 * 1024;
-pub const SYNCS_IN_FLIGHT: u32 = 2;
-
 /// One client's link to the router.
 pub struct Link {
     tx: LinkTx,
@@ -56,15 +43,6 @@ pub struct Link {
     router_full: Arc<IsFull>,
     /// Packets for the router not yet handed over (see [`Link::flush`]).
     pending: Vec<Packet>,
-    /// Our PINGREQs the router has not answered yet.
-    syncs: u32,
-    /// PUBLISH bytes sent since our last PINGREQ.
-    unsynced: usize,
-    /// PUBLISH bytes queued and not yet handed over.
-    unflushed: usize,
-    /// PUBLISH bytes handed to the router by every link and not yet routed
-    /// (see `dispatch.rs`); ours are added as we hand them over.
-    pipe: Arc<AtomicUsize>,
     /// Set once DISCONNECT is on its way: nothing may follow it.
     closed: bool,
 }
@@ -73,27 +51,17 @@ impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Link")
             .field("pending", &self.pending.len())
-            .field("syncs", &self.syncs)
             .finish()
     }
 }
 
 impl Link {
-    pub(super) fn new(
-        tx: LinkTx,
-        rx: LinkRx,
-        router_full: Arc<IsFull>,
-        pipe: Arc<AtomicUsize>,
-    ) -> Self {
+    pub(super) fn new(tx: LinkTx, rx: LinkRx, router_full: Arc<IsFull>) -> Self {
         Link {
             tx,
             rx,
             router_full,
             pending: Vec::new(),
-            syncs: 0,
-            unsynced: 0,
-            unflushed: 0,
-            pipe,
             closed: false,
         }
     }
@@ -101,25 +69,6 @@ impl Link {
     /// Queues a packet for the router; [`Link::flush`] hands it over.
     pub fn push(&mut self, packet: Packet) {
         self.pending.push(packet);
-    }
-
-    /// Queues a PUBLISH of `bytes` and, every [`SYNC_BYTES`], a PINGREQ of
-    /// ours after it.
-    pub fn push_publish(&mut self, packet: Packet, bytes: usize) {
-        self.pending.push(packet);
-        self.unsynced += bytes;
-        self.unflushed += bytes;
-        if self.unsynced >= SYNC_BYTES {
-            self.pending.push(Packet::PingReq(PingReq));
-            self.syncs += 1;
-            self.unsynced = 0;
-        }
-    }
-
-    /// Whether the client must wait: the router has not yet confirmed the
-    /// last [`SYNCS_IN_FLIGHT`] syncs.
-    pub fn behind(&self) -> bool {
-        self.syncs >= SYNCS_IN_FLIGHT
     }
 
     /// Hands the queued packets to the router.
@@ -136,8 +85,6 @@ impl Link {
         let Some(last) = self.pending.pop() else {
             return Ok(());
         };
-        self.pipe.fetch_add(self.unflushed, Ordering::Relaxed);
-        self.unflushed = 0;
         let last = {
             let mut queue = self.tx.buffer();
             let was_empty = queue.is_empty();
@@ -161,9 +108,8 @@ impl Link {
 
     /// The next batch of notifications: waits for the first, then takes
     /// what else is ready, at most `limit` in all, and appends the messages
-    /// to `messages`. Answers to our syncs are counted here; acknowledgements
-    /// of SUBSCRIBE and UNSUBSCRIBE are dropped (the front door answered
-    /// those itself). Returns whether the router stopped forwarding to us
+    /// to `messages`. Acknowledgements (of the dispatcher's SUBSCRIBE) are
+    /// dropped. Returns whether the router stopped forwarding to us
     /// because our queue in it was full (then [`Link::resume`]); errors when
     /// the router has dropped the link.
     /// Cancel-safe: nothing is taken until the first notification is.
@@ -180,11 +126,6 @@ impl Link {
                 count += 1;
                 match notification {
                     Notification::Forward(message) => messages.push(message),
-                    Notification::DeviceAck(ack) => {
-                        if matches!(Packet::from(ack), Packet::PingResp(_)) {
-                            self.syncs = self.syncs.saturating_sub(1);
-                        }
-                    }
                     Notification::Unschedule => paused = true,
                     Notification::Disconnect(..) => {
                         return Err(Failed("the router disconnected the link".into()));

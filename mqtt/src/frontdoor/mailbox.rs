@@ -16,8 +16,10 @@
 //! once more when the connection next takes from the mailbox, so every
 //! dropped message is counted in the log. A client that is reading may go
 //! past the limit: the congestion it causes holds publishers back
-//! (`congestion.rs`), but what was already on its way still comes, up to
-//! [`READING_SLACK`] more, past which even a reading client loses messages.
+//! (`congestion.rs`), but what was already on its way still comes. That is
+//! at most the router's pipe ([`PIPE_BYTES`]) and one message as large as
+//! the broker takes; past twice the limit and that, even a reading client
+//! loses messages.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -28,12 +30,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use super::dispatch::PIPE_HIGH;
-
-/// How far past twice its limit a reading client's mailbox may go: what
-/// can be on its way when publishers are held back (see the module
-/// documentation).
-pub const READING_SLACK: usize = 2 * PIPE_HIGH;
+use super::router::PIPE_BYTES;
 
 /// A message as the broker routes it: the parts of its PUBLISH that every
 /// delivery shares.
@@ -74,6 +71,8 @@ pub struct Mailbox {
     name: Box<str>,
     /// Bytes a mailbox holds for a client that is not reading.
     limit: usize,
+    /// Bytes it holds for a client that is reading.
+    reading_limit: usize,
     queue: Mutex<Queue>,
     /// Wakes the connection when a message arrives.
     arrived: Notify,
@@ -92,11 +91,17 @@ struct Queue {
 
 impl Mailbox {
     /// An empty mailbox for client `name`, holding at most `limit` bytes
-    /// while the client is not reading.
-    pub fn new(name: &str, limit: usize) -> Self {
+    /// while the client is not reading, and, while it is, twice that and
+    /// what may be on its way for messages of up to `largest` bytes (see
+    /// the module documentation).
+    pub fn new(name: &str, limit: usize, largest: usize) -> Self {
         Mailbox {
             name: name.into(),
             limit,
+            reading_limit: limit
+                .saturating_mul(2)
+                .saturating_add(PIPE_BYTES)
+                .saturating_add(largest),
             queue: Mutex::new(Queue::default()),
             arrived: Notify::new(),
             reading: AtomicBool::new(true),
@@ -119,7 +124,7 @@ impl Mailbox {
         let over = queue.bytes + size;
         let reading = self.reading.load(Ordering::Relaxed);
         let most = if reading {
-            self.limit.saturating_mul(2).saturating_add(READING_SLACK)
+            self.reading_limit
         } else {
             self.limit
         };
@@ -214,20 +219,20 @@ mod tests {
     }
 
     /// A mailbox of a client that is away keeps `limit` bytes; one of a
-    /// client that reads keeps up to twice that and the slack.
+    /// client that reads keeps up to twice that, the pipe and one message.
     #[test]
     fn holds_to_its_limit() {
-        let mailbox = Mailbox::new("c", 1000);
+        let mailbox = Mailbox::new("c", 1000, 100);
         mailbox.set_reading(false);
         for _ in 0..20 {
             mailbox.push(delivery(100));
         }
         assert_eq!(mailbox.bytes(), 1000);
         mailbox.set_reading(true);
-        for _ in 0..(READING_SLACK / 100 + 100) {
+        for _ in 0..(PIPE_BYTES / 100 + 100) {
             mailbox.push(delivery(100));
         }
-        let most = 2000 + READING_SLACK;
+        let most = 2000 + PIPE_BYTES + 100;
         let full = mailbox.bytes();
         assert!(full <= most && full > most - 100, "{full}");
         let mut out = Vec::new();

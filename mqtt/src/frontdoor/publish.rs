@@ -56,9 +56,8 @@ impl Connection<'_> {
             self.to_client.copy(&[&wire::ack(kind::PUBREC, id)]);
             return Ok(());
         }
-        let size = frame.bytes.len();
         let packet = own_bytes(frame, retain);
-        self.queue_for_router(dispatch::for_router(packet), size);
+        self.queue_for_router(dispatch::for_router(packet));
         match qos {
             1 => self.to_client.copy(&[&wire::ack(kind::PUBACK, id)]),
             2 => self.to_client.copy(&[&wire::ack(kind::PUBREC, id)]),

@@ -34,7 +34,7 @@ use super::congestion::Pressure;
 use super::dispatch::Shared;
 use super::link::Link;
 use super::mailbox::{Delivery, Mailbox};
-use super::router::Router;
+use super::router::{Router, pipe_cost};
 use super::session::Session;
 use crate::wire::{self, Frame, Violation, kind};
 use buffers::Outbox;
@@ -108,9 +108,9 @@ pub struct Connection<'a> {
     pub(super) grace: Option<Duration>,
     /// The link to the router, once the client needs one (see `connack.rs`).
     pub link: Option<Link>,
-    /// Packets for the router while there is no link yet, with the
-    /// PUBLISH bytes each counts for (see [`Link::push_publish`]).
-    pub(super) for_router: Vec<(Packet, usize)>,
+    /// Messages for the router from this turn (see
+    /// [`Connection::hand_over`]).
+    for_router: Vec<Packet>,
     pub session: Session,
     from_client: BytesMut,
     pub(super) to_client: Outbox,
@@ -262,20 +262,22 @@ impl<'a> Connection<'a> {
         self.write_client()
     }
 
-    /// Queues a packet for the router, counting `bytes` of PUBLISH (0 for
-    /// other packets); [`Connection::hand_over`] hands it over.
-    pub(super) fn queue_for_router(&mut self, packet: Packet, bytes: usize) {
-        match &mut self.link {
-            Some(link) if bytes > 0 => link.push_publish(packet, bytes),
-            Some(link) => link.push(packet),
-            None => self.for_router.push((packet, bytes)),
-        }
+    /// Queues a message for the router (see [`super::dispatch::for_router`]);
+    /// [`Connection::hand_over`] hands it over.
+    pub(super) fn queue_for_router(&mut self, packet: Packet) {
+        self.for_router.push(packet);
     }
 
-    /// Hands the packets of this turn to the router, opening the link first
-    /// if the client needs one and has none yet.
+    /// Hands the messages of this turn to the router, opening the link first
+    /// if this is the client's first. Each takes its room in the pipe first
+    /// ([`Router::pipe`]); while there is none, what has room is handed
+    /// over, and we wait: the client is not read meanwhile, so a publisher
+    /// faster than the broker routes is slowed by TCP's flow control.
     pub(super) async fn hand_over(&mut self) -> Result<(), End> {
-        if self.link.is_none() && !self.for_router.is_empty() {
+        if self.for_router.is_empty() {
+            return Ok(());
+        }
+        if self.link.is_none() {
             match Box::pin(self.router.link(self.link_id)).await {
                 Ok(link) => self.link = Some(link),
                 Err(error) => {
@@ -283,14 +285,31 @@ impl<'a> Connection<'a> {
                     return Err(End::RouterGone);
                 }
             }
-            for (packet, bytes) in std::mem::take(&mut self.for_router) {
-                self.queue_for_router(packet, bytes);
+        }
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
+        let pipe = self.router.pipe();
+        for packet in self.for_router.drain(..) {
+            let cost = match &packet {
+                Packet::Publish(publish, _) => pipe_cost(publish.payload.len()),
+                _ => 0,
+            };
+            match pipe.try_acquire_many(cost) {
+                Ok(room) => room.forget(),
+                Err(_) => {
+                    // Nothing may wait while holding room: what has room
+                    // goes first, so the dispatcher can give room back.
+                    link.flush().await.map_err(|_| End::RouterGone)?;
+                    match pipe.acquire_many(cost).await {
+                        Ok(room) => room.forget(),
+                        Err(_) => return Err(End::RouterGone),
+                    }
+                }
             }
+            link.push(packet);
         }
-        match &mut self.link {
-            Some(link) => link.flush().await.map_err(|_| End::RouterGone),
-            None => Ok(()),
-        }
+        link.flush().await.map_err(|_| End::RouterGone)
     }
 
     /// One packet from the client: check it, then act on it, or end the

@@ -26,13 +26,27 @@
 //! If its thread ends anyway, [`Router::start`]'s watchdog says so at once.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use rumqttd::RouterConfig;
 use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
+use super::dispatch::ROUTER_TOPIC;
 use super::link::{Failed, IsFull, Link};
+
+/// The room between publishers and the dispatcher ([`Router::pipe`]), in
+/// bytes as the router counts them: enough to keep both busy, and a small
+/// part of what the router's log keeps (see `broker.rs`).
+pub const PIPE_BYTES: usize = 64 * 1024;
+
+/// What one message handed to the router takes of [`Router::pipe`]: the
+/// size rumqttd counts in its log (4 bytes, the topic, the payload) for a
+/// payload of `payload_bytes` on [`ROUTER_TOPIC`], or all of the pipe for
+/// a message larger than that.
+pub fn pipe_cost(payload_bytes: usize) -> u32 {
+    let cost = (4 + ROUTER_TOPIC.len() + payload_bytes).min(PIPE_BYTES);
+    u32::try_from(cost).unwrap_or(u32::MAX)
+}
 
 /// Opens links to one router thread: a handle to share between clients.
 #[derive(Clone)]
@@ -47,9 +61,9 @@ pub struct Router {
 struct Handle {
     links: std::sync::mpsc::Sender<LinkRequest>,
     is_full: Arc<IsFull>,
-    /// PUBLISH bytes handed to the router and not yet routed (see
-    /// `dispatch.rs`).
-    pipe: Arc<AtomicUsize>,
+    /// Room for messages handed to the router and not yet routed (see
+    /// [`Router::pipe`]).
+    pipe: Arc<Semaphore>,
 }
 
 /// A link to open, and where to send it.
@@ -65,9 +79,13 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
-    /// PUBLISH bytes handed to the router by every link and not yet routed
-    /// by the dispatcher, which takes them off (`dispatch.rs`).
-    pub fn pipe(&self) -> Arc<AtomicUsize> {
+    /// Room for messages between the publishers and the dispatcher, in
+    /// the bytes the router counts them as ([`pipe_cost`]): a connection
+    /// takes a message's cost before it hands the message over, and the
+    /// dispatcher gives it back once it has routed it (`dispatch.rs`). So
+    /// the router's log never holds more than [`PIPE_BYTES`] that the
+    /// dispatcher has not read, and never drops one (see `broker.rs`).
+    pub fn pipe(&self) -> Arc<Semaphore> {
         self.inner.pipe.clone()
     }
 
@@ -104,7 +122,7 @@ impl Router {
                 // A router that has stopped takes nothing: then sending
                 // fails at once rather than waiting for room.
                 is_full: Arc::new(move || full.is_full() && !full.is_disconnected()),
-                pipe: Arc::default(),
+                pipe: Arc::new(Semaphore::new(PIPE_BYTES)),
             }),
         };
         Ok((router, Watchdog(watchdog)))
@@ -127,12 +145,7 @@ impl Router {
         let stopped = || Failed("the router's link thread has stopped".to_string());
         self.inner.links.send(request).map_err(|_| stopped())?;
         let (tx, rx) = answer.await.map_err(|_| stopped())??;
-        Ok(Link::new(
-            tx,
-            rx,
-            self.inner.is_full.clone(),
-            self.inner.pipe.clone(),
-        ))
+        Ok(Link::new(tx, rx, self.inner.is_full.clone()))
     }
 }
 

@@ -187,7 +187,7 @@ mod tests {
     use super::*;
 
     fn session() -> Session {
-        Session::new(1, Arc::new(Mailbox::new("c", 1000)))
+        Session::new(1, Arc::new(Mailbox::new("c", 1000, 100)))
     }
 
     /// Packet ids skip the ones still in flight, and wrap from 65535 to 1.

@@ -66,7 +66,7 @@ impl Connection<'_> {
         if refused > 0 {
             warn!(
                 client = self.name,
-                subscriptions = self.session.subscriptions.len(),
+                subscriptions = self.session.subscriptions.len() + granted.len(),
                 refused,
                 "the client holds as many subscriptions as it may (--max-subscriptions): \
                  SUBACK failure for each new filter past it"
