@@ -11,8 +11,9 @@
 //!   subscriptions [MQTT-3.3.5-1], however many match (Mosquitto sends one
 //!   copy too, at another QoS);
 //! - `--max-subscriptions` refuses what is past it, with 0x80 and a log line;
-//! - connections that come and go, and takeovers of one client id, leave
-//!   nothing behind (soaks, ignored: CI runs them).
+//! - connections that come and go (devices, each with an id and topics of
+//!   its own), and takeovers of one client id, leave nothing behind (soaks,
+//!   ignored: CI runs them).
 //!
 //! A broker's memory grows on the first load it meets: the allocator keeps
 //! what it was given to give again, and the router's log fills up to its
@@ -342,16 +343,22 @@ async fn subscriptions_past_the_limit_get_0x80_and_a_log_line() {
     broker.process.child.start_kill().unwrap();
 }
 
-/// `count` clients, 50 at a time, each with an id of its own: connect,
-/// publish one QoS 0 message, disconnect.
+/// `count` devices, 50 at a time, each with an id of its own: connect,
+/// subscribe to `devices/<id>/cmd`, publish one QoS 0 message to
+/// `devices/<id>/state`, disconnect.
 async fn connection_churn(addr: SocketAddr, tag: &str, count: usize) {
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..50 {
         let tag = tag.to_string();
         tasks.spawn(async move {
             for n in (worker..count).step_by(50) {
-                let mut client = Client::connect(addr, &format!("{tag}-{n}")).await;
-                client.publish(&format!("churn/{n}"), 0, b"hello").await;
+                let id = format!("{tag}-{n}");
+                let mut client = Client::connect(addr, &id).await;
+                let commands = [format!("devices/{id}/cmd")];
+                assert_eq!(client.subscribe(&commands, 1).await, [1]);
+                client
+                    .publish(&format!("devices/{id}/state"), 0, b"hello")
+                    .await;
                 client.disconnect().await;
             }
         });
@@ -361,7 +368,8 @@ async fn connection_churn(addr: SocketAddr, tag: &str, count: usize) {
     }
 }
 
-/// 8,000 connect/publish/disconnect cycles, each with a new client id,
+/// 8,000 connect/subscribe/publish/disconnect cycles, each with a new
+/// client id and topics of its own,
 /// end within 10% of the RSS after a first 5,000 (which fill the router's
 /// log: see `mqtt/src/broker.rs`).
 async fn churn_leaves_nothing(addr: SocketAddr, pid: u32) {
