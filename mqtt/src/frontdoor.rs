@@ -35,6 +35,7 @@
 //! publisher's socket
 //!   -> Connection::read_client    relay/socket.rs  bytes in, cut into packets
 //!   -> Connection::publish        publish.rs       checked; PUBACK queued
+//!   -> Connection::hand_over      publish.rs       room taken in the pipe
 //!   -> Link::flush                link.rs          handed to the router
 //!      rumqttd's router thread                     appended to its log
 //!   -> dispatch::run              dispatch.rs      looked up in the topic
@@ -61,6 +62,7 @@ pub mod link;
 pub mod mailbox;
 mod publish;
 pub mod relay;
+pub mod retained;
 pub mod router;
 pub mod session;
 mod subscribe;

@@ -25,17 +25,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use rumqttd::protocol::{Filter, Packet, QoS, RetainForwardRule, Subscribe};
 use tracing::{error, warn};
 
 use super::link::Failed;
 use super::mailbox::{Delivery, Mailbox, Message};
-use super::router::{Router, pipe_cost};
-use super::topics::{ClientKey, Retained, Topics};
+use super::retained::Retained;
+use super::router::{ROUTER_TOPIC, Router, pipe_cost, router_subscribe};
+use super::topics::{ClientKey, Topics};
 use crate::wire::kind;
-
-/// The one topic every message has as the router sees it.
-pub const ROUTER_TOPIC: &str = "messages";
 
 /// Notifications taken from the router per batch.
 const TAKE_PER_TURN: usize = 1024;
@@ -146,32 +143,6 @@ impl Shared {
             Err(poisoned) => poisoned.into_inner(),
         }
     }
-}
-
-/// The router's PUBLISH that carries `packet`, a PUBLISH of a client's.
-pub fn for_router(packet: Bytes) -> Packet {
-    Packet::Publish(
-        rumqttd::protocol::Publish::new(Bytes::from_static(ROUTER_TOPIC.as_bytes()), packet, false),
-        None,
-    )
-}
-
-/// The router's SUBSCRIBE to `filter`, at QoS 0, since the router only
-/// ever carries QoS 0 messages.
-pub(super) fn router_subscribe(filter: &str) -> Packet {
-    let filter = Filter {
-        path: filter.to_string(),
-        qos: QoS::AtMostOnce,
-        nolocal: false,
-        preserve_retain: false,
-        retain_forward_rule: RetainForwardRule::Never,
-    };
-    let subscribe = Subscribe {
-        // Nothing answers the router's SUBACK; any id will do.
-        pkid: 1,
-        filters: vec![filter],
-    };
-    Packet::Subscribe(subscribe, None)
 }
 
 /// The message in a client's PUBLISH packet, as [`for_router`] carried it;

@@ -10,8 +10,8 @@ use tracing::{info, warn};
 
 use super::Door;
 use super::connect::{Connect, Will};
-use super::dispatch;
 use super::relay::{Connection, End};
+use super::router;
 use super::session::Session;
 use crate::wire::{self, kind};
 
@@ -81,7 +81,7 @@ impl Door {
                 topic = will.topic,
                 "publishing the client's will"
             );
-            connection.queue_for_router(dispatch::for_router(will_packet(will)));
+            connection.queue_for_router(router::for_router(will_packet(will)));
         }
         if !matches!(end, End::RouterGone) {
             let _ = connection.hand_over().await;

@@ -28,13 +28,12 @@ use rumqttd::protocol::Packet;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use super::congestion::Pressure;
 use super::dispatch::Shared;
 use super::link::Link;
 use super::mailbox::{Delivery, Mailbox};
-use super::router::{Router, pipe_cost};
+use super::router::Router;
 use super::session::Session;
 use crate::wire::{self, Frame, Violation, kind};
 use buffers::Outbox;
@@ -94,14 +93,14 @@ pub struct Connection<'a> {
     /// `tls` decrypts and encrypts it.
     socket: &'a TcpStream,
     tls: Option<TlsSession>,
-    router: &'a Router,
+    pub(super) router: &'a Router,
     /// The broker's table of subscriptions and mailboxes (`dispatch.rs`).
     pub(super) shared: &'a Shared,
     pub(super) limits: &'a Limits,
     /// The client id, for log lines.
     pub name: &'a str,
     /// The id the router knows this client's link by (see `LinkIds`).
-    link_id: &'a str,
+    pub(super) link_id: &'a str,
     /// Clean session: nothing outlives the connection.
     pub clean_session: bool,
     /// 1.5 x the client's keep-alive, or `None` for keep-alive 0.
@@ -110,7 +109,7 @@ pub struct Connection<'a> {
     pub link: Option<Link>,
     /// Messages for the router from this turn (see
     /// [`Connection::hand_over`]).
-    for_router: Vec<Packet>,
+    pub(super) for_router: Vec<Packet>,
     pub session: Session,
     from_client: BytesMut,
     pub(super) to_client: Outbox,
@@ -260,56 +259,6 @@ impl<'a> Connection<'a> {
             link.resume().await.map_err(|_| End::RouterGone)?;
         }
         self.write_client()
-    }
-
-    /// Queues a message for the router (see [`super::dispatch::for_router`]);
-    /// [`Connection::hand_over`] hands it over.
-    pub(super) fn queue_for_router(&mut self, packet: Packet) {
-        self.for_router.push(packet);
-    }
-
-    /// Hands the messages of this turn to the router, opening the link first
-    /// if this is the client's first. Each takes its room in the pipe first
-    /// ([`Router::pipe`]); while there is none, what has room is handed
-    /// over, and we wait: the client is not read meanwhile, so a publisher
-    /// faster than the broker routes is slowed by TCP's flow control.
-    pub(super) async fn hand_over(&mut self) -> Result<(), End> {
-        if self.for_router.is_empty() {
-            return Ok(());
-        }
-        if self.link.is_none() {
-            match Box::pin(self.router.link(self.link_id)).await {
-                Ok(link) => self.link = Some(link),
-                Err(error) => {
-                    warn!(client = self.name, %error, "the router did not take the client");
-                    return Err(End::RouterGone);
-                }
-            }
-        }
-        let Some(link) = &mut self.link else {
-            return Ok(());
-        };
-        let pipe = self.router.pipe();
-        for packet in self.for_router.drain(..) {
-            let cost = match &packet {
-                Packet::Publish(publish, _) => pipe_cost(publish.payload.len()),
-                _ => 0,
-            };
-            match pipe.try_acquire_many(cost) {
-                Ok(room) => room.forget(),
-                Err(_) => {
-                    // Nothing may wait while holding room: what has room
-                    // goes first, so the dispatcher can give room back.
-                    link.flush().await.map_err(|_| End::RouterGone)?;
-                    match pipe.acquire_many(cost).await {
-                        Ok(room) => room.forget(),
-                        Err(_) => return Err(End::RouterGone),
-                    }
-                }
-            }
-            link.push(packet);
-        }
-        link.flush().await.map_err(|_| End::RouterGone)
     }
 
     /// One packet from the client: check it, then act on it, or end the

@@ -27,12 +27,42 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use rumqttd::RouterConfig;
 use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
+use rumqttd::protocol::{Filter, Packet, QoS, RetainForwardRule, Subscribe};
 use tokio::sync::{Semaphore, oneshot};
 
-use super::dispatch::ROUTER_TOPIC;
 use super::link::{Failed, IsFull, Link};
+
+/// The one topic every message has as the router sees it.
+pub const ROUTER_TOPIC: &str = "messages";
+
+/// The router's PUBLISH that carries `packet`, a PUBLISH of a client's.
+pub fn for_router(packet: Bytes) -> Packet {
+    Packet::Publish(
+        rumqttd::protocol::Publish::new(Bytes::from_static(ROUTER_TOPIC.as_bytes()), packet, false),
+        None,
+    )
+}
+
+/// The router's SUBSCRIBE to `filter`, at QoS 0, since the router only
+/// ever carries QoS 0 messages.
+pub(super) fn router_subscribe(filter: &str) -> Packet {
+    let filter = Filter {
+        path: filter.to_string(),
+        qos: QoS::AtMostOnce,
+        nolocal: false,
+        preserve_retain: false,
+        retain_forward_rule: RetainForwardRule::Never,
+    };
+    let subscribe = Subscribe {
+        // Nothing answers the router's SUBACK; any id will do.
+        pkid: 1,
+        filters: vec![filter],
+    };
+    Packet::Subscribe(subscribe, None)
+}
 
 /// The room between publishers and the dispatcher ([`Router::pipe`]), in
 /// bytes as the router counts them: enough to keep both busy, and a small
@@ -175,8 +205,8 @@ mod tests {
 
     use rumqttd::{RouterConfig, SegmentConfig};
 
-    use super::super::dispatch::router_subscribe;
     use super::Router;
+    use super::router_subscribe;
 
     /// If the router thread ends (here: rumqttd panics when a filter's log
     /// is configured below its 1 KiB minimum, which happens on the router
@@ -212,6 +242,9 @@ mod tests {
             .expect("the watchdog to see the router thread end")
             .unwrap();
         // Links fail from then on, rather than wait.
-        assert!(router.link("after").await.is_err());
+        let after = tokio::time::timeout(Duration::from_secs(5), router.link("after"))
+            .await
+            .expect("an answer from a stopped router");
+        assert!(after.is_err());
     }
 }
