@@ -9,8 +9,7 @@
 //! (`target/release/mqtt_broker`, and Mosquitto where it is installed),
 //! talks to it over loopback in MQTT 3.1.1 packets written by hand, reads
 //! its resident memory (RSS) from `/proc`, and prints one Markdown table
-//! with a column per broker. `MQTT_BROKER=<path>` measures that binary
-//! instead of building `target/release/mqtt_broker`.
+//! with a column per broker.
 //!
 //! 1. **Filter churn**: 6 rounds in which a fresh client subscribes to 10,000
 //!    new filters, unsubscribes from them all and disconnects; RSS before and
@@ -53,6 +52,10 @@ mod client;
 mod cost;
 #[path = "resources/routing.rs"]
 mod routing;
+// The scale bench's way of starting servers; this bench starts only brokers.
+#[allow(dead_code)]
+#[path = "scale/servers.rs"]
+mod servers;
 
 use std::future::Future;
 use std::process::ExitCode;

@@ -53,7 +53,7 @@ use anyhow::{Context, anyhow, bail};
 use futures_util::{StreamExt, TryStreamExt};
 
 use clients::{Conn, Kind, Phase, Sender, Tally};
-use servers::{Program, Running, Subject};
+use servers::{Program, Running};
 
 /// The numbers of idle connections measured.
 pub const LEVELS: [usize; 3] = [1000, 5000, 10_000];
@@ -108,6 +108,14 @@ pub struct FanOutFigures {
     pub expected: u64,
 }
 
+/// A server in the table: its name, its protocol and how to start it.
+#[derive(Debug, Clone)]
+struct Subject {
+    name: &'static str,
+    kind: Kind,
+    program: Program,
+}
+
 fn subjects() -> Vec<Subject> {
     vec![
         Subject {
@@ -138,7 +146,7 @@ fn subjects() -> Vec<Subject> {
         Subject {
             name: "Mosquitto",
             kind: Kind::Mqtt,
-            program: Program::Mosquitto,
+            program: Program::Mosquitto(""),
         },
     ]
 }
@@ -164,14 +172,14 @@ fn fan_outs() -> Vec<(&'static str, Kind, Program, u8)> {
             Program::Ours("mqtt_broker", &[]),
             0,
         ),
-        ("Mosquitto, QoS 0", Kind::Mqtt, Program::Mosquitto, 0),
+        ("Mosquitto, QoS 0", Kind::Mqtt, Program::Mosquitto(""), 0),
         (
             "mqtt_broker, QoS 1",
             Kind::Mqtt,
             Program::Ours("mqtt_broker", &[]),
             1,
         ),
-        ("Mosquitto, QoS 1", Kind::Mqtt, Program::Mosquitto, 1),
+        ("Mosquitto, QoS 1", Kind::Mqtt, Program::Mosquitto(""), 1),
     ]
 }
 

@@ -48,13 +48,21 @@ impl Connection<'_> {
         {
             return Err(End::KeepAliveExpired(grace));
         }
+        self.update_pressure(false);
+        Ok(())
+    }
+
+    /// Tells the congestion tracker how much waits for the client, counting
+    /// its mailbox, which is on its way here, and whether the client took
+    /// any bytes in this turn; and tells the mailbox whether the client is
+    /// reading (see `mailbox.rs`).
+    pub(super) fn update_pressure(&mut self, progressed: bool) {
         let queued = self.to_client.bytes + self.session.mailbox.bytes();
         self.pressure
-            .update(queued, self.limits.max_queued_bytes, false);
+            .update(queued, self.limits.max_queued_bytes, progressed);
         self.session
             .mailbox
             .set_reading(!self.pressure.stalled(Instant::now()));
-        Ok(())
     }
 }
 

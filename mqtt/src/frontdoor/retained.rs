@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use super::topics::shrink_if_sparse;
+
 /// Retained messages by topic (spec §3.3.1.3), in a tree of levels like
 /// [`Topics`]: a new subscription gets those its filter matches.
 #[derive(Debug)]
@@ -131,9 +133,7 @@ fn clear<T>(node: &mut RetainedNode<T>, levels: &[&str]) -> bool {
     let cleared = clear(child, below);
     if child.message.is_none() && child.children.is_empty() {
         node.children.remove(*level);
-        if node.children.capacity() > 64 && node.children.len() < node.children.capacity() / 4 {
-            node.children.shrink_to_fit();
-        }
+        shrink_if_sparse(&mut node.children);
     }
     cleared
 }

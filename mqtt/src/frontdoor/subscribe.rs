@@ -10,6 +10,7 @@
 use tracing::{info, warn};
 
 use super::relay::{Connection, End};
+use super::topics::shrink_if_sparse;
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
 /// SUBACK's failure return code (spec §3.9.3).
@@ -104,10 +105,7 @@ impl Connection<'_> {
             }
         }
         drop(table);
-        let subscriptions = &mut self.session.subscriptions;
-        if subscriptions.capacity() > 64 && subscriptions.len() < subscriptions.capacity() / 4 {
-            subscriptions.shrink_to_fit();
-        }
+        shrink_if_sparse(&mut self.session.subscriptions);
         let ack = wire::ack(kind::UNSUBACK, packet_id);
         self.to_client.copy(&[&ack]);
         Ok(())

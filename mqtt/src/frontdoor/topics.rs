@@ -204,11 +204,18 @@ fn remove(node: &mut Node, levels: &[&str], group: Option<&str>, client: ClientK
         node.children.remove(*level);
         // A level that once had many children (`devices/<id>`) gives its
         // table back when most have gone.
-        if node.children.capacity() > 64 && node.children.len() < node.children.capacity() / 4 {
-            node.children.shrink_to_fit();
-        }
+        shrink_if_sparse(&mut node.children);
     }
     removed
+}
+
+/// Gives back most of a table's room once three quarters of it are empty
+/// (a `HashMap` keeps its largest size otherwise): a level that had many
+/// children, a client that had many subscriptions.
+pub fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(table: &mut HashMap<K, V>) {
+    if table.capacity() > 64 && table.len() < table.capacity() / 4 {
+        table.shrink_to_fit();
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
-use crate::clients::Kind;
-
 /// How to start one server.
 #[derive(Debug, Clone)]
 pub enum Program {
@@ -22,16 +20,9 @@ pub enum Program {
     Ours(&'static str, &'static [&'static str]),
     /// A bare tokio baseline: `loadgen serve-tcp-echo` or `serve-ws-echo`.
     Loadgen(&'static str),
-    /// Mosquitto, the C broker most people run.
-    Mosquitto,
-}
-
-/// A server in the table: its name, its protocol and how to start it.
-#[derive(Debug, Clone)]
-pub struct Subject {
-    pub name: &'static str,
-    pub kind: Kind,
-    pub program: Program,
+    /// Mosquitto, the C broker most people run, with these lines added to
+    /// its configuration file.
+    Mosquitto(&'static str),
 }
 
 /// A server process and the address it listens on.
@@ -67,7 +58,7 @@ impl Running {
                 command.args([mode, "--addr", "127.0.0.1:0"]);
                 Running::listening(command).await
             }
-            Program::Mosquitto => Running::mosquitto().await,
+            Program::Mosquitto(lines) => Running::mosquitto(lines).await,
         }
     }
 
@@ -94,14 +85,16 @@ impl Running {
     }
 
     /// Mosquitto prints no address: we give it a free port in a config file
-    /// (127.0.0.1 only; and TCP_NODELAY, as our servers set it) and connect
-    /// until it answers.
-    async fn mosquitto() -> anyhow::Result<Running> {
+    /// (127.0.0.1 only; and TCP_NODELAY, as our servers set it), with
+    /// `lines` after, and connect until it answers.
+    async fn mosquitto(lines: &str) -> anyhow::Result<Running> {
         let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
-        let config = target_dir().join(format!("scale-mosquitto-{port}.conf"));
+        let config = target_dir().join(format!("bench-mosquitto-{port}.conf"));
         std::fs::write(
             &config,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n{lines}"
+            ),
         )?;
         let mut last = anyhow!("not installed");
         for program in ["mosquitto", "/usr/sbin/mosquitto"] {

@@ -31,13 +31,7 @@ impl Connection<'_> {
             // Nothing waits for the client: it is not behind.
             self.pressure.caught_up();
         }
-        // What waits in the mailbox counts too: it is on its way here.
-        let queued = self.to_client.bytes + self.session.mailbox.bytes();
-        self.pressure
-            .update(queued, self.limits.max_queued_bytes, progressed);
-        self.session
-            .mailbox
-            .set_reading(!self.pressure.stalled(Instant::now()));
+        self.update_pressure(progressed);
         Ok(())
     }
 
