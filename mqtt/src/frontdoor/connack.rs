@@ -54,8 +54,13 @@ impl Door {
         let link_id = format!("%c{number}");
         let outcome = self.connected(client, &link_id, kept).await;
         lock(&self.link_ids).free.push(number);
-        if let Some(session) = outcome? {
-            self.sessions.keep(name, session);
+        if let Some(session) = outcome?
+            && let Some(replaced) = self.sessions.keep(name, session)
+        {
+            // Two connections of one client id overlapped (a takeover that
+            // waited longer than it may): the older session ends, so that
+            // its subscriptions do not outlive it.
+            self.end_session(replaced);
         }
         Ok(())
     }

@@ -175,9 +175,11 @@ impl Sessions {
         self.kept().remove(id)
     }
 
-    /// Keeps `session` for `id` until the client comes back.
-    pub fn keep(&self, id: &str, session: Session) {
-        self.kept().insert(id.to_string(), session);
+    /// Keeps `session` for `id` until the client comes back; returns the
+    /// session it replaces, if one was kept for `id` already (its client
+    /// reconnected before the old connection had finished), to be ended.
+    pub fn keep(&self, id: &str, session: Session) -> Option<Session> {
+        self.kept().insert(id.to_string(), session)
     }
 }
 
