@@ -150,6 +150,17 @@ impl Client {
         }
     }
 
+    /// PUBLISHes a retained message at QoS 1 (packet id 1), and waits for
+    /// its PUBACK.
+    async fn publish_retained(&mut self, topic: &str, payload: &[u8]) {
+        let mut body = string(topic.as_bytes());
+        body.extend([0, 1]);
+        body.extend_from_slice(payload);
+        self.send(&packet(0x33, &body)).await;
+        let (first, _) = self.next().await.expect("PUBACK");
+        assert_eq!(first, 0x40, "PUBACK");
+    }
+
     /// The QoS of each PUBLISH that arrives until none has for `quiet`.
     async fn deliveries(&mut self, quiet: Duration) -> Vec<u8> {
         let mut qos = Vec::new();
@@ -439,4 +450,21 @@ async fn takeovers_of_one_client_id_leave_nothing() {
 async fn mosquitto_takeovers_of_one_client_id_leave_nothing() {
     let broker = Mosquitto::start(None).await;
     takeovers_leave_nothing(broker.addr, broker.pid()).await;
+}
+
+/// The broker starts listening only once its router keeps messages for the
+/// dispatcher: a retained message published the moment it listens is kept
+/// and reaches a subscriber (rumqttd keeps a message only for filters that
+/// exist when it comes, and the dispatcher's used to be subscribed after).
+#[tokio::test]
+async fn a_message_published_the_moment_the_broker_listens_is_kept() {
+    for round in 0..5 {
+        let broker = Server::start("mqtt_broker", &[]).await;
+        let mut publisher = Client::connect(broker.addr, "early").await;
+        publisher.publish_retained("early/news", b"first").await;
+        let mut subscriber = Client::connect(broker.addr, "late").await;
+        assert_eq!(subscriber.subscribe(&["early/#".to_string()], 1).await, [1]);
+        let copies = subscriber.deliveries(Duration::from_millis(500)).await;
+        assert_eq!(copies, [1], "round {round}: the retained message");
+    }
 }

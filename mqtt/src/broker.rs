@@ -200,6 +200,13 @@ pub async fn start(
         .context("the router start task failed")?
         .map_err(|error| anyhow::anyhow!("rumqttd's router did not start: {error}"))?;
     let router_ended = tokio::spawn(watchdog.ended());
+    // Before the first client: the router keeps only what some filter
+    // wants, and the dispatcher's filter must be there first.
+    let dispatcher = frontdoor::dispatch::subscribe(&router)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!("rumqttd's router did not take the dispatcher: {error}")
+        })?;
     let stop = CancellationToken::new();
     let stopping = stop.clone();
     tokio::spawn(async move {
@@ -210,6 +217,7 @@ pub async fn start(
         listener,
         front_door_config(config),
         router,
+        dispatcher,
         stop.cancelled_owned(),
     ));
     Ok(RunningBroker {

@@ -105,16 +105,18 @@ pub struct FrontDoorConfig {
 }
 
 /// Serves clients on `listener` until `shutdown` resolves, then closes them
-/// all and returns. Each client that needs it gets a link to `router`.
+/// all and returns. Each client that publishes gets a link to `router`;
+/// `dispatcher` is the link [`dispatch::subscribe`] made.
 pub async fn run(
     listener: TcpListener,
     config: FrontDoorConfig,
     router: Router,
+    dispatcher: link::Link,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let shared = Arc::new(Shared::default());
     let congestion = Congestion::default();
-    let dispatcher = tokio::spawn(dispatch::run(router.clone(), shared.clone()));
+    let dispatcher = tokio::spawn(dispatch::run(router.clone(), dispatcher, shared.clone()));
     let door = Arc::new(Door {
         slots: Arc::new(Semaphore::new(config.max_connections)),
         // Refusing costs a task that reads the CONNECT, so refusals are

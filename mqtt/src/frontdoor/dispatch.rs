@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tracing::{error, warn};
 
-use super::link::Failed;
+use super::link::{Failed, Link};
 use super::mailbox::{Delivery, Mailbox, Message};
 use super::retained::Retained;
 use super::router::{ROUTER_TOPIC, Router, pipe_cost, router_subscribe};
@@ -180,18 +180,25 @@ pub fn parse(packet: &Bytes) -> Option<Message> {
     })
 }
 
+/// The dispatcher's link, subscribed to every message: returns once the
+/// router has answered the SUBSCRIBE, so that no message can reach the
+/// router before the filter that keeps it for the dispatcher (rumqttd
+/// keeps a message only in the logs of filters that exist when it comes).
+/// Errors if the router refuses the link or has stopped.
+pub async fn subscribe(router: &Router) -> Result<Link, Failed> {
+    let mut link = router.link("%dispatcher").await?;
+    link.push(router_subscribe(ROUTER_TOPIC));
+    link.flush().await?;
+    // Nothing is published yet, so the first notification is the SUBACK.
+    let mut none = Vec::new();
+    link.take(1, &mut none).await?;
+    Ok(link)
+}
+
 /// Reads every message from the router and routes it, until the router
 /// ends; returns why. Gives each message's room in the pipe back once it
 /// is routed ([`Router::pipe`]).
-pub async fn run(router: Router, shared: Arc<Shared>) -> Failed {
-    let mut link = match router.link("%dispatcher").await {
-        Ok(link) => link,
-        Err(failed) => return failed,
-    };
-    link.push(router_subscribe(ROUTER_TOPIC));
-    if let Err(failed) = link.flush().await {
-        return failed;
-    }
+pub async fn run(router: Router, mut link: Link, shared: Arc<Shared>) -> Failed {
     let pipe = router.pipe();
     let mut forwards = Vec::new();
     let mut next_offset = None;
