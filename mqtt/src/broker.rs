@@ -48,8 +48,8 @@ use crate::frontdoor::{self, FrontDoorConfig, relay::Limits, router::Router};
 /// (the front door logs each client connecting, being refused or closed,
 /// and disconnecting), and of rumqttd's only its warnings about a log
 /// segment dropped under a reader (which the dispatcher keeps from
-/// happening, and reports too). Its other lines are about the links, one
-/// per publishing client, which the front door's lines already cover. Of rustls's, only errors: its
+/// happening, and reports too). Its other lines are about its three
+/// links, which tell a learner nothing. Of rustls's, only errors: its
 /// warnings repeat ours (the alert a failed handshake sends) or are about a
 /// client's quirks, in hex (`mosquitto_pub -h 127.0.0.1` sends the address
 /// as a server name, which TLS forbids). `RUST_LOG=info` shows everything.
@@ -120,14 +120,13 @@ impl Default for BrokerConfig {
     }
 }
 
-/// rumqttd's router settings for `config`, every field set and explained.
-pub fn router_config(config: &BrokerConfig) -> RouterConfig {
+/// rumqttd's router settings, every field set and explained.
+pub fn router_config() -> RouterConfig {
     RouterConfig {
-        // The default is 0, which refuses every client. The front door
-        // enforces our limit; the router's has room for the links of clients
-        // that are closing while their successors open theirs, and for the
-        // watchdog's (see `frontdoor/router.rs`).
-        max_connections: config.max_connections.saturating_mul(2).saturating_add(16),
+        // The default is 0, which refuses every link. The router has three
+        // (see `frontdoor/router.rs`), whatever the number of clients; the
+        // front door enforces our limit on those.
+        max_connections: 16,
         // How many messages the router hands its one reader, the
         // dispatcher, per turn (see `frontdoor/dispatch.rs`). Larger batches
         // mean fewer wake-ups per message.
@@ -194,7 +193,7 @@ pub async fn start(
         .await
         .map_err(|error| networking_protocols::bind_error(config.addr, error))?;
     let addr = listener.local_addr()?;
-    let settings = router_config(config);
+    let settings = router_config();
     let (router, watchdog) = tokio::task::spawn_blocking(move || Router::start(settings))
         .await
         .context("the router start task failed")?

@@ -12,15 +12,13 @@
 //!    refused one gets the CONNACK return code the spec names (1 protocol
 //!    level, 2 client id, 3 server unavailable, 5 not authorized);
 //! 2. **takes over** an older connection with the same client id
-//!    [MQTT-3.1.4-2]: that one is closed, its will published and its link to
-//!    the router ended, before the new one goes further, so sessions never
-//!    overlap;
+//!    [MQTT-3.1.4-2]: that one is closed and its will published before the
+//!    new one goes further, so sessions never overlap;
 //! 3. **answers CONNACK** and serves the client ([`relay`]), checking every
 //!    packet: subscriptions go into the topic tree ([`topics`]), messages
-//!    the client publishes go to the router over a link ([`router`]),
-//!    opened when it first publishes, so that a client that only subscribes
-//!    costs the router nothing, and messages routed to the client come from
-//!    its mailbox ([`mailbox`]);
+//!    the client publishes go to the router over the one link all clients
+//!    share ([`router`]), so that clients cost the router nothing, and
+//!    messages routed to the client come from its mailbox ([`mailbox`]);
 //! 4. at the end, **publishes the will** unless the client sent DISCONNECT,
 //!    and keeps a persistent session for the client's return ([`session`]).
 //!
@@ -35,8 +33,8 @@
 //! publisher's socket
 //!   -> Connection::read_client    relay/socket.rs  bytes in, cut into packets
 //!   -> Connection::publish        publish.rs       checked; PUBACK queued
-//!   -> Connection::hand_over      publish.rs       room taken in the pipe
-//!   -> Link::flush                link.rs          handed to the router
+//!   -> Router::hand_over          router.rs        room taken in the pipe,
+//!                                                  handed to the router
 //!      rumqttd's router thread                     appended to its log
 //!   -> dispatch::run              dispatch.rs      looked up in the topic
 //!                                                  tree, one delivery per
@@ -105,8 +103,7 @@ pub struct FrontDoorConfig {
 }
 
 /// Serves clients on `listener` until `shutdown` resolves, then closes them
-/// all and returns. Each client that publishes gets a link to `router`;
-/// `dispatcher` is the link [`dispatch::subscribe`] made.
+/// all and returns. `dispatcher` is the link [`dispatch::subscribe`] made.
 pub async fn run(
     listener: TcpListener,
     config: FrontDoorConfig,
@@ -128,7 +125,6 @@ pub async fn run(
         router,
         shared,
         sessions: Sessions::default(),
-        link_ids: Mutex::new(LinkIds::default()),
         config,
     });
     let tasks = TaskTracker::new();
@@ -195,26 +191,6 @@ struct Occupant {
     done: CancellationToken,
 }
 
-/// The ids connections use with the router. The router keeps nothing of a
-/// session (the front door does), so a link's name there is not the
-/// client's: it is `%c` and a number no other connection holds, reused once
-/// its connection ends. rumqttd keeps a record of every id it has seen; with
-/// these, it keeps at most as many as were ever connected at once.
-#[derive(Debug, Default)]
-struct LinkIds {
-    free: Vec<u32>,
-    next: u32,
-}
-
-impl LinkIds {
-    fn take(&mut self) -> u32 {
-        self.free.pop().unwrap_or_else(|| {
-            self.next += 1;
-            self.next
-        })
-    }
-}
-
 #[derive(Debug)]
 struct Door {
     config: FrontDoorConfig,
@@ -227,7 +203,6 @@ struct Door {
     shared: Arc<Shared>,
     /// Persistent sessions of clients that are away.
     sessions: Sessions,
-    link_ids: Mutex<LinkIds>,
     /// Cancelled when the broker stops.
     stop: CancellationToken,
 }

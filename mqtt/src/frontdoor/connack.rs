@@ -5,8 +5,8 @@
 //! its unacknowledged messages go again [MQTT-4.4.0-1], and what its mailbox
 //! gathered while the client was away follows. A clean session ends any
 //! session kept under its id [MQTT-3.1.2-6] and gets session present 0
-//! [MQTT-3.2.2-1]. Either way the client is linked to the router only once
-//! it publishes, under an id from the front door's pool (`LinkIds`).
+//! [MQTT-3.2.2-1]. The router hears of neither: it keeps nothing per
+//! client (see `router.rs`).
 
 use std::io;
 
@@ -15,12 +15,12 @@ use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::Door;
 use super::connect::Connect;
 use super::handshake::{ClientStream, write_flushed};
 use super::relay::tls::TlsSession;
 use super::relay::{Connection, Parts};
 use super::session::{Resend, Session};
-use super::{Door, lock};
 use crate::wire::{self, ConnackCode, kind};
 
 /// A client whose CONNECT we accepted, on its way to CONNACK.
@@ -50,10 +50,7 @@ impl Door {
             }
             kept => kept,
         };
-        let number = lock(&self.link_ids).take();
-        let link_id = format!("%c{number}");
-        let outcome = self.connected(client, &link_id, kept).await;
-        lock(&self.link_ids).free.push(number);
+        let outcome = self.connected(client, kept).await;
         if let Some(session) = outcome?
             && let Some(replaced) = self.sessions.keep(name, session)
         {
@@ -72,12 +69,11 @@ impl Door {
         self.shared.table().close(session.key, filters);
     }
 
-    /// From CONNACK to the end of the connection, with the router id
-    /// `link_id`. Returns the session to keep, for a persistent one.
+    /// From CONNACK to the end of the connection. Returns the session to
+    /// keep, for a persistent one.
     async fn connected(
         &self,
         client: Admitted<'_>,
-        link_id: &str,
         kept: Option<Session>,
     ) -> io::Result<Option<Session>> {
         let Admitted {
@@ -125,10 +121,8 @@ impl Door {
             shared: &self.shared,
             limits: &self.config.limits,
             name,
-            link_id,
             clean_session: connect.clean_session,
             keep_alive: connect.keep_alive,
-            link: None,
             session,
             pressure: self.congestion.pressure(),
         });

@@ -69,8 +69,8 @@ impl Connection<'_> {
 impl Door {
     /// After the client's connection has ended with `end`: its will goes
     /// to the router unless it sent DISCONNECT, with what it sent before it
-    /// left (a PUBLISH followed at once by DISCONNECT, say); the link ends;
-    /// and a clean session ends, while a persistent one is returned, to keep.
+    /// left (a PUBLISH followed at once by DISCONNECT, say); and a clean
+    /// session ends, while a persistent one is returned, to keep.
     pub(super) async fn finish(
         &self,
         mut connection: Connection<'_>,
@@ -93,9 +93,6 @@ impl Door {
         }
         if !matches!(end, End::RouterGone) {
             let _ = connection.hand_over().await;
-        }
-        if let Some(link) = connection.link.take() {
-            link.close(|_| {}).await;
         }
         if connect.clean_session {
             self.end_session(connection.session);

@@ -1,9 +1,9 @@
-//! One client's link to the router: packets in, notifications out.
+//! A link to the router: packets in, notifications out.
 //!
-//! The front door hands a link a batch of packets per turn ([`Link::flush`])
-//! and takes the router's notifications in batches ([`Link::take`]); the
-//! last packet a link ever carries is DISCONNECT ([`Link::close`]). See
-//! `router.rs` for why the router must only ever see what these allow.
+//! The front door hands a link a batch of packets at a time
+//! ([`Link::flush`]) and takes the router's notifications in batches
+//! ([`Link::take`]). See `router.rs` for the links there are, and why the
+//! router must only ever see what these allow.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use rumqttd::Notification;
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
-use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet};
+use rumqttd::protocol::Packet;
 
 /// Asks whether rumqttd's channel to its router is full (1000 events).
 pub(super) type IsFull = dyn Fn() -> bool + Send + Sync;
@@ -35,7 +35,7 @@ impl From<LinkError> for Failed {
     }
 }
 
-/// One client's link to the router.
+/// A link to the router.
 pub struct Link {
     tx: LinkTx,
     rx: LinkRx,
@@ -43,8 +43,6 @@ pub struct Link {
     router_full: Arc<IsFull>,
     /// Packets for the router not yet handed over (see [`Link::flush`]).
     pending: Vec<Packet>,
-    /// Set once DISCONNECT is on its way: nothing may follow it.
-    closed: bool,
 }
 
 impl std::fmt::Debug for Link {
@@ -62,7 +60,6 @@ impl Link {
             rx,
             router_full,
             pending: Vec::new(),
-            closed: false,
         }
     }
 
@@ -148,37 +145,6 @@ impl Link {
     /// Tells the router to forward to us again after [`Link::take`] found
     /// that it had stopped.
     pub async fn resume(&mut self) -> Result<(), Failed> {
-        if self.closed {
-            return Ok(());
-        }
         Ok(self.rx.wake().await?)
-    }
-
-    /// Ends the link: the queued packets (a will, the client's last
-    /// messages), then DISCONNECT, then we wait, at most 5 s, until the
-    /// router has dropped the link, passing each message still forwarded to
-    /// `forward` (a persistent session keeps them). Once this returns, the
-    /// router has finished with the client id.
-    pub async fn close(mut self, mut forward: impl FnMut(rumqttd::Forward)) {
-        self.push(Packet::Disconnect(
-            Disconnect {
-                reason_code: DisconnectReasonCode::NormalDisconnection,
-            },
-            None,
-        ));
-        self.closed = true;
-        if self.flush().await.is_err() {
-            return;
-        }
-        let drain = async {
-            loop {
-                match self.rx.next().await {
-                    Ok(Some(Notification::Forward(message))) => forward(message),
-                    Ok(_) => {}
-                    Err(_) => return,
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     }
 }

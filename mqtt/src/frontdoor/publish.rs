@@ -23,7 +23,7 @@ use tracing::warn;
 
 use super::mailbox::Delivery;
 use super::relay::{Connection, End};
-use super::router::{self, pipe_cost};
+use super::router;
 use super::session::Stage;
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
@@ -73,48 +73,16 @@ impl Connection<'_> {
         self.for_router.push(packet);
     }
 
-    /// Hands the messages of this turn to the router, opening the link first
-    /// if this is the client's first. Each takes its room in the pipe first
-    /// ([`Router::pipe`]); while there is none, what has room is handed
-    /// over, and we wait: the client is not read meanwhile, so a publisher
-    /// faster than the broker routes is slowed by TCP's flow control.
+    /// Hands the messages of this turn to the router
+    /// ([`super::router::Router::hand_over`]): while the broker has no room
+    /// for them, we wait, and the client is not read meanwhile, so a
+    /// publisher faster than the broker routes is slowed by TCP's flow
+    /// control.
     pub(super) async fn hand_over(&mut self) -> Result<(), End> {
-        if self.for_router.is_empty() {
-            return Ok(());
-        }
-        if self.link.is_none() {
-            match Box::pin(self.router.link(self.link_id)).await {
-                Ok(link) => self.link = Some(link),
-                Err(error) => {
-                    warn!(client = self.name, %error, "the router did not take the client");
-                    return Err(End::RouterGone);
-                }
-            }
-        }
-        let Some(link) = &mut self.link else {
-            return Ok(());
-        };
-        let pipe = self.router.pipe();
-        for packet in self.for_router.drain(..) {
-            let cost = match &packet {
-                Packet::Publish(publish, _) => pipe_cost(publish.payload.len()),
-                _ => 0,
-            };
-            match pipe.try_acquire_many(cost) {
-                Ok(room) => room.forget(),
-                Err(_) => {
-                    // Nothing may wait while holding room: what has room
-                    // goes first, so the dispatcher can give room back.
-                    link.flush().await.map_err(|_| End::RouterGone)?;
-                    match pipe.acquire_many(cost).await {
-                        Ok(room) => room.forget(),
-                        Err(_) => return Err(End::RouterGone),
-                    }
-                }
-            }
-            link.push(packet);
-        }
-        link.flush().await.map_err(|_| End::RouterGone)
+        self.router
+            .hand_over(&mut self.for_router)
+            .await
+            .map_err(|_| End::RouterGone)
     }
 
     /// PUBACK, PUBREC and PUBCOMP for our deliveries, PUBREL for the

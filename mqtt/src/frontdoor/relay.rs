@@ -31,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::congestion::Pressure;
 use super::dispatch::Shared;
-use super::link::Link;
 use super::mailbox::{Delivery, Mailbox};
 use super::router::Router;
 use super::session::Session;
@@ -43,8 +42,7 @@ use tls::TlsSession;
 /// client cannot hold its connection's loop.
 const READ_PER_TURN: usize = 64 * 1024;
 
-/// At most this many notifications taken from the router, and as many
-/// messages from the mailbox, per turn.
+/// At most this many messages taken from the mailbox per turn.
 const TAKE_PER_TURN: usize = 256;
 
 /// How a client's connection ended.
@@ -61,7 +59,7 @@ pub enum End {
     /// Another connection with the same client id [MQTT-3.1.4-2], or the
     /// broker is stopping.
     Kicked,
-    /// The router refused the client or dropped its link.
+    /// The router has stopped.
     RouterGone,
 }
 
@@ -86,7 +84,7 @@ pub struct Limits {
 }
 
 /// One client's connection, from its CONNACK to its end: its socket, its
-/// link to the router, its session, and the queues between them.
+/// session, and the queues between it and the router.
 #[derive(Debug)]
 pub struct Connection<'a> {
     /// The client's socket; with TLS, what crosses it is encrypted, and
@@ -99,23 +97,16 @@ pub struct Connection<'a> {
     pub(super) limits: &'a Limits,
     /// The client id, for log lines.
     pub name: &'a str,
-    /// The id the router knows this client's link by (see `LinkIds`).
-    pub(super) link_id: &'a str,
     /// Clean session: nothing outlives the connection.
     pub clean_session: bool,
     /// 1.5 x the client's keep-alive, or `None` for keep-alive 0.
     pub(super) grace: Option<Duration>,
-    /// The link to the router, once the client needs one (see `connack.rs`).
-    pub link: Option<Link>,
     /// Messages for the router from this turn (see
     /// [`Connection::hand_over`]).
     pub(super) for_router: Vec<Packet>,
     pub session: Session,
     from_client: BytesMut,
     pub(super) to_client: Outbox,
-    /// Notifications taken from the router: none are messages, since a
-    /// client's link subscribes to nothing; kept to save an allocation.
-    forwards: Vec<rumqttd::Forward>,
     /// Messages taken from the mailbox, on their way into `to_client`.
     deliveries: Vec<Delivery>,
     pub(super) last_heard: Instant,
@@ -134,10 +125,8 @@ pub struct Parts<'a> {
     pub shared: &'a Shared,
     pub limits: &'a Limits,
     pub name: &'a str,
-    pub link_id: &'a str,
     pub clean_session: bool,
     pub keep_alive: u16,
-    pub link: Option<Link>,
     pub session: Session,
     pub pressure: Pressure,
 }
@@ -151,16 +140,13 @@ impl<'a> Connection<'a> {
             shared: parts.shared,
             limits: parts.limits,
             name: parts.name,
-            link_id: parts.link_id,
             clean_session: parts.clean_session,
             grace: (parts.keep_alive > 0)
                 .then(|| Duration::from_secs(u64::from(parts.keep_alive)).mul_f32(1.5)),
-            link: parts.link,
             for_router: Vec::new(),
             session: parts.session,
             from_client: BytesMut::new(),
             to_client: Outbox::default(),
-            forwards: Vec::new(),
             deliveries: Vec::new(),
             last_heard: Instant::now(),
             pressure: parts.pressure,
@@ -194,7 +180,7 @@ impl<'a> Connection<'a> {
         if first.is_ok() && self.tls.is_some() {
             first = self.read_client();
         }
-        if let Err(end) = self.settle(first, false).await {
+        if let Err(end) = self.settle(first).await {
             return end;
         }
         let timer = tokio::time::sleep_until(self.deadline());
@@ -211,7 +197,6 @@ impl<'a> Connection<'a> {
             let mailbox = self.session.mailbox.clone();
             let write_client = !self.to_client.is_empty()
                 || self.tls.as_ref().is_some_and(TlsSession::wants_write);
-            let mut resume = false;
             let turn = tokio::select! {
                 () = kick.cancelled() => Err(End::Kicked),
                 ready = self.socket.readable(), if read_client => match ready {
@@ -222,15 +207,6 @@ impl<'a> Connection<'a> {
                     self.deliver_from(&mailbox);
                     Ok(())
                 }
-                taken = take_from(self.link.as_mut(), &mut self.forwards) => match taken {
-                    Ok(paused) => {
-                        // A client's link carries no messages to it.
-                        self.forwards.clear();
-                        resume = paused;
-                        Ok(())
-                    }
-                    Err(()) => Err(End::RouterGone),
-                },
                 ready = self.socket.writable(), if write_client => match ready {
                     Ok(()) => Ok(()),
                     Err(error) => Err(End::ClientGone(Some(error))),
@@ -242,22 +218,18 @@ impl<'a> Connection<'a> {
                 }
                 () = &mut timer => self.on_timer(),
             };
-            if let Err(end) = self.settle(turn, resume).await {
+            if let Err(end) = self.settle(turn).await {
                 return end;
             }
             timer.as_mut().reset(self.deadline());
         }
     }
 
-    /// After a turn: hands the router what the client sent (opening the
-    /// link if this is the first time the client needs it), lets the router
-    /// forward again if it paused, and writes what is queued for the client.
-    async fn settle(&mut self, turn: Result<(), End>, resume: bool) -> Result<(), End> {
+    /// After a turn: hands the router what the client sent, and writes
+    /// what is queued for the client.
+    async fn settle(&mut self, turn: Result<(), End>) -> Result<(), End> {
         turn?;
         self.hand_over().await?;
-        if resume && let Some(link) = &mut self.link {
-            link.resume().await.map_err(|_| End::RouterGone)?;
-        }
         self.write_client()
     }
 
@@ -301,18 +273,6 @@ impl Connection<'_> {
             self.deliver(delivery);
         }
         self.deliveries = deliveries;
-    }
-}
-
-/// Takes a batch from the link into `forwards`; returns whether the router
-/// paused forwarding to us. Never resolves without a link.
-async fn take_from(
-    link: Option<&mut Link>,
-    forwards: &mut Vec<rumqttd::Forward>,
-) -> Result<bool, ()> {
-    match link {
-        Some(link) => link.take(TAKE_PER_TURN, forwards).await.map_err(|_| ()),
-        None => std::future::pending().await,
     }
 }
 

@@ -1,13 +1,15 @@
 //! rumqttd's router, in this process: how the front door hands it packets
 //! and takes its notifications back.
 //!
-//! rumqttd's [`Router`](rumqttd::Router) runs on a thread of its own. Each
-//! client that publishes gets a *link* ([`Link`]): two in-memory queues,
-//! packets in (`LinkTx`), notifications out (`LinkRx`). No socket, no
-//! second parse: the front door checks a client's packet once, and the
-//! router gets it as a `rumqttd::protocol::Packet`. The router appends every
-//! message to one log, which one more link reads: the dispatcher's
-//! (`dispatch.rs` says why the router does not route).
+//! rumqttd's [`Router`](rumqttd::Router) runs on a thread of its own and
+//! talks to *links* ([`Link`]): two in-memory queues each, packets in
+//! (`LinkTx`), notifications out (`LinkRx`). No socket, no second parse: the
+//! front door checks a client's packet once, and the router gets it as a
+//! `rumqttd::protocol::Packet`. There are three links, whatever the number
+//! of clients: every client's messages go in by one ([`Router::hand_over`]),
+//! the router appends them to one log, which the dispatcher's link reads
+//! (`dispatch.rs` says why the router does not route), and the watchdog's
+//! link tells when the router's thread has ended.
 //!
 //! The router is fast and trusting: it `unwrap`s on states it assumes cannot
 //! happen, and a panic there ends its thread for every client. So the front
@@ -18,10 +20,9 @@
 //!   acknowledgement and never meets one out of order;
 //! - a link asks the router to forward again only after the router said it
 //!   stopped ([`Link::resume`]; rumqttd asserts that order);
-//! - a link's last packet is DISCONNECT, after which the link sends nothing,
-//!   and we wait until the router has dropped it ([`Link::close`]) before a
-//!   new link may take the same id. Events for a connection the router has
-//!   removed (`Scheduler::reschedule` unwraps it) cannot happen.
+//! - no link disconnects while the broker runs, and none shares an id, so
+//!   the states around a client leaving (`Scheduler::reschedule` unwraps a
+//!   connection the router has removed) cannot happen.
 //!
 //! If its thread ends anyway, [`Router::start`]'s watchdog says so at once.
 
@@ -94,6 +95,8 @@ struct Handle {
     /// Room for messages handed to the router and not yet routed (see
     /// [`Router::pipe`]).
     pipe: Arc<Semaphore>,
+    /// The one link every client's messages go in by ([`Router::hand_over`]).
+    ingest: tokio::sync::Mutex<Link>,
 }
 
 /// A link to open, and where to send it.
@@ -136,6 +139,7 @@ impl Router {
             Ok((tx, rx))
         };
         let (_, watchdog) = open("%watchdog")?;
+        let (tx, rx) = open("%ingest")?;
         let (links, requests) = std::sync::mpsc::channel::<LinkRequest>();
         std::thread::Builder::new()
             .name("router-links".to_string())
@@ -146,21 +150,23 @@ impl Router {
                 }
             })
             .map_err(|error| Failed(format!("cannot start the link thread: {error}")))?;
+        // A router that has stopped takes nothing: then sending fails at
+        // once rather than waiting for room.
+        let is_full: Arc<IsFull> = Arc::new(move || full.is_full() && !full.is_disconnected());
+        let ingest = tokio::sync::Mutex::new(Link::new(tx, rx, is_full.clone()));
         let router = Router {
             inner: Arc::new(Handle {
                 links,
-                // A router that has stopped takes nothing: then sending
-                // fails at once rather than waiting for room.
-                is_full: Arc::new(move || full.is_full() && !full.is_disconnected()),
+                is_full,
                 pipe: Arc::new(Semaphore::new(PIPE_BYTES)),
+                ingest,
             }),
         };
         Ok((router, Watchdog(watchdog)))
     }
 
-    /// Opens a link under `id` (one of the front door's: see `LinkIds`),
-    /// as a clean session: the router keeps nothing for it once it closes.
-    /// Errors if the router refuses (its connection limit) or has stopped.
+    /// Opens a link under `id`, as a clean session. Errors if the router
+    /// refuses (its connection limit) or has stopped.
     ///
     /// Opening a link waits for the router's answer on a blocking channel.
     /// One thread of ours does that wait for every link, one at a time (the
@@ -176,6 +182,41 @@ impl Router {
         self.inner.links.send(request).map_err(|_| stopped())?;
         let (tx, rx) = answer.await.map_err(|_| stopped())??;
         Ok(Link::new(tx, rx, self.inner.is_full.clone()))
+    }
+}
+
+impl Router {
+    /// Hands `messages` (PUBLISHes made by [`for_router`]) to the router, in
+    /// order, over the one link all clients share: the router keeps nothing
+    /// per client, so clients that come and go cost it nothing. Each message
+    /// first takes its room in the pipe ([`Router::pipe`]); while there is
+    /// none, what has room is handed over and we wait. Errors if the router
+    /// has stopped.
+    pub async fn hand_over(&self, messages: &mut Vec<Packet>) -> Result<(), Failed> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let pipe = &self.inner.pipe;
+        let mut ingest = self.inner.ingest.lock().await;
+        for packet in messages.drain(..) {
+            let cost = match &packet {
+                Packet::Publish(publish, _) => pipe_cost(publish.payload.len()),
+                _ => 0,
+            };
+            match pipe.try_acquire_many(cost) {
+                Ok(room) => room.forget(),
+                Err(_) => {
+                    // Nothing may wait while holding room: what has room
+                    // goes first, so the dispatcher can give room back.
+                    ingest.flush().await?;
+                    let room = pipe.acquire_many(cost).await;
+                    room.map_err(|_| Failed("the pipe is closed".into()))?
+                        .forget();
+                }
+            }
+            ingest.push(packet);
+        }
+        ingest.flush().await
     }
 }
 
