@@ -2,12 +2,13 @@
 //! router and the messages routed to it back.
 //!
 //! Each turn waits for whichever comes first: bytes from the client,
-//! messages in its mailbox (`mailbox.rs`), an answer from the router, room
-//! in the client's socket, a change in the broker's congestion, or the
-//! timer (keep-alive). Then it works without waiting: whole packets are cut
-//! from what the client sent and handled (`publish.rs`, `subscribe.rs`),
-//! what they carry for the router is handed to it ([`Link::flush`]), and
-//! what is queued for the client is written as far as its socket takes it.
+//! messages in its mailbox (`mailbox.rs`), room in the client's socket, a
+//! change in the broker's congestion, or the timer (keep-alive). Then it
+//! works: whole packets are cut from what the client sent and handled
+//! (`publish.rs`, `subscribe.rs`), the messages they carry are handed to the
+//! router (`Router::hand_over`, which waits only while the broker has no
+//! room for them), and what is queued for the client is written as far as
+//! its socket takes it.
 //! Messages wait in the mailbox and then, encoded, in the client's queue,
 //! both bounded by `--max-queued-bytes` (`super::congestion` says what
 //! happens when they fill).
