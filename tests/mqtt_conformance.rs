@@ -18,7 +18,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::mqtt::{Mosquitto, packet, string};
+use common::mqtt::{Mosquitto, packet, read_more, split, string};
 use common::tls::TempDir;
 use common::{Process, Server, within};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -117,30 +117,11 @@ async fn read_until_pingresp_or_close(stream: &mut (impl AsyncRead + Unpin)) -> 
                 return seen.join(", ");
             }
         }
-        let mut chunk = [0u8; 4096];
-        match within("a packet or a close", stream.read(&mut chunk)).await {
-            Ok(0) | Err(_) => {
-                seen.push("closed".to_string());
-                return seen.join(", ");
-            }
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        if !read_more(stream, &mut buffer).await {
+            seen.push("closed".to_string());
+            return seen.join(", ");
         }
     }
-}
-
-/// One whole packet off the front of `buffer`: first byte, body, bytes used.
-fn split(buffer: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
-    let (mut length, mut at) = (0usize, 1);
-    loop {
-        let byte = *buffer.get(at)?;
-        length |= usize::from(byte & 0x7f) << (7 * (at - 1));
-        at += 1;
-        if byte & 0x80 == 0 {
-            break;
-        }
-    }
-    let body = buffer.get(at..at + length)?.to_vec();
-    Some((buffer[0], body, at + length))
 }
 
 fn describe(first: u8, body: &[u8]) -> String {

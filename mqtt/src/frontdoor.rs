@@ -132,9 +132,19 @@ pub async fn run(
     let mut busy = Throttle::default();
     tokio::pin!(shutdown);
     tokio::pin!(dispatcher);
+    // Once a second, sessions whose MQTT 5 Session Expiry Interval has run
+    // out while their client was away end (`session.rs`).
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
+            _ = sweep.tick() => {
+                for session in door.sessions.expired(std::time::Instant::now()) {
+                    door.end_session(session);
+                }
+                continue;
+            }
             ended = &mut dispatcher => {
                 let why = ended.map_or_else(|error| error.to_string(), |failed| failed.to_string());
                 error!("the dispatcher stopped ({why}); no message can be routed");

@@ -14,6 +14,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+pub mod properties;
 mod rules;
 pub use rules::{check_flags, check_topic_filter, check_topic_name};
 
@@ -53,20 +54,73 @@ pub enum ConnackCode {
     NotAuthorized = 5,
 }
 
+impl ConnackCode {
+    /// The MQTT 5 reason code for the same refusal (spec §3.2.2.2, Table
+    /// 3-1): version 5 has more codes, and other numbers for these.
+    pub fn v5(self) -> u8 {
+        match self {
+            ConnackCode::Accepted => 0x00,
+            ConnackCode::UnacceptableProtocolVersion => 0x84,
+            ConnackCode::IdentifierRejected => 0x85,
+            ConnackCode::ServerUnavailable => 0x88,
+            ConnackCode::BadUserNameOrPassword => 0x86,
+            ConnackCode::NotAuthorized => 0x87,
+        }
+    }
+}
+
+/// The protocol level of MQTT 5 in CONNECT (spec §3.1.2.2).
+pub const V5: u8 = 5;
+
 /// Why a packet broke the protocol; the connection must then be closed
 /// (spec §4.8: "if either the Server or Client encounters a protocol
-/// violation, it MUST close the Network Connection").
+/// violation, it MUST close the Network Connection"). MQTT 5 names the kind
+/// of violation in the DISCONNECT it sends before closing (§4.13): see
+/// [`Violation::reason_code`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation(pub String);
+pub struct Violation {
+    /// What broke, for the log, with the spec's tag where there is one.
+    pub text: String,
+    /// The MQTT 5 reason code (§2.4): 0x81 Malformed Packet, 0x82 Protocol
+    /// Error, or a more precise one (0x94 Topic Alias invalid, 0x95 Packet
+    /// too large...).
+    pub reason_code: u8,
+}
+
+impl Violation {
+    /// A packet that breaks a rule of the protocol: reason code 0x82.
+    pub fn protocol(text: impl Into<String>) -> Self {
+        Violation {
+            text: text.into(),
+            reason_code: 0x82,
+        }
+    }
+
+    /// A packet that cannot be read as the spec lays it out: 0x81.
+    pub fn malformed(text: impl Into<String>) -> Self {
+        Violation {
+            text: text.into(),
+            reason_code: 0x81,
+        }
+    }
+
+    /// A violation with a reason code of its own (spec §2.4, Table 2-6).
+    pub fn with_code(reason_code: u8, text: impl Into<String>) -> Self {
+        Violation {
+            text: text.into(),
+            reason_code,
+        }
+    }
+}
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 fn violation(text: impl Into<String>) -> Violation {
-    Violation(text.into())
+    Violation::malformed(text)
 }
 
 /// One whole packet, still in its wire form: `bytes` holds the fixed header
@@ -121,9 +175,10 @@ pub fn next_frame(buffer: &mut BytesMut, max_bytes: usize) -> Result<Option<Fram
         }
     }
     if length > max_bytes {
-        return Err(violation(format!(
-            "packet of {length} bytes, over the broker's limit of {max_bytes}"
-        )));
+        return Err(Violation::with_code(
+            0x95,
+            format!("packet of {length} bytes, over the broker's limit of {max_bytes}"),
+        ));
     }
     if buffer.len() < at + length {
         // Make room for the rest now, so the next read can take it at once.
@@ -197,6 +252,21 @@ pub fn ack(kind: u8, packet_id: u16) -> [u8; 4] {
     [kind << 4 | flags, 2, high, low]
 }
 
+/// An MQTT 5 CONNACK (spec §3.2): session present, reason code, and the
+/// property list `properties` (with its length, see
+/// [`properties::Builder`]).
+pub fn connack_v5(session_present: bool, reason_code: u8, properties: &[u8]) -> Bytes {
+    let mut body = vec![u8::from(session_present), reason_code];
+    body.extend_from_slice(properties);
+    packet(kind::CONNACK << 4, &body)
+}
+
+/// An MQTT 5 DISCONNECT from the server (spec §3.14) with `reason_code` and
+/// no properties.
+pub fn disconnect_v5(reason_code: u8) -> [u8; 4] {
+    [kind::DISCONNECT << 4, 2, reason_code, 0]
+}
+
 /// PINGRESP: a fixed header and nothing else.
 pub const PINGRESP: [u8; 2] = [kind::PINGRESP << 4, 0];
 
@@ -219,6 +289,11 @@ impl<'a> Reader<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.rest.is_empty()
+    }
+
+    /// What is left to read: a PUBLISH's payload, once its header is read.
+    pub fn rest(&self) -> &'a [u8] {
+        self.rest
     }
 
     pub fn u8(&mut self) -> Result<u8, Violation> {

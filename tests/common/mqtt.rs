@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
@@ -30,6 +31,35 @@ pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(body);
     out
+}
+
+/// One whole packet off the front of `buffer`: first byte, body, bytes used;
+/// `None` until a whole packet is in.
+pub fn split(buffer: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    let (mut length, mut at) = (0usize, 1);
+    loop {
+        let byte = *buffer.get(at)?;
+        length |= usize::from(byte & 0x7f) << (7 * (at - 1));
+        at += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let body = buffer.get(at..at + length)?.to_vec();
+    Some((buffer[0], body, at + length))
+}
+
+/// Reads what `stream` has into `buffer`, within the tests' timeout:
+/// `false` once the peer has closed (or the read failed or timed out).
+pub async fn read_more(stream: &mut (impl AsyncRead + Unpin), buffer: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 4096];
+    match within("a packet or a close", stream.read(&mut chunk)).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buffer.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
 }
 
 /// An MQTT string: two-byte length, then the bytes (spec §1.5.3).

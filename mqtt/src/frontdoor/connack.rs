@@ -21,6 +21,7 @@ use super::handshake::{ClientStream, write_flushed};
 use super::relay::tls::TlsSession;
 use super::relay::{Connection, Parts};
 use super::session::{Resend, Session};
+use crate::wire::properties::{Builder, id};
 use crate::wire::{self, ConnackCode, kind};
 
 /// A client whose CONNECT we accepted, on its way to CONNACK.
@@ -37,7 +38,29 @@ pub(super) struct Admitted<'a> {
     pub(super) kick: &'a CancellationToken,
 }
 
+/// How many topic aliases an MQTT 5 client may set up towards the broker
+/// (Topic Alias Maximum in CONNACK, spec §3.2.2.3.8): each saves a long
+/// topic name on every PUBLISH after the first.
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
+
 impl Door {
+    /// An MQTT 5 CONNACK's properties (spec §3.2.2.3): what this broker
+    /// allows that differs from the protocol's defaults, and the client id
+    /// it assigned, if it did [MQTT-3.2.2-16].
+    fn connack_properties(&self, name: &str, connect: &Connect) -> Vec<u8> {
+        let max_packet = u32::try_from(self.config.limits.max_packet_bytes).unwrap_or(u32::MAX);
+        let mut properties = Builder::default()
+            .two(id::TOPIC_ALIAS_MAXIMUM, TOPIC_ALIAS_MAXIMUM)
+            .four(id::MAXIMUM_PACKET_SIZE, max_packet)
+            // Subscription identifiers are not carried yet (spec
+            // §3.2.2.3.12): a SUBSCRIBE with one gets DISCONNECT 0xA1.
+            .byte(id::SUBSCRIPTION_IDENTIFIER_AVAILABLE, 0);
+        if connect.client_id.is_empty() {
+            properties = properties.string(id::ASSIGNED_CLIENT_IDENTIFIER, name);
+        }
+        properties.finish()
+    }
+
     /// Answers CONNACK, serves the client, and ends its session, or keeps
     /// a persistent one for the client's return.
     pub(super) async fn session(&self, client: Admitted<'_>) -> io::Result<()> {
@@ -52,7 +75,7 @@ impl Door {
         };
         let outcome = self.connected(client, kept).await;
         if let Some(session) = outcome?
-            && let Some(replaced) = self.sessions.keep(name, session)
+            && let Some(replaced) = self.sessions.keep(name, session, connect.session_expiry)
         {
             // Two connections of one client id overlapped (a takeover that
             // waited longer than it may): the older session ends, so that
@@ -84,7 +107,11 @@ impl Door {
             kick,
         } = client;
         let session_present = kept.is_some();
-        let connack = wire::connack(session_present, ConnackCode::Accepted);
+        let connack = if connect.version == wire::V5 {
+            wire::connack_v5(session_present, 0, &self.connack_properties(name, connect))
+        } else {
+            Bytes::copy_from_slice(&wire::connack(session_present, ConnackCode::Accepted))
+        };
         if write_flushed(&mut client, &connack).await.is_err() {
             // The client left before its CONNACK: a kept session stays kept
             // (a clean session has none).
@@ -121,7 +148,9 @@ impl Door {
             shared: &self.shared,
             limits: &self.config.limits,
             name,
-            clean_session: connect.clean_session,
+            clean_session: connect.session_expiry == 0,
+            version: connect.version,
+            max_packet_size: connect.max_packet_size,
             keep_alive: connect.keep_alive,
             session,
             pressure: self.congestion.pressure(),
@@ -135,7 +164,7 @@ impl Door {
                 }
             }
         }
-        let end = connection.run(early, kick).await;
+        let end = connection.run(early, kick, &self.stop).await;
         Ok(Box::pin(self.finish(connection, connect, end)).await)
     }
 }

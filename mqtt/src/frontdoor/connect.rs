@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 
+use crate::wire::properties::{allowed, id};
 use crate::wire::{self, ConnackCode, Frame, Reader, Violation, kind};
 
 /// A last will: what the broker publishes for a client whose connection ends
@@ -20,6 +21,9 @@ pub struct Will {
     /// 0, 1 or 2.
     pub qos: u8,
     pub retain: bool,
+    /// MQTT 5: the will's PUBLISH properties as the client sent them
+    /// (spec §3.1.3.2), without the Will Delay Interval; empty for 3.1.1.
+    pub properties: Vec<u8>,
 }
 
 /// A CONNECT that passed every check.
@@ -27,7 +31,18 @@ pub struct Will {
 pub struct Connect {
     /// As the client sent it; may be empty (then the broker assigns one).
     pub client_id: String,
+    /// 3.1.1's Clean Session flag, or MQTT 5's Clean Start: a session kept
+    /// under the client id ends now [MQTT-3.1.2-4].
     pub clean_session: bool,
+    /// The protocol level: 3 (MQTT 3.1), 4 (3.1.1) or 5.
+    pub version: u8,
+    /// Seconds the session outlives the connection (MQTT 5 Session Expiry
+    /// Interval, spec §3.1.2.11.2; 0xFFFF_FFFF never ends). For 3.1.1, 0
+    /// with a clean session and 0xFFFF_FFFF without.
+    pub session_expiry: u32,
+    /// MQTT 5: the largest packet the client takes, in bytes (Maximum
+    /// Packet Size, §3.1.2.11.4); `None` is no limit but the protocol's.
+    pub max_packet_size: Option<u32>,
     /// Seconds; 0 means the client asked for no keep-alive (spec §3.1.2.10).
     pub keep_alive: u16,
     pub will: Option<Will>,
@@ -38,8 +53,12 @@ pub struct Connect {
 /// Why a CONNECT was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// Answer CONNACK with this code, then close.
+    /// Answer CONNACK with this code (for MQTT 5, its version 5 number,
+    /// [`ConnackCode::v5`]), then close.
     Connack(ConnackCode, String),
+    /// An MQTT 5 refusal that 3.1.1 has no code for: CONNACK with this
+    /// reason code, then close.
+    ConnackV5(u8, String),
     /// Close without a CONNACK: the packet broke the protocol.
     Close(Violation),
 }
@@ -50,10 +69,21 @@ impl From<Violation> for Refusal {
     }
 }
 
+/// CONNACK 0x8C, Bad authentication method (spec §3.2.2.2).
+const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
+
+/// The protocol level a CONNECT asks for, if it has one: how to answer a
+/// refusal (3.1.1 and 5 lay CONNACK out differently).
+pub fn level(frame: &Frame) -> Option<u8> {
+    let body = frame.body();
+    let name_length = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    body.get(2 + name_length).copied()
+}
+
 /// Reads a CONNECT packet's fields and checks them against spec §3.1.
 pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
     if frame.kind != kind::CONNECT {
-        return Err(Violation(format!(
+        return Err(Violation::protocol(format!(
             "the first packet is type {}, not CONNECT [MQTT-3.1.0-1]",
             frame.kind
         ))
@@ -62,21 +92,22 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
     wire::check_flags(frame)?;
     let mut body = Reader::new(frame.body(), "CONNECT");
 
-    // §3.1.2.1-2: "MQTT" and level 4 is MQTT 3.1.1. We also take MQTT 3.1
-    // ("MQIsdp", level 3), whose CONNECT has the same layout, as Mosquitto
-    // does. A name we do not know is not MQTT at all: close [MQTT-3.1.2-1].
+    // §3.1.2.1-2: "MQTT" and level 4 is MQTT 3.1.1, level 5 is MQTT 5. We
+    // also take MQTT 3.1 ("MQIsdp", level 3), whose CONNECT has the same
+    // layout as 3.1.1's, as Mosquitto does. A name we do not know is not
+    // MQTT at all: close [MQTT-3.1.2-1].
     let name = body.bytes()?;
     let level = body.u8()?;
     match (name, level) {
-        (b"MQTT", 4) | (b"MQIsdp", 3) => {}
+        (b"MQTT", 4 | wire::V5) | (b"MQIsdp", 3) => {}
         (b"MQTT" | b"MQIsdp", _) => {
             return Err(Refusal::Connack(
                 ConnackCode::UnacceptableProtocolVersion,
-                format!("protocol level {level}; this broker speaks MQTT 3.1.1 (level 4)"),
+                format!("protocol level {level}; this broker speaks MQTT 3.1.1 (level 4) and 5"),
             ));
         }
         _ => {
-            return Err(Violation(format!(
+            return Err(Violation::protocol(format!(
                 "protocol name {:?} is not MQTT [MQTT-3.1.2-1]",
                 String::from_utf8_lossy(name)
             ))
@@ -86,7 +117,7 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
 
     let flags = body.u8()?;
     if flags & 0b0000_0001 != 0 {
-        return Err(Violation("CONNECT's reserved flag is set [MQTT-3.1.2-3]".into()).into());
+        return Err(Violation::protocol("CONNECT's reserved flag is set [MQTT-3.1.2-3]").into());
     }
     let clean_session = flags & 0b0000_0010 != 0;
     let will_flag = flags & 0b0000_0100 != 0;
@@ -95,23 +126,69 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
     let password_flag = flags & 0b0100_0000 != 0;
     let username_flag = flags & 0b1000_0000 != 0;
     if !will_flag && (will_qos != 0 || will_retain) {
-        return Err(Violation(
-            "will QoS or will retain set without a will [MQTT-3.1.2-13, MQTT-3.1.2-15]".into(),
+        return Err(Violation::protocol(
+            "will QoS or will retain set without a will [MQTT-3.1.2-13, MQTT-3.1.2-15]",
         )
         .into());
     }
     if will_qos == 3 {
-        return Err(Violation("will QoS 3 [MQTT-3.1.2-14]".into()).into());
+        return Err(Violation::protocol("will QoS 3 [MQTT-3.1.2-14]").into());
     }
     if password_flag && !username_flag {
-        return Err(Violation("a password without a user name [MQTT-3.1.2-22]".into()).into());
+        return Err(Violation::protocol("a password without a user name [MQTT-3.1.2-22]").into());
     }
     let keep_alive = body.u16()?;
+    let v5 = level == wire::V5;
+
+    // MQTT 5: the CONNECT's properties (spec §3.1.2.11).
+    let mut session_expiry = if clean_session { 0 } else { u32::MAX };
+    let mut max_packet_size = None;
+    if v5 {
+        let properties = body.properties(allowed::CONNECT)?;
+        session_expiry = properties.u32(id::SESSION_EXPIRY_INTERVAL).unwrap_or(0);
+        if properties.u16(id::RECEIVE_MAXIMUM) == Some(0) {
+            return Err(Violation::protocol("Receive Maximum 0 (spec §3.1.2.11.3)").into());
+        }
+        match properties.u32(id::MAXIMUM_PACKET_SIZE) {
+            Some(0) => {
+                return Err(Violation::protocol("Maximum Packet Size 0 (spec §3.1.2.11.4)").into());
+            }
+            size => max_packet_size = size,
+        }
+        for flag in [
+            id::REQUEST_PROBLEM_INFORMATION,
+            id::REQUEST_RESPONSE_INFORMATION,
+        ] {
+            if properties.u8(flag).is_some_and(|value| value > 1) {
+                return Err(Violation::protocol(format!(
+                    "property {flag:#04x} is neither 0 nor 1"
+                ))
+                .into());
+            }
+        }
+        // Enhanced authentication (§4.12) needs a method both sides know;
+        // this broker knows none, and says so as the spec names it.
+        if properties.get(id::AUTHENTICATION_METHOD).is_some() {
+            return Err(Refusal::ConnackV5(
+                BAD_AUTHENTICATION_METHOD,
+                "an authentication method; this broker has none".into(),
+            ));
+        }
+    }
 
     // The payload's fields come in this order, each only if its flag is set
     // [MQTT-3.1.3-1]; strings must be UTF-8 without U+0000 [MQTT-1.5.3].
     let client_id = body.string("the client id")?.to_string();
     let will = if will_flag {
+        let (properties, delay) = if v5 {
+            let properties = body.properties(allowed::WILL)?;
+            let delay = properties.u32(id::WILL_DELAY_INTERVAL).unwrap_or(0);
+            (properties.raw_except(&[id::WILL_DELAY_INTERVAL]), delay)
+        } else {
+            (Vec::new(), 0)
+        };
+        // A delayed will is not kept yet: it is published at once.
+        let _ = delay;
         let topic = body.string("the will topic")?.to_string();
         wire::check_topic_name(&topic)?;
         let payload = Bytes::copy_from_slice(body.bytes()?);
@@ -120,6 +197,7 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
             payload,
             qos: will_qos,
             retain: will_retain,
+            properties,
         })
     } else {
         None
@@ -135,13 +213,15 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
         None
     };
     if !body.is_empty() {
-        return Err(Violation("CONNECT has bytes after its last field".into()).into());
+        return Err(Violation::protocol("CONNECT has bytes after its last field").into());
     }
 
-    // [MQTT-3.1.3-8]: an empty client id is only for a clean session, which
-    // the broker then names itself [MQTT-3.1.3-6]; a persistent session
-    // needs a name to be found again.
-    if client_id.is_empty() && !clean_session {
+    // [MQTT-3.1.3-8]: under 3.1.1, an empty client id is only for a clean
+    // session, which the broker then names itself [MQTT-3.1.3-6]; a
+    // persistent session needs a name to be found again. MQTT 5 lets any
+    // client leave it to the broker, which says the name it assigned in
+    // CONNACK [MQTT-3.1.3-7].
+    if client_id.is_empty() && !clean_session && !v5 {
         return Err(Refusal::Connack(
             ConnackCode::IdentifierRejected,
             "an empty client id with a persistent session (clean session 0)".into(),
@@ -151,6 +231,9 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
     Ok(Connect {
         client_id,
         clean_session,
+        version: level,
+        session_expiry,
+        max_packet_size,
         keep_alive,
         will,
         username,

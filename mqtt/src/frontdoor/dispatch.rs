@@ -30,7 +30,8 @@ use tracing::{error, warn};
 use super::link::{Failed, Link};
 use super::mailbox::{Delivery, Mailbox, Message};
 use super::retained::Retained;
-use super::router::{ROUTER_TOPIC, Router, pipe_cost, router_subscribe};
+use super::router::{ROUTER_TOPIC, Router, V5_LAYOUT, pipe_cost, router_subscribe};
+use super::topics::options::{NO_LOCAL, QOS, RETAIN_AS_PUBLISHED};
 use super::topics::{ClientKey, Topics};
 use crate::wire::kind;
 
@@ -68,15 +69,22 @@ impl Table {
         self.mailboxes.remove(&key);
     }
 
-    /// Subscribes session `key` to `filter` (checked) at `qos`, or gives its
-    /// subscription the new QoS [MQTT-3.8.4-3]; either way the retained
+    /// Subscribes session `key` to `filter` (checked) with `options` (the
+    /// QoS and MQTT 5's flags, see [`super::topics::options`]), or gives its subscription
+    /// the new ones [MQTT-3.8.4-3]; either way the retained
     /// messages the filter matches go to its mailbox [MQTT-3.3.1-6,
     /// MQTT-3.8.4-3], except for a shared subscription, whose members
     /// get only what is published after (as with Mosquitto). Returns whether
     /// the subscription is new.
-    pub fn subscribe(&mut self, key: ClientKey, filter: &str, qos: u8) -> bool {
-        let new = self.topics.subscribe(key, filter, qos);
-        if filter.starts_with("$share/") {
+    /// MQTT 5's Retain Handling option can ask for less ([`Retain`]).
+    pub fn subscribe(&mut self, key: ClientKey, filter: &str, options: u8, retain: Retain) -> bool {
+        let new = self.topics.subscribe(key, filter, options);
+        let send = match retain {
+            Retain::Send => true,
+            Retain::SendIfNew => new,
+            Retain::DontSend => false,
+        };
+        if !send || filter.starts_with("$share/") {
             return new;
         }
         let Some(mailbox) = self.mailboxes.get(&key) else {
@@ -86,7 +94,7 @@ impl Table {
         self.retained.matching(filter, &mut self.found);
         for message in self.found.drain(..) {
             mailbox.push(Delivery {
-                qos: message.qos.min(qos),
+                qos: message.qos.min(options & QOS),
                 retain: true,
                 message,
             });
@@ -100,6 +108,11 @@ impl Table {
         self.topics.unsubscribe(key, filter)
     }
 
+    /// Whether a message to `topic` would reach any session now.
+    pub fn any_subscriber(&self, topic: &str) -> bool {
+        self.topics.any_match(topic)
+    }
+
     /// Routes one message: a retained one replaces the topic's retained
     /// message, or with an empty payload clears it [MQTT-3.3.1-10]; then it
     /// goes to every session that subscribed, once each, with RETAIN clear
@@ -111,12 +124,18 @@ impl Table {
             self.retained.set(topic, kept);
         }
         self.topics.route(topic, &mut self.routes);
-        for &(key, qos) in &self.routes {
+        for &(key, options) in &self.routes {
+            // MQTT 5's No Local: not to the session that published it
+            // [MQTT-3.8.3-3]; Retain As Published: RETAIN as it came
+            // [MQTT-3.3.1-12, MQTT-3.3.1-13].
+            if options & NO_LOCAL != 0 && message.publisher == Some(key) {
+                continue;
+            }
             if let Some(mailbox) = self.mailboxes.get(&key) {
                 mailbox.push(Delivery {
                     message: message.clone(),
-                    qos: message.qos.min(qos),
-                    retain: false,
+                    qos: message.qos.min(options & QOS),
+                    retain: options & RETAIN_AS_PUBLISHED != 0 && message.retain,
                 });
             }
         }
@@ -145,14 +164,30 @@ impl Shared {
     }
 }
 
+/// Which retained messages a new subscription brings: MQTT 5's Retain
+/// Handling subscription option (spec §3.8.3.1); 3.1.1 always sends them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retain {
+    /// 0: those matching the filter, at every SUBSCRIBE [MQTT-3.3.1-9].
+    Send,
+    /// 1: only if the subscription did not exist [MQTT-3.3.1-10].
+    SendIfNew,
+    /// 2: none [MQTT-3.3.1-11].
+    DontSend,
+}
+
 /// The message in a client's PUBLISH packet, as [`for_router`] carried it;
 /// `None` if it is not one (the front door checked it before, so this does
 /// not happen).
 pub fn parse(packet: &Bytes) -> Option<Message> {
     let first = *packet.first()?;
-    if first >> 4 != kind::PUBLISH {
-        return None;
-    }
+    // A 3.1.1 PUBLISH as it came, or an MQTT 5 one with its properties
+    // after the packet id (`router::V5_LAYOUT`).
+    let v5 = match first >> 4 {
+        kind::PUBLISH => false,
+        V5_LAYOUT => true,
+        _ => return None,
+    };
     let qos = (first >> 1) & 0b11;
     // The remaining length: 1 to 4 bytes, the last without bit 7.
     let mut at = 1;
@@ -162,13 +197,36 @@ pub fn parse(packet: &Bytes) -> Option<Message> {
             return None;
         }
     }
+    // An MQTT 5 message starts with its publisher's session key.
+    let mut publisher = None;
+    if v5 {
+        let key = packet.get(at + 1..at + 9)?;
+        publisher = Some(ClientKey::from_be_bytes(key.try_into().ok()?));
+        at += 8;
+    }
     let topic_length = usize::from(u16::from_be_bytes([
         *packet.get(at + 1)?,
         *packet.get(at + 2)?,
     ]));
     let topic_start = at + 3;
     let topic_end = topic_start + topic_length;
-    let payload_start = topic_end + if qos > 0 { 2 } else { 0 };
+    let mut payload_start = topic_end + if qos > 0 { 2 } else { 0 };
+    let mut properties = Bytes::new();
+    if v5 {
+        // The properties' length: a variable byte integer.
+        let mut length = 0usize;
+        for shift in 0..4 {
+            let byte = *packet.get(payload_start)?;
+            payload_start += 1;
+            length |= usize::from(byte & 0x7f) << (7 * shift);
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        properties =
+            packet.slice(payload_start..payload_start.checked_add(length)?.min(packet.len()));
+        payload_start += length;
+    }
     if payload_start > packet.len() {
         return None;
     }
@@ -177,6 +235,8 @@ pub fn parse(packet: &Bytes) -> Option<Message> {
         payload: packet.slice(payload_start..),
         qos,
         retain: first & 1 != 0,
+        properties,
+        publisher,
     })
 }
 
@@ -265,6 +325,8 @@ mod tests {
     fn retained_messages_and_sessions() {
         let mut table = Table::default();
         let message = |payload: &'static [u8], retain| Message {
+            properties: Bytes::new(),
+            publisher: None,
             topic: Bytes::from_static(b"a/b"),
             payload: Bytes::from_static(payload),
             qos: 1,
@@ -272,8 +334,8 @@ mod tests {
         };
         table.dispatch(message(b"kept", true));
         let (key, mailbox) = table.open("c", 1 << 20, 1000);
-        assert!(table.subscribe(key, "a/+", 2));
-        assert!(!table.subscribe(key, "a/+", 0));
+        assert!(table.subscribe(key, "a/+", 2, Retain::Send));
+        assert!(!table.subscribe(key, "a/+", 0, Retain::Send));
         table.dispatch(message(b"live", false));
         table.dispatch(message(b"", true));
         let mut out = Vec::new();

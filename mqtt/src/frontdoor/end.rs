@@ -13,6 +13,8 @@ use super::connect::{Connect, Will};
 use super::relay::{Connection, End};
 use super::router;
 use super::session::Session;
+use super::topics::ClientKey;
+use crate::wire::properties::put_varint;
 use crate::wire::{self, kind};
 
 impl Connection<'_> {
@@ -89,12 +91,16 @@ impl Door {
                 topic = will.topic,
                 "publishing the client's will"
             );
-            connection.queue_for_router(router::for_router(will_packet(will)));
+            connection.queue_for_router(router::for_router(will_packet(
+                will,
+                connect.version,
+                connection.session.key,
+            )));
         }
         if !matches!(end, End::RouterGone) {
             let _ = connection.hand_over().await;
         }
-        if connect.clean_session {
+        if connect.session_expiry == 0 {
             self.end_session(connection.session);
             None
         } else {
@@ -107,6 +113,10 @@ impl Door {
 fn log_end(name: &str, end: &End) {
     match end {
         End::Disconnect => info!(client = name, "client disconnected"),
+        End::DisconnectWithWill => info!(
+            client = name,
+            "client disconnected, asking for its will (reason code 0x04)"
+        ),
         End::ClientGone(None) => info!(client = name, "client closed the connection"),
         End::ClientGone(Some(error)) => info!(client = name, %error, "client connection failed"),
         End::Violation(violation) => warn!(client = name, "closing the connection: {violation}"),
@@ -124,14 +134,27 @@ fn log_end(name: &str, end: &End) {
 
 /// The will as the PUBLISH packet its client could have sent (spec
 /// §3.1.2.5), to go the way every PUBLISH goes (see `publish.rs`).
-fn will_packet(will: &Will) -> Bytes {
-    let first = kind::PUBLISH << 4 | will.qos << 1 | u8::from(will.retain);
-    let mut body = BytesMut::with_capacity(will.topic.len() + will.payload.len() + 4);
+fn will_packet(will: &Will, version: u8, publisher: ClientKey) -> Bytes {
+    let flags = will.qos << 1 | u8::from(will.retain);
+    let mut body = BytesMut::with_capacity(will.topic.len() + will.payload.len() + 16);
+    if version == wire::V5 {
+        body.put_u64(publisher);
+    }
     wire::put_string(&mut body, will.topic.as_bytes());
     if will.qos > 0 {
         // Any packet id will do: the dispatcher does not read it.
         body.put_u16(1);
     }
+    if version == wire::V5 {
+        // An MQTT 5 will carries the properties its CONNECT gave it, in the
+        // layout the dispatcher reads for MQTT 5 messages (`router.rs`).
+        let mut length = Vec::new();
+        put_varint(&mut length, will.properties.len());
+        body.put_slice(&length);
+        body.put_slice(&will.properties);
+        body.put_slice(&will.payload);
+        return wire::packet(router::V5_LAYOUT << 4 | flags, &body);
+    }
     body.put_slice(&will.payload);
-    wire::packet(first, &body)
+    wire::packet(kind::PUBLISH << 4 | flags, &body)
 }

@@ -6,7 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use networking_protocols::tls::server::{self as tls_server, Handshake, TlsStream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,6 +17,9 @@ use tracing::{info, warn};
 use super::Door;
 use super::connect::{self, Connect, Refusal};
 use crate::wire::{self, ConnackCode, kind};
+
+/// MQTT 5's CONNACK 0x89, Server busy (spec §3.2.2.2).
+const SERVER_BUSY: u8 = 0x89;
 
 /// Why a new connection brought no CONNECT, for the log.
 #[derive(Debug)]
@@ -69,15 +72,24 @@ impl Door {
         };
         let checked = connect::parse(&frame)
             .and_then(|c| connect::check_login(&c, &self.config.users).map(|()| c));
+        let v5 = connect::level(&frame) == Some(wire::V5);
         // The packet's buffer is not needed past here; an idle client should
         // not keep it.
         drop(frame);
         match checked {
             Ok(connect) => Some((client, connect, early)),
             Err(Refusal::Connack(code, why)) => {
-                warn!(%peer, "refused a client: {why} (CONNACK {})", code as u8);
-                let _ = write_flushed(&mut client, &wire::connack(false, code)).await;
-                networking_protocols::close_gently(client).await;
+                let connack = if v5 {
+                    wire::connack_v5(false, code.v5(), &[0])
+                } else {
+                    Bytes::copy_from_slice(&wire::connack(false, code))
+                };
+                self.refuse(client, peer, &connack, &why).await;
+                None
+            }
+            Err(Refusal::ConnackV5(code, why)) => {
+                self.refuse(client, peer, &wire::connack_v5(false, code, &[0]), &why)
+                    .await;
                 None
             }
             Err(Refusal::Close(violation)) => {
@@ -85,6 +97,22 @@ impl Door {
                 None
             }
         }
+    }
+
+    /// Answers a refused CONNECT with `connack`, says why in the log, and
+    /// closes.
+    async fn refuse(&self, mut client: ClientStream, peer: SocketAddr, connack: &[u8], why: &str) {
+        // The code is the fourth byte of either version's CONNACK; 3.1.1's
+        // (remaining length 2) are small numbers, MQTT 5's read in hex.
+        let code = connack.get(3).copied().unwrap_or(0);
+        let code = if connack.get(1) == Some(&2) {
+            code.to_string()
+        } else {
+            format!("{code:#04x}")
+        };
+        warn!(%peer, "refused a client: {why} (CONNACK {code})");
+        let _ = write_flushed(&mut client, connack).await;
+        networking_protocols::close_gently(client).await;
     }
 
     /// With `--tls`, runs the TLS handshake (for at most
@@ -116,14 +144,17 @@ impl Door {
     /// One more client than `--max-connections`: read its CONNECT and answer
     /// CONNACK 3, "server unavailable" (spec §3.2.2.3).
     pub(super) async fn refuse_busy(&self, mut stream: ClientStream, peer: SocketAddr) {
-        if self.read_connect(&mut stream).await.is_ok() {
-            let _ = write_flushed(
-                &mut stream,
-                &wire::connack(false, ConnackCode::ServerUnavailable),
-            )
-            .await;
+        if let Ok((frame, _)) = self.read_connect(&mut stream).await {
+            // MQTT 5 names this case: 0x89, Server busy.
+            let connack = if connect::level(&frame) == Some(wire::V5) {
+                wire::connack_v5(false, SERVER_BUSY, &[0])
+            } else {
+                Bytes::copy_from_slice(&wire::connack(false, ConnackCode::ServerUnavailable))
+            };
+            let _ = write_flushed(&mut stream, &connack).await;
             warn!(%peer, limit = self.config.max_connections,
-                "refused a client: connection limit reached (CONNACK 3)");
+                "refused a client: connection limit reached (CONNACK {})",
+                if connack[1] == 2 { "3" } else { "0x89" });
         }
         networking_protocols::close_gently(stream).await;
     }

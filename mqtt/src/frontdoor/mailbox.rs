@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use super::router::PIPE_BYTES;
+use super::topics::ClientKey;
 
 /// A message as the broker routes it: the parts of its PUBLISH that every
 /// delivery shares.
@@ -42,13 +43,27 @@ pub struct Message {
     pub qos: u8,
     /// Whether the publisher set RETAIN.
     pub retain: bool,
+    /// MQTT 5: the PUBLISH's properties as the publisher sent them, but its
+    /// Topic Alias (spec §3.3.2.3), without their length; empty from a
+    /// 3.1.1 publisher. An MQTT 5 subscriber gets them [MQTT-3.3.2-17,
+    /// MQTT-3.3.2-18]; a 3.1.1 subscriber gets the message without them.
+    pub properties: Bytes,
+    /// The session that published it, for MQTT 5's No Local; `None` for a
+    /// 3.1.1 publisher, which cannot subscribe with No Local.
+    pub publisher: Option<ClientKey>,
 }
 
 impl Message {
     /// The bytes a PUBLISH of this message takes on the wire at most: fixed
-    /// header, topic length, topic, packet id, payload.
+    /// header, topic length, topic, packet id, payload, and the properties
+    /// with their length if it has any (an MQTT 5 subscriber gets one byte
+    /// more, a zero length, for a message without).
     pub fn size(&self) -> usize {
-        self.topic.len() + self.payload.len() + 9
+        let properties = match self.properties.len() {
+            0 => 0,
+            length => length + 4,
+        };
+        self.topic.len() + self.payload.len() + 9 + properties
     }
 }
 
@@ -208,6 +223,8 @@ mod tests {
     fn delivery(bytes: usize) -> Delivery {
         Delivery {
             message: Message {
+                properties: Bytes::new(),
+                publisher: None,
                 topic: Bytes::from_static(b"t"),
                 payload: Bytes::from(vec![0; bytes - 10]),
                 qos: 1,

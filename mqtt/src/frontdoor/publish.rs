@@ -16,21 +16,28 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use rumqttd::protocol::Packet;
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::connack::TOPIC_ALIAS_MAXIMUM;
 use super::mailbox::Delivery;
 use super::relay::{Connection, End};
 use super::router;
 use super::session::Stage;
+use super::topics::ClientKey;
+use crate::wire::properties::{Properties, allowed, id, put_varint};
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
 /// Payloads up to this many bytes are copied: into the client's queue with
 /// the packets around them (see `relay/buffers.rs`), and when a PUBLISH is
 /// handed to the router, into bytes of its own (see [`own_bytes`]).
 const COPY_UP_TO: usize = 2048;
+
+/// MQTT 5's PUBACK and PUBREC 0x10: the message was accepted, and no
+/// session subscribed to its topic (spec §3.4.2.1).
+const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
 
 impl Connection<'_> {
     /// A PUBLISH from the client (spec §3.3).
@@ -39,13 +46,12 @@ impl Connection<'_> {
         let retain = frame.flags & 1 != 0;
         let mut reader = Reader::new(frame.body(), "PUBLISH");
         let topic = reader.string("the topic name").map_err(End::Violation)?;
-        wire::check_topic_name(topic).map_err(End::Violation)?;
         let id = match qos {
             0 => 0,
             _ => match reader.u16().map_err(End::Violation)? {
                 0 => {
-                    return Err(End::Violation(Violation(
-                        "PUBLISH with packet id 0 [MQTT-2.3.1-1]".into(),
+                    return Err(End::Violation(Violation::protocol(
+                        "PUBLISH with packet id 0 [MQTT-2.3.1-1]",
                     )));
                 }
                 id => id,
@@ -53,18 +59,84 @@ impl Connection<'_> {
         };
         // [MQTT-4.3.3-2]: a QoS 2 PUBLISH again with an id we have not seen
         // released is the same message: acknowledge it, pass it on once.
-        if qos == 2 && !self.session.awaiting_pubrel.insert(id) {
+        if qos == 2 && self.session.awaiting_pubrel.contains(&id) {
             self.to_client.copy(&[&wire::ack(kind::PUBREC, id)]);
             return Ok(());
         }
-        let packet = own_bytes(frame, retain);
+        // MQTT 5's acknowledgement can say that nobody subscribed (0x10,
+        // spec §3.4.2.1); 0x00 is Success.
+        let mut reason = 0x00;
+        let packet = if self.version == wire::V5 {
+            let properties = reader
+                .properties(allowed::PUBLISH)
+                .map_err(End::Violation)?;
+            let topic = self.resolve_alias(topic, &properties)?;
+            if qos > 0 && !self.shared.table().any_subscriber(&topic) {
+                reason = NO_MATCHING_SUBSCRIBERS;
+            }
+            v5_layout(
+                self.session.key,
+                &frame,
+                &topic,
+                id,
+                &properties,
+                reader.rest(),
+            )
+        } else {
+            wire::check_topic_name(topic).map_err(End::Violation)?;
+            own_bytes(frame, retain)
+        };
+        if qos == 2 {
+            self.session.awaiting_pubrel.insert(id);
+        }
         self.queue_for_router(router::for_router(packet));
         match qos {
-            1 => self.to_client.copy(&[&wire::ack(kind::PUBACK, id)]),
-            2 => self.to_client.copy(&[&wire::ack(kind::PUBREC, id)]),
+            1 => self.acknowledge(kind::PUBACK, id, reason),
+            2 => self.acknowledge(kind::PUBREC, id, reason),
             _ => {}
         }
         Ok(())
+    }
+
+    /// The topic name of an MQTT 5 PUBLISH, through its Topic Alias if it
+    /// has one (spec §3.3.2.3.4): an alias with a topic name sets the alias
+    /// up; one with an empty topic name uses it. An alias of 0 or over our
+    /// [`TOPIC_ALIAS_MAXIMUM`] is DISCONNECT 0x94 [MQTT-3.3.2-9]; an empty
+    /// name with an alias the client never set up is 0x82 (§3.3.2.3.4).
+    fn resolve_alias(&mut self, topic: &str, properties: &Properties<'_>) -> Result<String, End> {
+        let Some(alias) = properties.u16(id::TOPIC_ALIAS) else {
+            wire::check_topic_name(topic).map_err(End::Violation)?;
+            return Ok(topic.to_string());
+        };
+        if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+            return Err(End::Violation(Violation::with_code(
+                0x94,
+                format!("Topic Alias {alias}, not 1 to {TOPIC_ALIAS_MAXIMUM} [MQTT-3.3.2-9]"),
+            )));
+        }
+        if topic.is_empty() {
+            return match self.aliases.get(&alias) {
+                Some(known) => Ok(known.to_string()),
+                None => Err(End::Violation(Violation::protocol(format!(
+                    "Topic Alias {alias} used before it was set up (spec §3.3.2.3.4)"
+                )))),
+            };
+        }
+        wire::check_topic_name(topic).map_err(End::Violation)?;
+        self.aliases.insert(alias, topic.into());
+        Ok(topic.to_string())
+    }
+
+    /// Queues PUBACK or PUBREC for packet `id`: with MQTT 5, a reason code
+    /// other than 0x00 goes in a third byte (spec §3.4.2); otherwise the
+    /// two-byte form that both versions share.
+    fn acknowledge(&mut self, kind: u8, id: u16, reason: u8) {
+        let [high, low] = id.to_be_bytes();
+        if reason == 0 {
+            self.to_client.copy(&[&wire::ack(kind, id)]);
+        } else {
+            self.to_client.copy(&[&[kind << 4, 3, high, low, reason]]);
+        }
     }
 
     /// Queues a message for the router (see [`super::router::for_router`]);
@@ -90,8 +162,19 @@ impl Connection<'_> {
     pub(super) fn acknowledgement(&mut self, frame: &Frame) -> Result<(), End> {
         let id = match frame.body() {
             &[high, low] => u16::from_be_bytes([high, low]),
+            // MQTT 5 adds a reason code and properties, both optional
+            // (spec §3.4.2): read to check them; a failure code from the
+            // client ends the exchange as a success would.
+            &[high, low, ref rest @ ..] if self.version == wire::V5 => {
+                let mut reader = Reader::new(rest, "acknowledgement");
+                reader.u8().map_err(End::Violation)?;
+                if !reader.is_empty() {
+                    reader.properties(allowed::ACK).map_err(End::Violation)?;
+                }
+                u16::from_be_bytes([high, low])
+            }
             body => {
-                return Err(End::Violation(Violation(format!(
+                return Err(End::Violation(Violation::protocol(format!(
                     "packet type {} with a body of {} bytes, not 2",
                     frame.kind,
                     body.len()
@@ -131,7 +214,31 @@ impl Connection<'_> {
             retain,
         } = delivery;
         let (topic, payload) = (message.topic, message.payload);
-        let size = topic.len() + payload.len() + 7;
+        // MQTT 5 subscribers get the message's properties, after their
+        // length; 3.1.1 ones get neither (spec §3.3.2.3).
+        let mut properties_length = Vec::new();
+        let properties = if self.version == wire::V5 {
+            put_varint(&mut properties_length, message.properties.len());
+            message.properties
+        } else {
+            Bytes::new()
+        };
+        let length = 2
+            + topic.len()
+            + if qos > 0 { 2 } else { 0 }
+            + properties_length.len()
+            + properties.len()
+            + payload.len();
+        let fixed = wire::fixed_header(kind::PUBLISH << 4 | qos << 1 | u8::from(retain), length);
+        // [MQTT-3.1.2-25]: never a packet larger than the client takes; the
+        // message is discarded for this client, as if delivered.
+        if self
+            .max_packet_size
+            .is_some_and(|most| fixed.as_slice().len() + length > most as usize)
+        {
+            return;
+        }
+        let size = length + fixed.as_slice().len();
         if self.must_drop(size) {
             self.drop_message();
             return;
@@ -147,15 +254,21 @@ impl Connection<'_> {
         } else {
             0
         };
-        // The fixed header (at most 5 bytes), the topic's length and the
-        // packet id are new bytes; topic and payload are the publisher's.
-        let first = kind::PUBLISH << 4 | qos << 1 | u8::from(retain);
-        let length = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
-        let fixed = wire::fixed_header(first, length);
+        // The fixed header, the topic's length, the packet id and the
+        // properties' length are new bytes; topic, properties and payload
+        // are the publisher's.
         let topic_length = u16::try_from(topic.len()).unwrap_or(u16::MAX).to_be_bytes();
         let id_bytes = id.to_be_bytes();
         let id_part: &[u8] = if qos > 0 { &id_bytes } else { &[] };
-        let parts = [fixed.as_slice(), &topic_length, &topic, id_part, &payload];
+        let parts = [
+            fixed.as_slice(),
+            &topic_length,
+            &topic,
+            id_part,
+            &properties_length,
+            &properties,
+            &payload,
+        ];
         if qos > 0 {
             let stage = if qos == 1 {
                 Stage::AwaitingPuback
@@ -172,7 +285,7 @@ impl Connection<'_> {
         if payload.len() <= COPY_UP_TO {
             self.to_client.copy(&parts);
         } else {
-            self.to_client.copy(&parts[..4]);
+            self.to_client.copy(&parts[..6]);
             self.to_client.push(payload);
         }
     }
@@ -207,6 +320,35 @@ impl Connection<'_> {
             self.dropped_logged = Some(now);
         }
     }
+}
+
+/// An MQTT 5 PUBLISH as the router carries it ([`router::V5_LAYOUT`]): the
+/// fixed header's flags, the `publisher`'s session key (8 bytes, for No
+/// Local), the topic name (resolved from its alias), the
+/// packet id for QoS 1 and 2, the properties but the Topic Alias, which
+/// only meant something on the publisher's connection [MQTT-3.3.2-10], and
+/// the payload. Always a copy: the layout changes.
+fn v5_layout(
+    publisher: ClientKey,
+    frame: &Frame,
+    topic: &str,
+    id: u16,
+    properties: &Properties<'_>,
+    payload: &[u8],
+) -> Bytes {
+    let kept = properties.raw_except(&[id::TOPIC_ALIAS]);
+    let mut body = BytesMut::with_capacity(topic.len() + kept.len() + payload.len() + 16);
+    body.put_u64(publisher);
+    wire::put_string(&mut body, topic.as_bytes());
+    if frame.qos() > 0 {
+        body.put_u16(id);
+    }
+    let mut length = Vec::new();
+    put_varint(&mut length, kept.len());
+    body.put_slice(&length);
+    body.put_slice(&kept);
+    body.put_slice(payload);
+    wire::packet(router::V5_LAYOUT << 4 | frame.flags, &body)
 }
 
 /// The PUBLISH in `frame` as bytes of its own, to hand to the router: the

@@ -21,6 +21,7 @@ pub(crate) mod buffers;
 mod socket;
 pub mod tls;
 
+use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
 
@@ -35,7 +36,8 @@ use super::dispatch::Shared;
 use super::mailbox::{Delivery, Mailbox};
 use super::router::Router;
 use super::session::Session;
-use crate::wire::{self, Frame, Violation, kind};
+use crate::wire::properties::allowed;
+use crate::wire::{self, Frame, Reader, Violation, kind};
 use buffers::Outbox;
 use tls::TlsSession;
 
@@ -51,6 +53,10 @@ const TAKE_PER_TURN: usize = 256;
 pub enum End {
     /// The client sent DISCONNECT: its will is discarded [MQTT-3.1.2-10].
     Disconnect,
+    /// An MQTT 5 client sent DISCONNECT with reason code 0x04, Disconnect
+    /// with Will Message: the will is published all the same (spec
+    /// §3.14.2.1).
+    DisconnectWithWill,
     /// The client closed the connection, or it failed.
     ClientGone(Option<io::Error>),
     /// The client broke the protocol: we closed [MQTT-4.8.0-1].
@@ -69,6 +75,21 @@ impl End {
     /// close but one that follows DISCONNECT).
     pub fn publishes_will(&self) -> bool {
         !matches!(self, End::Disconnect)
+    }
+
+    /// The reason code of the DISCONNECT an MQTT 5 client gets when we
+    /// close (spec §3.14.2.1), or `None` where the client left or the
+    /// router is gone. `stopping`: the broker is shutting down.
+    pub fn reason_code(&self, stopping: bool) -> Option<u8> {
+        match self {
+            End::Violation(violation) => Some(violation.reason_code),
+            // 0x8D Keep Alive timeout.
+            End::KeepAliveExpired(_) => Some(0x8D),
+            // 0x8B Server shutting down; 0x8E Session taken over.
+            End::Kicked if stopping => Some(0x8B),
+            End::Kicked => Some(0x8E),
+            _ => None,
+        }
     }
 }
 
@@ -100,6 +121,14 @@ pub struct Connection<'a> {
     pub name: &'a str,
     /// Clean session: nothing outlives the connection.
     pub clean_session: bool,
+    /// The client's protocol level: 3, 4 or 5 ([`wire::V5`]).
+    pub version: u8,
+    /// MQTT 5: the largest packet the client takes, in bytes; a message
+    /// that would make a larger PUBLISH is not sent to it [MQTT-3.1.2-25].
+    pub(super) max_packet_size: Option<u32>,
+    /// MQTT 5: the topic aliases the client set up, alias to topic name
+    /// (spec §3.3.2.3.4), at most [`super::connack::TOPIC_ALIAS_MAXIMUM`].
+    pub(super) aliases: HashMap<u16, Box<str>>,
     /// 1.5 x the client's keep-alive, or `None` for keep-alive 0.
     pub(super) grace: Option<Duration>,
     /// Messages for the router from this turn (see
@@ -127,6 +156,8 @@ pub struct Parts<'a> {
     pub limits: &'a Limits,
     pub name: &'a str,
     pub clean_session: bool,
+    pub version: u8,
+    pub max_packet_size: Option<u32>,
     pub keep_alive: u16,
     pub session: Session,
     pub pressure: Pressure,
@@ -142,6 +173,9 @@ impl<'a> Connection<'a> {
             limits: parts.limits,
             name: parts.name,
             clean_session: parts.clean_session,
+            version: parts.version,
+            max_packet_size: parts.max_packet_size,
+            aliases: HashMap::new(),
             grace: (parts.keep_alive > 0)
                 .then(|| Duration::from_secs(u64::from(parts.keep_alive)).mul_f32(1.5)),
             for_router: Vec::new(),
@@ -164,10 +198,24 @@ impl<'a> Connection<'a> {
 
     /// Serves the client until either side ends or `kick` is cancelled, and
     /// returns how it ended. `early` holds bytes the client sent right after
-    /// its CONNECT. At the end, a TLS client is sent `close_notify`.
-    pub async fn run(&mut self, early: BytesMut, kick: &CancellationToken) -> End {
+    /// its CONNECT; `stop` is cancelled when the broker stops. At the end,
+    /// an MQTT 5 client that we close on is told why, in a DISCONNECT
+    /// (spec §3.14), and a TLS client is sent `close_notify`.
+    pub async fn run(
+        &mut self,
+        early: BytesMut,
+        kick: &CancellationToken,
+        stop: &CancellationToken,
+    ) -> End {
         self.from_client = early;
         let end = self.serve(kick).await;
+        if self.version == wire::V5
+            && let Some(code) = end.reason_code(stop.is_cancelled())
+        {
+            // As much as the socket takes now: the connection closes anyway.
+            self.to_client.copy(&[&wire::disconnect_v5(code)]);
+            let _ = self.write_client();
+        }
         if let Some(tls) = &mut self.tls {
             tls.close(self.socket);
         }
@@ -251,14 +299,15 @@ impl<'a> Connection<'a> {
                 self.to_client.push(Bytes::from_static(&wire::PINGRESP));
                 Ok(())
             }
+            kind::DISCONNECT if self.version == wire::V5 => self.disconnect_v5(&frame),
             kind::DISCONNECT => {
                 empty_body(&frame)?;
                 Err(End::Disconnect)
             }
-            kind::CONNECT => Err(End::Violation(Violation(
-                "a second CONNECT [MQTT-3.1.0-2]".into(),
+            kind::CONNECT => Err(End::Violation(Violation::protocol(
+                "a second CONNECT [MQTT-3.1.0-2]",
             ))),
-            other => Err(End::Violation(Violation(format!(
+            other => Err(End::Violation(Violation::protocol(format!(
                 "packet type {other} is not one a client sends"
             )))),
         }
@@ -266,6 +315,27 @@ impl<'a> Connection<'a> {
 }
 
 impl Connection<'_> {
+    /// An MQTT 5 DISCONNECT (spec §3.14): a reason code (none is 0x00,
+    /// Normal disconnection) and properties. 0x04 asks for the will to be
+    /// published.
+    fn disconnect_v5(&mut self, frame: &Frame) -> Result<(), End> {
+        let mut reader = Reader::new(frame.body(), "DISCONNECT");
+        let reason = if reader.is_empty() {
+            0
+        } else {
+            reader.u8().map_err(End::Violation)?
+        };
+        if !reader.is_empty() {
+            reader
+                .properties(allowed::DISCONNECT)
+                .map_err(End::Violation)?;
+        }
+        match reason {
+            0x04 => Err(End::DisconnectWithWill),
+            _ => Err(End::Disconnect),
+        }
+    }
+
     /// Moves a batch of messages from the mailbox into the client's queue.
     fn deliver_from(&mut self, mailbox: &Mailbox) {
         let mut deliveries = std::mem::take(&mut self.deliveries);
@@ -282,7 +352,7 @@ fn empty_body(frame: &Frame) -> Result<(), End> {
     if frame.body().is_empty() {
         Ok(())
     } else {
-        Err(End::Violation(Violation(format!(
+        Err(End::Violation(Violation::protocol(format!(
             "packet type {} must have no body",
             frame.kind
         ))))

@@ -65,6 +65,15 @@ pub(super) fn router_subscribe(filter: &str) -> Packet {
     Packet::Subscribe(subscribe, None)
 }
 
+/// The packet type the front door gives an MQTT 5 PUBLISH it hands to the
+/// router, in place of PUBLISH's 3: after the fixed header comes the
+/// publisher's session key (8 bytes, for No Local), then the packet as MQTT
+/// 5 lays a PUBLISH out (properties after the packet id, spec §3.3.2), with
+/// any Topic Alias resolved and left out. Type 0 is reserved (spec §2.1.2) and
+/// never crosses the wire, so the dispatcher can tell the two layouts
+/// apart by the first byte, and a 3.1.1 PUBLISH is handed over as it came.
+pub const V5_LAYOUT: u8 = 0;
+
 /// The room between publishers and the dispatcher ([`Router::pipe`]), in
 /// bytes as the router counts them: enough to keep both busy, and a small
 /// part of what the router's log keeps (see `broker.rs`).

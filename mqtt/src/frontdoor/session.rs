@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -157,13 +158,21 @@ fn with_dup(packet: &Bytes) -> Bytes {
 /// The persistent sessions of clients that are away, by client id.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    kept: Mutex<HashMap<String, Session>>,
+    kept: Mutex<HashMap<String, Kept>>,
+}
+
+/// A session kept for its client's return, and when it ends if the client
+/// does not come back (`None`: never).
+#[derive(Debug)]
+struct Kept {
+    session: Session,
+    expires: Option<Instant>,
 }
 
 impl Sessions {
     /// The table; a poisoned lock (a panic elsewhere) still holds a whole
     /// table, so we go on with it.
-    fn kept(&self) -> MutexGuard<'_, HashMap<String, Session>> {
+    fn kept(&self) -> MutexGuard<'_, HashMap<String, Kept>> {
         match self.kept.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -172,14 +181,37 @@ impl Sessions {
 
     /// Takes the session kept for `id`, if any.
     pub fn take(&self, id: &str) -> Option<Session> {
-        self.kept().remove(id)
+        self.kept().remove(id).map(|kept| kept.session)
     }
 
-    /// Keeps `session` for `id` until the client comes back; returns the
-    /// session it replaces, if one was kept for `id` already (its client
-    /// reconnected before the old connection had finished), to be ended.
-    pub fn keep(&self, id: &str, session: Session) -> Option<Session> {
-        self.kept().insert(id.to_string(), session)
+    /// Keeps `session` for `id` until the client comes back, or for
+    /// `expiry_secs` seconds (MQTT 5's Session Expiry Interval, spec
+    /// §3.1.2.11.2; `u32::MAX` is for ever, as for every 3.1.1 persistent
+    /// session). Returns the session it replaces, if one was kept for `id`
+    /// already (its client reconnected before the old connection had
+    /// finished), to be ended.
+    pub fn keep(&self, id: &str, session: Session, expiry_secs: u32) -> Option<Session> {
+        let expires = (expiry_secs != u32::MAX)
+            .then(|| Instant::now() + Duration::from_secs(u64::from(expiry_secs)));
+        self.kept()
+            .insert(id.to_string(), Kept { session, expires })
+            .map(|kept| kept.session)
+    }
+
+    /// Removes and returns the sessions whose expiry has come by `now`, to
+    /// be ended: the interval a client gave is how long its session outlives
+    /// the connection (spec §3.1.2.11.2), and no longer.
+    pub fn expired(&self, now: Instant) -> Vec<Session> {
+        let mut kept = self.kept();
+        let due: Vec<String> = kept
+            .iter()
+            .filter(|(_, kept)| kept.expires.is_some_and(|at| at <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        due.iter()
+            .filter_map(|id| kept.remove(id))
+            .map(|kept| kept.session)
+            .collect()
     }
 }
 

@@ -25,6 +25,16 @@ use std::collections::HashMap;
 /// How the broker tells its clients' sessions apart in the tree.
 pub type ClientKey = u64;
 
+/// What the tree keeps for each subscription: its options byte as SUBSCRIBE
+/// carries it (spec §3.8.3.1): the QoS in bits 0-1 and, from MQTT 5, No
+/// Local (bit 2) and Retain As Published (bit 3). Retain Handling only
+/// matters at SUBSCRIBE time, and is not kept.
+pub mod options {
+    pub const QOS: u8 = 0b11;
+    pub const NO_LOCAL: u8 = 0b100;
+    pub const RETAIN_AS_PUBLISHED: u8 = 0b1000;
+}
+
 /// One level of the tree: its children by level name (`+` and `#` are
 /// names like any other here), and the subscriptions that end at it.
 #[derive(Debug, Default)]
@@ -133,10 +143,13 @@ impl Topics {
         collect(&mut self.root, &levels, dollar, out);
         if out.len() > 1 {
             out.sort_unstable();
-            // Sorted by client, then QoS: keep each client's last entry.
+            // Sorted by client: one entry per client, at the highest QoS of
+            // its matching subscriptions [MQTT-3.3.4-2], held back from its
+            // own messages only if every one of them says No Local, and
+            // keeping RETAIN if any says Retain As Published.
             out.dedup_by(|later, earlier| {
                 if later.0 == earlier.0 {
-                    earlier.1 = later.1.max(earlier.1);
+                    earlier.1 = combine(earlier.1, later.1);
                     true
                 } else {
                     false
@@ -144,6 +157,41 @@ impl Topics {
             });
         }
     }
+}
+
+/// Two matching subscriptions' options, as one delivery keeps to them.
+fn combine(a: u8, b: u8) -> u8 {
+    use options::*;
+    ((a & QOS).max(b & QOS)) | (a & b & NO_LOCAL) | ((a | b) & RETAIN_AS_PUBLISHED)
+}
+
+impl Topics {
+    /// Whether any session holds a filter that matches `topic`, without
+    /// routing anything (share groups keep their turn): what MQTT 5's
+    /// PUBACK 0x10, No matching subscribers, needs (spec §3.4.2.1).
+    pub fn any_match(&self, topic: &str) -> bool {
+        let levels: Vec<&str> = topic.split('/').collect();
+        any_below(&self.root, &levels, topic.starts_with('$'))
+    }
+}
+
+/// Whether a subscription under `node` matches `levels` (as [`collect`]).
+fn any_below(node: &Node, levels: &[&str], dollar: bool) -> bool {
+    let held = |node: &Node| !node.subscribers.is_empty() || !node.groups.is_empty();
+    if !dollar && node.children.get("#").is_some_and(held) {
+        return true;
+    }
+    let Some((level, below)) = levels.split_first() else {
+        return held(node);
+    };
+    node.children
+        .get(*level)
+        .is_some_and(|child| any_below(child, below, false))
+        || (!dollar
+            && node
+                .children
+                .get("+")
+                .is_some_and(|child| any_below(child, below, false)))
 }
 
 /// Adds the subscriptions under `node` that match `levels` to `out`.
