@@ -101,6 +101,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
             ("--interval-ms", U64),
             ("--will-qos", U8),
             ("--ack-timeout-secs", U64),
+            ("--session-expiry-secs", U32),
         ],
     ),
     (
@@ -110,12 +111,14 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
             ("--qos", U8),
             ("--count", U64),
             ("--timeout-secs", U64),
+            ("--session-expiry-secs", U32),
+            ("--rh", U8),
         ],
     ),
 ];
 
 /// Flags that take a value that is not a number.
-const NOT_NUMERIC: [&str; 21] = [
+const NOT_NUMERIC: [&str; 23] = [
     "--host",
     "--url",
     "--message",
@@ -131,6 +134,9 @@ const NOT_NUMERIC: [&str; 21] = [
     "--user",
     "--help",
     "--version",
+    // MQTT: `-V 311` or `-V 5`, and `-D PUBLISH NAME VALUE`.
+    "--protocol-version",
+    "--property",
     // TLS: files and directories, and the pages allowed to connect.
     "--cafile",
     "--cert",
@@ -242,6 +248,9 @@ fn client_args(bin: &str, flag: &str) -> Vec<&'static str> {
         ("udp_sender", "--count") => vec![],
         ("udp_sender", "--interval-ms" | "--size") => vec!["--count", "2"],
         ("mqtt_publisher", "--will-qos") => vec!["--will-topic", "gone", "-m", "hi"],
+        // MQTT 5 flags, which need `-V 5`.
+        ("mqtt_publisher", "--session-expiry-secs") => vec!["-V", "5", "-m", "hi"],
+        ("mqtt_subscriber", "--session-expiry-secs" | "--rh") => vec!["-V", "5"],
         ("mqtt_subscriber", _) => vec![],
         _ => vec!["-m", "hi"],
     }

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Process, Server, run, within};
+use common::{Process, Server, run, wait_stderr, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A short wait that is expected to elapse: proves that nothing arrives.
@@ -19,16 +19,6 @@ const QUIET: Duration = Duration::from_millis(500);
 
 async fn broker(args: &[&str]) -> Server {
     Server::start("mqtt_broker", args).await
-}
-
-/// Waits until `process` has printed `text` on stderr `times` times.
-async fn wait_stderr(process: &Process, text: &str, times: usize) {
-    within(text, async {
-        while process.stderr().matches(text).count() < times {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
 }
 
 /// Starts `mqtt_subscriber` on `port` with `args` and waits for its SUBACK.

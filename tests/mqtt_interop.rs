@@ -11,29 +11,17 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::mqtt::{Mosquitto, program};
-use common::{Process, Server, run, within};
+use common::{Process, Server, run, wait_stderr, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Waits until `process` has printed `text` on stderr.
-async fn wait_stderr(process: &Process, text: &str) {
-    within(text, async {
-        while !process.stderr().contains(text) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-}
 
 /// Starts our subscriber on `port` and waits for its SUBACK.
 async fn subscriber(port: &str, args: &[&str]) -> Process {
     let mut all = vec!["--port", port, "--show-packets"];
     all.extend_from_slice(args);
     let process = Process::spawn("mqtt_subscriber", &all);
-    wait_stderr(&process, "<- SUBACK").await;
+    wait_stderr(&process, "<- SUBACK", 1).await;
     process
 }
 

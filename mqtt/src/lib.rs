@@ -18,8 +18,11 @@
 //!   acknowledged every one of them;
 //! - [`subscriber::run`] prints what arrives, and rides out broker restarts;
 //! - [`packets`] prints the packets as they cross the wire (`--show-packets`);
-//! - this file holds what both clients share: connection options and the
-//!   explanation of connection errors.
+//! - [`client`] is one client over rumqttc's two, for MQTT 3.1.1 and
+//!   MQTT 5 (`-V 5`), and [`v5`] holds what only MQTT 5 has: properties,
+//!   subscription options, a session expiry;
+//! - [`explain`](mod@explain) turns a connection error into its likely cause and fix;
+//! - this file holds what both clients share: connection options.
 //!
 //! Both clients use [rumqttc](https://docs.rs/rumqttc), whose design has one
 //! rule that every user meets: an [`rumqttc::AsyncClient`] only puts requests
@@ -27,22 +30,24 @@
 //! while somebody calls its `poll()` in a loop.
 
 pub mod broker;
+pub mod client;
+pub mod explain;
 pub mod frontdoor;
 pub mod packets;
 pub mod publisher;
 pub mod subscriber;
+pub mod v5;
 pub mod wire;
 
-use std::io;
+pub use explain::{explain, explain_v5};
+pub use v5::Version;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use networking_protocols::tls;
-use rumqttc::{
-    ConnectReturnCode, ConnectionError, EventLoop, MqttOptions, NetworkOptions, QoS, StateError,
-    TlsConfiguration, TlsError, Transport, mqttbytes,
-};
+use rumqttc::{EventLoop, MqttOptions, NetworkOptions, QoS, TlsConfiguration, Transport};
 
 /// The port MQTT brokers listen on for plain MQTT.
 pub const DEFAULT_PORT: u16 = 1883;
@@ -75,6 +80,12 @@ pub struct ClientConfig {
     /// With a TLS config, we speak MQTT inside TLS (and our password, if any,
     /// travels encrypted instead of readable by anyone on the path).
     pub tls: Option<Arc<tls::ClientConfig>>,
+    /// MQTT 3.1.1 (the default) or MQTT 5.
+    pub version: Version,
+    /// MQTT 5 only: how many seconds the broker keeps our session after we
+    /// disconnect (`u32::MAX`: for ever). `None` sends no property, which
+    /// means 0: the session ends with the connection (MQTT 5 §3.1.2.11.2).
+    pub session_expiry: Option<u32>,
 }
 
 /// The flags both clients use to reach a broker.
@@ -86,6 +97,13 @@ pub struct BrokerArgs {
     /// Broker port [default: 1883, or 8883 with --tls]
     #[arg(long)]
     pub port: Option<u16>,
+    /// MQTT version: 311 (or mqttv311) or 5 (or mqttv5), as mosquitto_pub spells them
+    #[arg(short = 'V', long, value_name = "VERSION", default_value = "311", value_parser = Version::parse)]
+    pub protocol_version: Version,
+    /// MQTT 5: keep our session this many seconds after we disconnect
+    /// (4294967295: for ever) [default: 0, or for ever with mqtt_subscriber --persistent]
+    #[arg(short = 'x', long, value_name = "SECONDS")]
+    pub session_expiry_secs: Option<u32>,
     /// Speak MQTT over TLS: check the broker's certificate, then encrypt
     /// everything (the password too)
     #[arg(long)]
@@ -97,8 +115,8 @@ pub struct BrokerArgs {
 impl BrokerArgs {
     /// A client config for these flags: `--port` if given, else MQTT's own
     /// port, 1883, or 8883 with `--tls`; with `--tls`, the TLS options.
-    /// Errors: a TLS option without `--tls`, or a certificate file that
-    /// cannot be read.
+    /// Errors: a TLS option without `--tls`, `-x` without `-V 5`, or a
+    /// certificate file that cannot be read.
     pub fn client_config(&self, client_id: &str) -> anyhow::Result<ClientConfig> {
         let default_port = if self.tls {
             DEFAULT_TLS_PORT
@@ -107,6 +125,11 @@ impl BrokerArgs {
         };
         let port = self.port.unwrap_or(default_port);
         let mut config = ClientConfig::new(&self.host, port, client_id);
+        config.version = self.protocol_version;
+        config.session_expiry = self.session_expiry_secs;
+        if config.version == Version::V311 && config.session_expiry.is_some() {
+            bail!("-x (session expiry) is an MQTT 5 property: add -V 5");
+        }
         config.tls = match (self.tls, self.tls_options.first_given()) {
             (true, _) => Some(self.tls_options.config()?),
             (false, Some(flag)) => bail!("{flag} is a TLS option: add --tls"),
@@ -126,6 +149,8 @@ impl ClientConfig {
             login: None,
             clean_session: true,
             tls: None,
+            version: Version::V311,
+            session_expiry: None,
         }
     }
 
@@ -194,21 +219,6 @@ pub async fn await_close(eventloop: &mut EventLoop) {
     let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
 }
 
-/// The I/O error of a failed TLS handshake, or of a TLS alert later on.
-fn tls_cause(error: &ConnectionError) -> Option<&io::Error> {
-    let io = match error {
-        ConnectionError::Tls(TlsError::Io(io)) => io,
-        ConnectionError::Tls(_) => return None,
-        ConnectionError::Io(io) | ConnectionError::MqttState(StateError::Io(io)) => io,
-        ConnectionError::MqttState(StateError::Deserialization(mqttbytes::Error::Io(io))) => io,
-        _ => return None,
-    };
-    // A server that does not speak TLS shows up as an end of stream in the
-    // handshake, with no rustls error inside.
-    let in_handshake = matches!(error, ConnectionError::Tls(_));
-    (tls::rustls_error(io).is_some() || in_handshake).then_some(io)
-}
-
 /// Reads a QoS level as MQTT numbers it: 0, 1 or 2.
 pub fn qos(level: u8) -> anyhow::Result<QoS> {
     rumqttc::qos(level).map_err(|_| anyhow!("QoS must be 0, 1 or 2, not {level}"))
@@ -217,98 +227,4 @@ pub fn qos(level: u8) -> anyhow::Result<QoS> {
 /// The QoS level as a number, for output.
 pub fn qos_number(qos: QoS) -> u8 {
     qos as u8
-}
-
-/// A connection error, explained: what failed, and the likely fix.
-///
-/// `connected` says whether we ever got a CONNACK: failing before it means
-/// the broker was unreachable or refused us; after it, the connection broke.
-pub fn explain(error: &ConnectionError, addr: &str, connected: bool) -> anyhow::Error {
-    use std::io::ErrorKind;
-    let io_kind = match error {
-        ConnectionError::Io(io) => Some(io.kind()),
-        ConnectionError::MqttState(StateError::Io(io)) => Some(io.kind()),
-        // rumqttc's reads and writes report socket errors as codec errors.
-        ConnectionError::MqttState(StateError::Deserialization(mqttbytes::Error::Io(io))) => {
-            Some(io.kind())
-        }
-        ConnectionError::MqttState(StateError::ConnectionAborted) => {
-            Some(ErrorKind::ConnectionAborted)
-        }
-        _ => None,
-    };
-    if let Some(cause) = tls_cause(error) {
-        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-        return match connected {
-            false => anyhow!(
-                "cannot connect to {addr}: {}",
-                tls::client::explain(cause, host)
-            ),
-            true => anyhow!(
-                "connection to {addr} failed: {}",
-                tls::client::explain(cause, host)
-            ),
-        };
-    }
-    match (error, io_kind) {
-        (ConnectionError::ConnectionRefused(code), _) => {
-            let why = match code {
-                ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => {
-                    "bad username or password; check -u and -P"
-                }
-                ConnectReturnCode::BadClientId => "client id rejected; try another -i",
-                ConnectReturnCode::ServiceUnavailable => "broker unavailable (too many clients?)",
-                _ => "refused",
-            };
-            anyhow!("broker at {addr} refused the connection (CONNACK {code:?}): {why}")
-        }
-        (
-            ConnectionError::MqttState(StateError::Deserialization(
-                mqttbytes::Error::PayloadSizeLimitExceeded(size),
-            )),
-            _,
-        ) => anyhow!(
-            "{addr} sent a packet of {size} bytes, more than our limit of {MAX_PACKET_BYTES}"
-        ),
-        (ConnectionError::NetworkTimeout, _) => {
-            anyhow!("cannot connect to {addr}: no answer within 5 s; check --host and --port")
-        }
-        (_, Some(ErrorKind::ConnectionRefused)) => {
-            anyhow!("cannot connect to {addr}: connection refused; is a broker running there?")
-        }
-        // A broker that wants TLS closes a plaintext CONNECT without a word
-        // (MQTT has no code for "use TLS"), and some brokers answer a bad
-        // login, or one client too many, the same way (rumqttd alone does;
-        // our mqtt_broker answers CONNACK 5 or 3), so we name all three.
-        (
-            _,
-            Some(ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
-        ) if !connected => {
-            anyhow!(
-                "broker at {addr} closed the connection before accepting it: does it want \
-                 TLS (--tls)? some brokers also close for a bad login (-u, -P) or too many clients"
-            )
-        }
-        (
-            _,
-            Some(ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
-        ) => anyhow!(
-            "broker at {addr} closed the connection; a broker does that when it stops, \
-             when another client connects with our client id (-i), or when our packet \
-             exceeds its size limit"
-        ),
-        // Something answered our CONNECT, but not with a CONNACK: an HTTP or
-        // WebSocket server, say, whose reply rumqttc reads as a random packet
-        // (or as half of one, cut off when the server closes).
-        (
-            ConnectionError::NotConnAck(_)
-            | ConnectionError::MqttState(StateError::Deserialization(_)),
-            _,
-        ) if !connected => anyhow!(
-            "cannot connect to {addr}: the answer is not MQTT; is that port an MQTT \
-             broker? check --host and --port"
-        ),
-        _ if !connected => anyhow!("cannot connect to {addr}: {error}"),
-        _ => anyhow!("connection to {addr} failed: {error}"),
-    }
 }

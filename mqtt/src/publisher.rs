@@ -8,19 +8,26 @@
 //! message is out and, at QoS 1 and 2, acknowledged; only then does it send
 //! DISCONNECT, the polite goodbye that also tells the broker *not* to publish
 //! our last will.
+//!
+//! The same loop speaks MQTT 3.1.1 and MQTT 5 (`-V 5`) through
+//! [`crate::client`]; with MQTT 5, [`run_with`] sends properties with every
+//! message, and a broker can refuse a message with a reason code in its
+//! PUBACK or PUBREC, which [`run_with`] reports as an error.
 
 use std::io;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, stream};
-use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
+use rumqttc::{LastWill, Outgoing, QoS};
 use tokio::io::AsyncRead;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::{ClientConfig, MAX_PACKET_BYTES, explain, packets};
+use crate::client::{self, Client, Event};
+use crate::v5::PublishProperties;
+use crate::{ClientConfig, MAX_PACKET_BYTES, Version};
 
 /// What to publish and how.
 #[derive(Debug, Clone)]
@@ -57,6 +64,25 @@ pub async fn run<M>(config: PublishConfig, messages: M) -> anyhow::Result<Summar
 where
     M: Stream<Item = io::Result<Bytes>> + Send + 'static,
 {
+    run_with(config, PublishProperties::default(), messages).await
+}
+
+/// [`run`], with MQTT 5 `properties` on every message (`-D PUBLISH ...`).
+///
+/// Errors: as [`run`]; also properties with MQTT 3.1.1 (it has none), and,
+/// after the rest is done, messages the broker refused with an MQTT 5 reason
+/// code (0x87 "not authorized", say).
+pub async fn run_with<M>(
+    config: PublishConfig,
+    properties: PublishProperties,
+    messages: M,
+) -> anyhow::Result<Summary>
+where
+    M: Stream<Item = io::Result<Bytes>> + Send + 'static,
+{
+    if config.client.version == Version::V311 && !properties.is_empty() {
+        bail!("-D PUBLISH properties are MQTT 5: add -V 5");
+    }
     if !rumqttc::valid_topic(&config.topic) {
         bail!(
             "cannot publish to {:?}: a topic is not empty and has no + or # \
@@ -65,43 +91,25 @@ where
         );
     }
     let addr = config.client.addr();
-    let mut options = config.client.mqtt_options()?;
-    if let Some(will) = config.will.clone() {
-        options.set_last_will(will);
-    }
     // The request queue between `client` and `eventloop` holds 10 requests;
     // when it is full, `publish().await` waits for the event loop to take one.
-    let (client, mut eventloop) = AsyncClient::new(options, 10);
-    eventloop.set_network_options(config.client.network_options());
+    let show = config.show_packets.then_some(config.qos);
+    let (client, mut eventloop) = client::new(&config.client, config.will.clone(), show)?;
 
     // Connect before reading any input, so an unreachable broker or a bad
     // password is reported at once, not after the user typed a line.
-    let show = |event: &Event| {
-        if config.show_packets
-            && let Some(line) = packets::describe(event, config.qos)
-        {
-            eprintln!("{line}");
-        }
-    };
-    if config.show_packets {
-        let options = &eventloop.mqtt_options;
-        eprintln!(
-            "{}",
-            packets::connect_line(&options.client_id(), options.clean_session())
-        );
-    }
-    let connack = eventloop
+    eventloop
         .poll()
         .await
-        .map_err(|error| explain(&error, &addr, false))?;
-    show(&connack);
+        .map_err(|error| error.explain(&addr, false))?;
     info!("connected to {addr} as {}", config.client.client_id);
 
     // THE RUMQTTC TRAP: `publish().await` waits while the request queue is
     // full, and only `eventloop.poll()` empties it. Publishing from the loop
     // that polls would wait for itself forever once the queue fills up. So the
     // messages go in from a task of their own, and this task only polls.
-    let mut feeder = tokio::spawn(feed(client.clone(), config.clone(), messages));
+    let feeding = feed(client.clone(), config.clone(), properties, messages);
+    let mut feeder = tokio::spawn(feeding);
     let mut total: Option<u64> = None;
     let mut summary = Summary {
         published: 0,
@@ -109,6 +117,8 @@ where
     };
     let mut disconnecting = false;
     let mut input = Ok(());
+    // MQTT 5: the reason codes of the messages the broker did not take.
+    let mut refused: Vec<String> = Vec::new();
     let qos0 = config.qos == QoS::AtMostOnce;
 
     loop {
@@ -119,7 +129,7 @@ where
         {
             // Everything is out and acknowledged. `try_disconnect` because
             // here, too, an `.await` on the queue could wait for ourselves.
-            client.try_disconnect().context("cannot queue DISCONNECT")?;
+            client.try_disconnect()?;
             disconnecting = true;
         }
         // While acknowledgements are due, silence from the broker is an error
@@ -141,24 +151,29 @@ where
                 continue;
             }
             event = tokio::time::timeout(patience, eventloop.poll()) => match event {
-                Ok(event) => event.map_err(|error| explain(&error, &addr, true))?,
+                Ok(event) => event.map_err(|error| error.explain(&addr, true))?,
                 Err(_) => bail!(
                     "{addr} acknowledged {} of {} publishes and then nothing for {:?}",
                     summary.acknowledged, summary.published, config.ack_timeout
                 ),
             },
         };
-        show(&event);
         match event {
-            Event::Outgoing(Outgoing::Publish(_)) => summary.published += 1,
+            Event::Sent(Outgoing::Publish(_)) => summary.published += 1,
             // QoS 1 ends with PUBACK; QoS 2 with PUBCOMP (after PUBREC and
             // our PUBREL, which rumqttc sends by itself).
-            Event::Incoming(Packet::PubAck(_) | Packet::PubComp(_)) => summary.acknowledged += 1,
-            Event::Outgoing(Outgoing::Disconnect) => break,
+            Event::Acked { refused: reason } => {
+                summary.acknowledged += 1;
+                if let Some(reason) = reason {
+                    warn!("{addr} refused message {}: {reason}", summary.acknowledged);
+                    refused.push(reason);
+                }
+            }
+            Event::Sent(Outgoing::Disconnect) => break,
             _ => {}
         }
     }
-    crate::await_close(&mut eventloop).await;
+    eventloop.await_close().await;
     if qos0 {
         // Nothing acknowledges QoS 0: "0 acknowledged" would read like a loss.
         info!(
@@ -171,12 +186,25 @@ where
             summary.published, summary.acknowledged
         );
     }
-    input.map(|()| summary)
+    input?;
+    if let Some(first) = refused.first() {
+        bail!(
+            "{addr} refused {} of {} message(s) ({first})",
+            refused.len(),
+            summary.published
+        );
+    }
+    Ok(summary)
 }
 
 /// Publishes every message, in order. Returns how many it queued and, if
 /// the input failed (unreadable, or a message too large), why it stopped.
-async fn feed<M>(client: AsyncClient, config: PublishConfig, messages: M) -> Fed
+async fn feed<M>(
+    client: Client,
+    config: PublishConfig,
+    properties: PublishProperties,
+    messages: M,
+) -> Fed
 where
     M: Stream<Item = io::Result<Bytes>> + Send + 'static,
 {
@@ -196,16 +224,15 @@ where
         // checks it: the whole PUBLISH packet. That is a 1-byte header, the
         // remaining length (1 to 4 bytes), then the remaining bytes: the topic
         // and its 2-byte length, a 2-byte packet id (QoS 1 and 2 only) and
-        // the payload.
+        // the payload. MQTT 5 adds the properties, after their own length
+        // (a variable byte integer too, MQTT 5 §3.3.2.3.1).
         let packet_id = if config.qos == QoS::AtMostOnce { 0 } else { 2 };
-        let remaining = 2 + config.topic.len() + packet_id + message.len();
-        let length_bytes = match remaining {
-            0..128 => 1,
-            128..16_384 => 2,
-            16_384..2_097_152 => 3,
-            _ => 4,
+        let properties_len = match config.client.version {
+            Version::V311 => 0,
+            Version::V5 => length_bytes(properties.wire_len()) + properties.wire_len(),
         };
-        let size = 1 + length_bytes + remaining;
+        let remaining = 2 + config.topic.len() + packet_id + properties_len + message.len();
+        let size = 1 + length_bytes(remaining) + remaining;
         if size > MAX_PACKET_BYTES {
             let error = anyhow!(
                 "message {} is too large: a {size}-byte PUBLISH, the limit is {MAX_PACKET_BYTES}",
@@ -213,15 +240,26 @@ where
             );
             return (count, Err(error));
         }
+        let (topic, qos, retain) = (&config.topic, config.qos, config.retain);
         let queued = client
-            .publish_bytes(&config.topic, config.qos, config.retain, message)
+            .publish(topic, qos, retain, message, &properties)
             .await;
-        if queued.is_err() {
-            return (count, Err(anyhow!("the connection ended while publishing")));
+        if let Err(error) = queued {
+            return (count, Err(error));
         }
         count += 1;
     }
     (count, Ok(()))
+}
+
+/// How many bytes MQTT's variable byte integer takes for `n`: 7 bits a byte.
+fn length_bytes(n: usize) -> usize {
+    match n {
+        0..128 => 1,
+        128..16_384 => 2,
+        16_384..2_097_152 => 3,
+        _ => 4,
+    }
 }
 
 /// What [`feed`] returns: how many messages it queued, and how the input ended.

@@ -8,20 +8,23 @@
 //! 5 s) and subscribes after every CONNACK, even one that resumes a session,
 //! as `mosquitto_sub -c` does: the kept session holds the filters and QoS of
 //! an earlier run, which need not be this run's `-t` and `-q`.
+//!
+//! The same loop speaks MQTT 3.1.1 and MQTT 5 (`-V 5`) through
+//! [`crate::client`]; with MQTT 5, [`run_with`] adds subscription options
+//! (`--nl`, `--rap`, `--rh`) and can print each message's properties.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use rumqttc::{
-    AsyncClient, ConnAck, Event, Outgoing, Packet, Publish, QoS, SubscribeFilter,
-    SubscribeReasonCode,
-};
+use rumqttc::{Outgoing, QoS};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::{ClientConfig, explain, packets};
+use crate::client::{self, Client, Event, Message};
+use crate::v5::SubscribeOptions;
+use crate::{ClientConfig, Version};
 
 /// What to subscribe to and how to print it.
 #[derive(Debug, Clone)]
@@ -42,9 +45,6 @@ pub struct SubscribeConfig {
     pub show_packets: bool,
 }
 
-/// A SUBACK return code saying "not subscribed".
-const REFUSED: SubscribeReasonCode = SubscribeReasonCode::Failure;
-
 /// With `-C`, how long we wait for the broker's PUBREL of the last QoS 2
 /// messages before we disconnect anyway.
 const FINISH_WAIT: Duration = Duration::from_secs(5);
@@ -57,15 +57,40 @@ const LONGEST_RETRY: Duration = Duration::from_secs(5);
 ///
 /// Failing to connect the first time is an error (wrong port, bad password);
 /// losing a working connection is not: we reconnect until the broker is back.
-pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> anyhow::Result<u64> {
+pub async fn run(config: SubscribeConfig, out: impl AsyncWrite + Unpin) -> anyhow::Result<u64> {
+    run_with(config, Mqtt5::default(), out).await
+}
+
+/// What only an MQTT 5 subscriber does (`-V 5`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mqtt5 {
+    /// The subscription options sent with every filter.
+    pub options: SubscribeOptions,
+    /// Print each message's properties after its payload, in brackets, in
+    /// the words of `-D PUBLISH`: `[user-property sensor kitchen]`.
+    pub show_properties: bool,
+}
+
+/// [`run`], with the MQTT 5 extras in `mqtt5`.
+///
+/// Errors: as [`run`]; also any MQTT 5 extra with MQTT 3.1.1.
+pub async fn run_with(
+    config: SubscribeConfig,
+    mqtt5: Mqtt5,
+    mut out: impl AsyncWrite + Unpin,
+) -> anyhow::Result<u64> {
+    let extras = mqtt5.show_properties || mqtt5.options != SubscribeOptions::default();
+    if config.client.version == Version::V311 && extras {
+        bail!("--nl, --rap, --rh and --show-properties are MQTT 5: add -V 5");
+    }
     for filter in &config.filters {
         if !rumqttc::valid_filter(filter) {
             bail!("{filter:?} is not a topic filter: # may only come last, as a whole level");
         }
     }
     let addr = config.client.addr();
-    let (client, mut eventloop) = AsyncClient::new(config.client.mqtt_options()?, 10);
-    eventloop.set_network_options(config.client.network_options());
+    let show = config.show_packets.then_some(config.qos);
+    let (client, mut eventloop) = client::new(&config.client, None, show)?;
 
     let mut connected = false;
     let mut retry = FIRST_RETRY;
@@ -80,13 +105,6 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
     let mut unfinished: HashSet<u16> = HashSet::new();
     let mut finish_by: Option<Instant> = None;
     loop {
-        if config.show_packets && eventloop.network.is_none() {
-            let options = &eventloop.mqtt_options;
-            eprintln!(
-                "{}",
-                packets::connect_line(&options.client_id(), options.clean_session())
-            );
-        }
         let poll = eventloop.poll();
         let deadline = match (quiet_until, finish_by) {
             (Some(quiet), Some(finish)) => Some(quiet.min(finish)),
@@ -98,9 +116,9 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
         };
         let event = match polled {
             Ok(Ok(event)) => event,
-            Ok(Err(error)) if !connected => return Err(explain(&error, &addr, false)),
+            Ok(Err(error)) if !connected => return Err(error.explain(&addr, false)),
             Ok(Err(error)) => {
-                let cause = explain(&error, &addr, true);
+                let cause = error.explain(&addr, true);
                 // A connection that lasted starts the backoff over. One that
                 // broke at once (another client with our id knocking us off,
                 // a message too large for us) would break again at once: we
@@ -133,30 +151,25 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
                     "no PUBREL for {} message(s); disconnecting",
                     unfinished.len()
                 );
-                client.try_disconnect().context("cannot queue DISCONNECT")?;
+                client.try_disconnect()?;
                 continue;
             }
             Err(_) => return Err(silence(&config, received)),
         };
-        if config.show_packets
-            && let Some(line) = packets::describe(&event, config.qos)
-        {
-            eprintln!("{line}");
-        }
         match event {
-            Event::Incoming(Packet::ConnAck(ack)) => {
+            Event::ConnAck { session_present } => {
                 connected = true;
                 up_since = Some(Instant::now());
-                subscribe(&client, &config, &ack, &addr)?;
+                subscribe(&client, &config, mqtt5.options, session_present, &addr)?;
             }
             // After the last wanted message, stragglers that arrive before our
             // DISCONNECT goes out are not printed.
-            Event::Incoming(Packet::Publish(_)) if config.count == Some(received) => {}
-            Event::Incoming(Packet::Publish(publish)) => {
+            Event::Publish(_) if config.count == Some(received) => {}
+            Event::Publish(publish) => {
                 // rumqttc has already acknowledged this message (PUBACK at
                 // QoS 1, PUBREC at QoS 2) before handing it to us: if we
                 // crashed right now, the broker would not send it again.
-                print(&mut out, &publish, config.verbose).await?;
+                print(&mut out, &publish, config.verbose, mqtt5.show_properties).await?;
                 received += 1;
                 quiet_until = deadline_after(config.timeout);
                 if publish.qos == QoS::ExactlyOnce {
@@ -167,14 +180,14 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
                 }
             }
             // We sent PUBCOMP: that QoS 2 exchange is over.
-            Event::Outgoing(Outgoing::PubComp(pkid)) => {
+            Event::Sent(Outgoing::PubComp(pkid)) => {
                 unfinished.remove(&pkid);
             }
-            Event::Incoming(Packet::SubAck(ack)) if ack.return_codes.contains(&REFUSED) => {
+            Event::SubAck { refused: true } => {
                 bail!("{addr} refused the subscription to {:?}", config.filters);
             }
-            Event::Outgoing(Outgoing::Disconnect) => {
-                crate::await_close(&mut eventloop).await;
+            Event::Sent(Outgoing::Disconnect) => {
+                eventloop.await_close().await;
                 return Ok(received);
             }
             _ => {}
@@ -184,7 +197,7 @@ pub async fn run(config: SubscribeConfig, mut out: impl AsyncWrite + Unpin) -> a
         // message, but would leave the broker holding an unfinished one.)
         if finish_by.is_some() && unfinished.is_empty() {
             finish_by = None;
-            client.try_disconnect().context("cannot queue DISCONNECT")?;
+            client.try_disconnect()?;
         }
     }
 }
@@ -208,13 +221,14 @@ fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
 /// messages again [MQTT-3.8.4-3] (rumqttd keeps delivering at the first QoS,
 /// one of its departures); the session's other filters stay.
 fn subscribe(
-    client: &AsyncClient,
+    client: &Client,
     config: &SubscribeConfig,
-    ack: &ConnAck,
+    options: SubscribeOptions,
+    session_present: bool,
     addr: &str,
 ) -> anyhow::Result<()> {
     let filters_list = config.filters.join(", ");
-    if ack.session_present {
+    if session_present {
         info!(
             "connected to {addr}; the broker kept our session and subscriptions; \
              subscribing to {filters_list}"
@@ -222,34 +236,34 @@ fn subscribe(
     } else {
         info!("connected to {addr}; subscribing to {filters_list}");
     }
-    let filters = config
-        .filters
-        .iter()
-        .map(|filter| SubscribeFilter::new(filter.clone(), config.qos));
     // THE RUMQTTC TRAP, again: we are the task that polls the event loop, so
     // `subscribe().await` could wait for queue space that only our next
     // `poll()` would make. `try_subscribe_many` never waits; the queue holds 10
     // requests and this is the only one we make here.
-    client
-        .try_subscribe_many(filters)
-        .context("cannot queue SUBSCRIBE")
+    client.try_subscribe(&config.filters, config.qos, options)
 }
 
-/// Writes one message: the payload (`-v`: `topic payload`), and with `-v` a
-/// ` (retained)` mark for a message the broker kept from before we subscribed.
+/// Writes one message: the payload (`-v`: `topic payload`), with `-v` a
+/// ` (retained)` mark for a message the broker kept from before we
+/// subscribed, and with `--show-properties` its MQTT 5 properties, if any,
+/// in brackets: ` [user-property sensor kitchen]`.
 async fn print(
     out: &mut (impl AsyncWrite + Unpin),
-    publish: &Publish,
+    publish: &Message,
     verbose: bool,
+    show_properties: bool,
 ) -> anyhow::Result<()> {
     let mut line = Vec::with_capacity(publish.topic.len() + publish.payload.len() + 16);
     if verbose {
-        line.extend_from_slice(publish.topic.as_bytes());
+        line.extend_from_slice(&publish.topic);
         line.push(b' ');
     }
     line.extend_from_slice(&publish.payload);
     if verbose && publish.retain {
         line.extend_from_slice(b" (retained)");
+    }
+    if show_properties && !publish.properties.is_empty() {
+        line.extend_from_slice(format!(" [{}]", publish.properties).as_bytes());
     }
     line.push(b'\n');
     out.write_all(&line)

@@ -38,6 +38,16 @@ pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output 
     }
 }
 
+/// Waits until `process` has printed `text` on stderr `times` times.
+pub async fn wait_stderr(process: &Process, text: &str, times: usize) {
+    within(text, async {
+        while process.stderr().matches(text).count() < times {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
 /// A free loopback port, for a peer that cannot report the port it picked
 /// (socat, Mosquitto): the operating system's pick, released at once.
 pub fn free_port() -> u16 {

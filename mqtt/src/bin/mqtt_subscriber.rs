@@ -24,6 +24,16 @@
 //! *subscriber* instead, publish with `-q 1`, start it again: the broker kept
 //! the message for it. `--show-packets` shows every packet on stderr.
 //!
+//! MQTT 5 (against a broker that speaks it, such as Mosquitto): `-V 5 -v
+//! --show-properties` prints each message's properties after its payload, as
+//! `topic/learning 21.5 [user-property sensor kitchen]` (send one with
+//! `mqtt_publisher -V 5 -m 21.5 -D PUBLISH user-property sensor kitchen`).
+//! MQTT 5 also gives each subscription options: `--nl` (no local: not the
+//! messages this client id publishes), `--rap` (retain as published: keep
+//! their retain flag) and `--rh 2` (retain handling: no retained messages at
+//! all; 1: only on a new subscription). With `--persistent`, the broker keeps
+//! the session for ever, or for `-x SECONDS` after we leave.
+//!
 //! ## Read next
 //!
 //! `mqtt/src/subscriber.rs` (polling, reconnecting, resubscribing), then
@@ -33,12 +43,18 @@ use std::time::Duration;
 
 use clap::Parser;
 use mqtt::BrokerArgs;
-use mqtt::subscriber::{self, SubscribeConfig};
+use mqtt::subscriber::{self, Mqtt5, SubscribeConfig};
+use mqtt::v5::SubscribeOptions;
 use tracing::info;
 
 /// Subscribes to MQTT topics and prints every message that arrives, one per line.
+///
+/// -V 5 speaks MQTT 5: subscription options (--nl, --rap, --rh) and message
+/// properties (--show-properties).
 #[derive(Debug, Parser)]
-#[command(version)]
+// `-V` is the MQTT version, as in mosquitto_sub: clap's own `-V` (print the
+// version) would catch a mosquitto user's `-V 5`, so only `--version` prints it.
+#[command(version, disable_version_flag = true)]
 struct Args {
     #[command(flatten)]
     broker: BrokerArgs,
@@ -80,6 +96,24 @@ struct Args {
     /// Print each MQTT packet sent and received (on stderr)
     #[arg(long)]
     show_packets: bool,
+    /// MQTT 5: after each payload, print the message's properties in brackets:
+    /// [user-property KEY VALUE, content-type TYPE, ...]
+    #[arg(long)]
+    show_properties: bool,
+    /// MQTT 5 no local: do not send us the messages our own client id publishes
+    #[arg(long = "nl")]
+    no_local: bool,
+    /// MQTT 5 retain as published: keep the retain flag of forwarded messages
+    /// (brokers clear it otherwise)
+    #[arg(long = "rap")]
+    retain_as_published: bool,
+    /// MQTT 5 retain handling: retained messages on every subscribe (0), only
+    /// on a new subscription (1), or never (2)
+    #[arg(long = "rh", value_name = "0|1|2", value_parser = clap::value_parser!(u8).range(0..=2))]
+    retain_handling: Option<u8>,
+    /// Print the version
+    #[arg(long, action = clap::ArgAction::Version)]
+    version: (),
 }
 
 #[tokio::main]
@@ -105,8 +139,19 @@ async fn subscribe(args: Args) -> anyhow::Result<()> {
         timeout: args.timeout_secs.map(Duration::from_secs),
         show_packets: args.show_packets,
     };
+    let mqtt5 = Mqtt5 {
+        options: SubscribeOptions {
+            no_local: args.no_local,
+            retain_as_published: args.retain_as_published,
+            retain_handling: args.retain_handling.unwrap_or(0),
+        },
+        show_properties: args.show_properties,
+    };
+    if args.retain_handling.is_some() && config.client.version == mqtt::Version::V311 {
+        anyhow::bail!("--rh is MQTT 5: add -V 5");
+    }
     tokio::select! {
-        result = subscriber::run(config, tokio::io::stdout()) => {
+        result = subscriber::run_with(config, mqtt5, tokio::io::stdout()) => {
             result?;
         }
         // Ctrl-C: we stop without DISCONNECT. The broker notices the closed
