@@ -576,6 +576,8 @@ struct Client {
     stream: TcpStream,
     buffer: Vec<u8>,
     v5: bool,
+    /// The packet id of the last QoS 1 or 2 PUBLISH read.
+    last_id: u16,
 }
 
 impl Client {
@@ -588,6 +590,7 @@ impl Client {
             stream,
             buffer: Vec::new(),
             v5,
+            last_id: 0,
         };
         client.send(&connect).await;
         let connack = client.next().await;
@@ -605,6 +608,10 @@ impl Client {
         loop {
             if let Some((first, body, used)) = split(&self.buffer) {
                 self.buffer.drain(..used);
+                if first >> 4 == 3 && (first >> 1) & 3 > 0 {
+                    let at = 2 + usize::from(u16::from_be_bytes([body[0], body[1]]));
+                    self.last_id = u16::from_be_bytes([body[at], body[at + 1]]);
+                }
                 if !self.v5 && first >> 4 == 3 {
                     let length = usize::from(u16::from_be_bytes([body[0], body[1]]));
                     let topic = String::from_utf8_lossy(&body[2..2 + length]);
@@ -804,4 +811,120 @@ async fn mqtt_broker_keeps_sessions_and_packet_sizes() {
 async fn mosquitto_keeps_sessions_and_packet_sizes() {
     let mosquitto = Mosquitto::start(None).await;
     sessions_and_packet_size(mosquitto.addr).await;
+}
+
+/// [MQTT-3.3.2-5]: a retained message past its Message Expiry Interval is
+/// not delivered; one within it is, with the interval it has left
+/// [MQTT-3.3.2-6].
+async fn message_expiry(addr: SocketAddr) {
+    let expiry = |seconds: u32| {
+        let mut list = vec![0x02];
+        list.extend_from_slice(&seconds.to_be_bytes());
+        list
+    };
+    let kept = observe(
+        addr,
+        &[
+            connect(b"ex-pub"),
+            subscribe(b"ex/#", 0b10_0000),
+            publish(b"ex/short", 0, true, &expiry(1), b"brief"),
+            publish(b"ex/long", 0, true, &expiry(600), b"lasting"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        kept,
+        "CONNACK 0x00, SUBACK [0x00], PUBLISH ex/short brief [0x02], \
+         PUBLISH ex/long lasting [0x02], PINGRESP"
+    );
+    // The time is what is tested: the short one's second runs out.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let seen = observe(addr, &[connect(b"ex-sub"), subscribe(b"ex/#", 0)]).await;
+    observe(
+        addr,
+        &[
+            connect(b"ex-pub"),
+            publish(b"ex/short", 0, true, &[], b""),
+            publish(b"ex/long", 0, true, &[], b""),
+        ],
+    )
+    .await;
+    assert_eq!(
+        seen,
+        "CONNACK 0x00, SUBACK [0x00], PUBLISH ex/long lasting retained [0x02], PINGRESP"
+    );
+}
+
+#[tokio::test]
+async fn mqtt_broker_lets_messages_expire() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    message_expiry(broker.addr).await;
+}
+
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_lets_messages_expire() {
+    let mosquitto = Mosquitto::start(None).await;
+    message_expiry(mosquitto.addr).await;
+}
+
+/// [MQTT-3.3.4-9]: a client with Receive Maximum 1 has at most one QoS 1
+/// delivery unacknowledged; the next comes after its PUBACK.
+async fn receive_maximum(addr: SocketAddr) {
+    let mut list = vec![0x21];
+    list.extend_from_slice(&1u16.to_be_bytes());
+    let (mut slow, _) = Client::open(addr, connect_with(b"rm-slow", &list)).await;
+    slow.send(&subscribe(b"rm/t", 1)).await;
+    assert_eq!(slow.next().await, "SUBACK [0x01]");
+    // The publisher sees its three messages come back to its own
+    // subscription, so the broker has routed them all before `slow` asks.
+    let (mut publisher, _) = Client::open(addr, connect(b"rm-pub")).await;
+    publisher.send(&subscribe(b"rm/t", 0)).await;
+    assert_eq!(publisher.next().await, "SUBACK [0x00]");
+    for n in 1..=3u16 {
+        // QoS 1, packet ids 1 to 3: the deliveries to `slow` are QoS 1.
+        let mut body = string(b"rm/t");
+        body.extend_from_slice(&n.to_be_bytes());
+        body.extend(properties(&[]));
+        body.extend_from_slice(n.to_string().as_bytes());
+        publisher.send(&packet(0x32, &body)).await;
+    }
+    // Three PUBACKs and three messages, in an order that is the broker's.
+    let mut back = Vec::new();
+    for _ in 0..6 {
+        back.push(publisher.next().await);
+    }
+    back.sort();
+    assert_eq!(
+        back,
+        [
+            "PUBACK",
+            "PUBACK",
+            "PUBACK",
+            "PUBLISH rm/t 1 []",
+            "PUBLISH rm/t 2 []",
+            "PUBLISH rm/t 3 []"
+        ]
+    );
+    for n in 1..=3 {
+        assert_eq!(slow.next().await, format!("PUBLISH rm/t {n} []"));
+        // Nothing else comes before the PINGRESP: the window is full.
+        slow.send(&PINGREQ).await;
+        assert_eq!(slow.next().await, "PINGRESP", "after message {n}");
+        let [high, low] = slow.last_id.to_be_bytes();
+        slow.send(&[0x40, 2, high, low]).await;
+    }
+}
+
+#[tokio::test]
+async fn mqtt_broker_keeps_to_receive_maximum() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    receive_maximum(broker.addr).await;
+}
+
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_keeps_to_receive_maximum() {
+    let mosquitto = Mosquitto::start(None).await;
+    receive_maximum(mosquitto.addr).await;
 }

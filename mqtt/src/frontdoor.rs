@@ -59,6 +59,7 @@ mod handshake;
 pub mod link;
 pub mod mailbox;
 mod publish;
+mod publish5;
 pub mod relay;
 pub mod retained;
 pub mod router;

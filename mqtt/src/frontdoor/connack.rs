@@ -151,6 +151,7 @@ impl Door {
             clean_session: connect.session_expiry == 0,
             version: connect.version,
             max_packet_size: connect.max_packet_size,
+            receive_maximum: connect.receive_maximum,
             keep_alive: connect.keep_alive,
             session,
             pressure: self.congestion.pressure(),

@@ -43,6 +43,10 @@ pub struct Connect {
     /// MQTT 5: the largest packet the client takes, in bytes (Maximum
     /// Packet Size, §3.1.2.11.4); `None` is no limit but the protocol's.
     pub max_packet_size: Option<u32>,
+    /// MQTT 5: how many QoS 1 and 2 PUBLISHes the client takes before it
+    /// has acknowledged them (Receive Maximum, §3.1.2.11.3); 65,535 if it
+    /// does not say, and for 3.1.1.
+    pub receive_maximum: u16,
     /// Seconds; 0 means the client asked for no keep-alive (spec §3.1.2.10).
     pub keep_alive: u16,
     pub will: Option<Will>,
@@ -143,11 +147,16 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
     // MQTT 5: the CONNECT's properties (spec §3.1.2.11).
     let mut session_expiry = if clean_session { 0 } else { u32::MAX };
     let mut max_packet_size = None;
+    let mut receive_maximum = u16::MAX;
     if v5 {
         let properties = body.properties(allowed::CONNECT)?;
         session_expiry = properties.u32(id::SESSION_EXPIRY_INTERVAL).unwrap_or(0);
-        if properties.u16(id::RECEIVE_MAXIMUM) == Some(0) {
-            return Err(Violation::protocol("Receive Maximum 0 (spec §3.1.2.11.3)").into());
+        match properties.u16(id::RECEIVE_MAXIMUM) {
+            Some(0) => {
+                return Err(Violation::protocol("Receive Maximum 0 (spec §3.1.2.11.3)").into());
+            }
+            Some(most) => receive_maximum = most,
+            None => {}
         }
         match properties.u32(id::MAXIMUM_PACKET_SIZE) {
             Some(0) => {
@@ -234,6 +243,7 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
         version: level,
         session_expiry,
         max_packet_size,
+        receive_maximum,
         keep_alive,
         will,
         username,

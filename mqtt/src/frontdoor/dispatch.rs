@@ -29,6 +29,7 @@ use tracing::{error, warn};
 
 use super::link::{Failed, Link};
 use super::mailbox::{Delivery, Mailbox, Message};
+use super::publish5;
 use super::retained::Retained;
 use super::router::{ROUTER_TOPIC, Router, V5_LAYOUT, pipe_cost, router_subscribe};
 use super::topics::options::{NO_LOCAL, QOS, RETAIN_AS_PUBLISHED};
@@ -235,6 +236,7 @@ pub fn parse(packet: &Bytes) -> Option<Message> {
         payload: packet.slice(payload_start..),
         qos,
         retain: first & 1 != 0,
+        expires: publish5::expires_at(&properties, std::time::Instant::now()),
         properties,
         publisher,
     })
@@ -327,6 +329,7 @@ mod tests {
         let message = |payload: &'static [u8], retain| Message {
             properties: Bytes::new(),
             publisher: None,
+            expires: None,
             topic: Bytes::from_static(b"a/b"),
             payload: Bytes::from_static(payload),
             qos: 1,

@@ -51,6 +51,9 @@ pub struct Message {
     /// The session that published it, for MQTT 5's No Local; `None` for a
     /// 3.1.1 publisher, which cannot subscribe with No Local.
     pub publisher: Option<ClientKey>,
+    /// MQTT 5: when the message stops being worth delivering (its Message
+    /// Expiry Interval after the broker routed it), if it says.
+    pub expires: Option<std::time::Instant>,
 }
 
 impl Message {
@@ -225,6 +228,7 @@ mod tests {
             message: Message {
                 properties: Bytes::new(),
                 publisher: None,
+                expires: None,
                 topic: Bytes::from_static(b"t"),
                 payload: Bytes::from(vec![0; bytes - 10]),
                 qos: 1,

@@ -16,18 +16,17 @@
 
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use rumqttd::protocol::Packet;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::connack::TOPIC_ALIAS_MAXIMUM;
 use super::mailbox::Delivery;
+use super::publish5;
 use super::relay::{Connection, End};
 use super::router;
 use super::session::Stage;
-use super::topics::ClientKey;
-use crate::wire::properties::{Properties, allowed, id, put_varint};
+use crate::wire::properties::{allowed, put_varint};
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
 /// Payloads up to this many bytes are copied: into the client's queue with
@@ -74,7 +73,7 @@ impl Connection<'_> {
             if qos > 0 && !self.shared.table().any_subscriber(&topic) {
                 reason = NO_MATCHING_SUBSCRIBERS;
             }
-            v5_layout(
+            publish5::v5_layout(
                 self.session.key,
                 &frame,
                 &topic,
@@ -96,35 +95,6 @@ impl Connection<'_> {
             _ => {}
         }
         Ok(())
-    }
-
-    /// The topic name of an MQTT 5 PUBLISH, through its Topic Alias if it
-    /// has one (spec §3.3.2.3.4): an alias with a topic name sets the alias
-    /// up; one with an empty topic name uses it. An alias of 0 or over our
-    /// [`TOPIC_ALIAS_MAXIMUM`] is DISCONNECT 0x94 [MQTT-3.3.2-9]; an empty
-    /// name with an alias the client never set up is 0x82 (§3.3.2.3.4).
-    fn resolve_alias(&mut self, topic: &str, properties: &Properties<'_>) -> Result<String, End> {
-        let Some(alias) = properties.u16(id::TOPIC_ALIAS) else {
-            wire::check_topic_name(topic).map_err(End::Violation)?;
-            return Ok(topic.to_string());
-        };
-        if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
-            return Err(End::Violation(Violation::with_code(
-                0x94,
-                format!("Topic Alias {alias}, not 1 to {TOPIC_ALIAS_MAXIMUM} [MQTT-3.3.2-9]"),
-            )));
-        }
-        if topic.is_empty() {
-            return match self.aliases.get(&alias) {
-                Some(known) => Ok(known.to_string()),
-                None => Err(End::Violation(Violation::protocol(format!(
-                    "Topic Alias {alias} used before it was set up (spec §3.3.2.3.4)"
-                )))),
-            };
-        }
-        wire::check_topic_name(topic).map_err(End::Violation)?;
-        self.aliases.insert(alias, topic.into());
-        Ok(topic.to_string())
     }
 
     /// Queues PUBACK or PUBREC for packet `id`: with MQTT 5, a reason code
@@ -160,18 +130,17 @@ impl Connection<'_> {
     /// PUBACK, PUBREC and PUBCOMP for our deliveries, PUBREL for the
     /// client's QoS 2 PUBLISHes (spec §3.4-3.7).
     pub(super) fn acknowledgement(&mut self, frame: &Frame) -> Result<(), End> {
-        let id = match frame.body() {
-            &[high, low] => u16::from_be_bytes([high, low]),
+        let (id, reason) = match frame.body() {
+            &[high, low] => (u16::from_be_bytes([high, low]), 0),
             // MQTT 5 adds a reason code and properties, both optional
-            // (spec §3.4.2): read to check them; a failure code from the
-            // client ends the exchange as a success would.
+            // (spec §3.4.2): read to check them.
             &[high, low, ref rest @ ..] if self.version == wire::V5 => {
                 let mut reader = Reader::new(rest, "acknowledgement");
-                reader.u8().map_err(End::Violation)?;
+                let reason = reader.u8().map_err(End::Violation)?;
                 if !reader.is_empty() {
                     reader.properties(allowed::ACK).map_err(End::Violation)?;
                 }
-                u16::from_be_bytes([high, low])
+                (u16::from_be_bytes([high, low]), reason)
             }
             body => {
                 return Err(End::Violation(Violation::protocol(format!(
@@ -184,6 +153,11 @@ impl Connection<'_> {
         match frame.kind {
             kind::PUBACK => {
                 self.session.done(id, Stage::AwaitingPuback);
+            }
+            kind::PUBREC if reason >= 0x80 => {
+                // MQTT 5: a PUBREC with a failure code ends the exchange;
+                // no PUBREL follows (spec §4.3.3).
+                self.session.done(id, Stage::AwaitingPubrec);
             }
             kind::PUBREC => {
                 // [MQTT-4.3.3-1]: the sender answers PUBREC with PUBREL.
@@ -201,6 +175,9 @@ impl Connection<'_> {
                 self.to_client.copy(&[&wire::ack(kind::PUBCOMP, id)]);
             }
         }
+        // An acknowledgement may make room under the client's Receive
+        // Maximum (`publish5.rs`).
+        self.release_waiting();
         Ok(())
     }
 
@@ -214,15 +191,23 @@ impl Connection<'_> {
             retain,
         } = delivery;
         let (topic, payload) = (message.topic, message.payload);
+        // A message past its Message Expiry Interval is not sent; one that
+        // is carries the seconds it has left (`publish5.rs`).
+        let mut properties = message.properties;
+        if let Some(expires) = message.expires {
+            match publish5::remaining(&properties, expires, std::time::Instant::now()) {
+                Some(left) => properties = left,
+                None => return,
+            }
+        }
         // MQTT 5 subscribers get the message's properties, after their
         // length; 3.1.1 ones get neither (spec §3.3.2.3).
         let mut properties_length = Vec::new();
-        let properties = if self.version == wire::V5 {
-            put_varint(&mut properties_length, message.properties.len());
-            message.properties
+        if self.version == wire::V5 {
+            put_varint(&mut properties_length, properties.len());
         } else {
-            Bytes::new()
-        };
+            properties = Bytes::new();
+        }
         let length = 2
             + topic.len()
             + if qos > 0 { 2 } else { 0 }
@@ -320,35 +305,6 @@ impl Connection<'_> {
             self.dropped_logged = Some(now);
         }
     }
-}
-
-/// An MQTT 5 PUBLISH as the router carries it ([`router::V5_LAYOUT`]): the
-/// fixed header's flags, the `publisher`'s session key (8 bytes, for No
-/// Local), the topic name (resolved from its alias), the
-/// packet id for QoS 1 and 2, the properties but the Topic Alias, which
-/// only meant something on the publisher's connection [MQTT-3.3.2-10], and
-/// the payload. Always a copy: the layout changes.
-fn v5_layout(
-    publisher: ClientKey,
-    frame: &Frame,
-    topic: &str,
-    id: u16,
-    properties: &Properties<'_>,
-    payload: &[u8],
-) -> Bytes {
-    let kept = properties.raw_except(&[id::TOPIC_ALIAS]);
-    let mut body = BytesMut::with_capacity(topic.len() + kept.len() + payload.len() + 16);
-    body.put_u64(publisher);
-    wire::put_string(&mut body, topic.as_bytes());
-    if frame.qos() > 0 {
-        body.put_u16(id);
-    }
-    let mut length = Vec::new();
-    put_varint(&mut length, kept.len());
-    body.put_slice(&length);
-    body.put_slice(&kept);
-    body.put_slice(payload);
-    wire::packet(router::V5_LAYOUT << 4 | frame.flags, &body)
 }
 
 /// The PUBLISH in `frame` as bytes of its own, to hand to the router: the

@@ -21,7 +21,7 @@ pub(crate) mod buffers;
 mod socket;
 pub mod tls;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::time::Duration;
 
@@ -129,6 +129,12 @@ pub struct Connection<'a> {
     /// MQTT 5: the topic aliases the client set up, alias to topic name
     /// (spec §3.3.2.3.4), at most [`super::connack::TOPIC_ALIAS_MAXIMUM`].
     pub(super) aliases: HashMap<u16, Box<str>>,
+    /// MQTT 5: how many QoS 1 and 2 deliveries the client takes before it
+    /// acknowledges them (Receive Maximum; 65,535 for 3.1.1).
+    pub(super) receive_maximum: u16,
+    /// Deliveries waiting for room under `receive_maximum`, in order
+    /// (`publish5.rs`).
+    pub(super) waiting: VecDeque<Delivery>,
     /// 1.5 x the client's keep-alive, or `None` for keep-alive 0.
     pub(super) grace: Option<Duration>,
     /// Messages for the router from this turn (see
@@ -158,6 +164,7 @@ pub struct Parts<'a> {
     pub clean_session: bool,
     pub version: u8,
     pub max_packet_size: Option<u32>,
+    pub receive_maximum: u16,
     pub keep_alive: u16,
     pub session: Session,
     pub pressure: Pressure,
@@ -176,6 +183,8 @@ impl<'a> Connection<'a> {
             version: parts.version,
             max_packet_size: parts.max_packet_size,
             aliases: HashMap::new(),
+            receive_maximum: parts.receive_maximum,
+            waiting: VecDeque::new(),
             grace: (parts.keep_alive > 0)
                 .then(|| Duration::from_secs(u64::from(parts.keep_alive)).mul_f32(1.5)),
             for_router: Vec::new(),
@@ -241,8 +250,9 @@ impl<'a> Connection<'a> {
             // except for a client that is not reading at all: then we keep
             // taking, and what does not fit is dropped (see
             // `super::congestion`).
-            let take = self.to_client.bytes < self.limits.max_queued_bytes
-                || self.pressure.stalled(Instant::now());
+            let take = self.waiting.is_empty()
+                && (self.to_client.bytes < self.limits.max_queued_bytes
+                    || self.pressure.stalled(Instant::now()));
             let mailbox = self.session.mailbox.clone();
             let write_client = !self.to_client.is_empty()
                 || self.tls.as_ref().is_some_and(TlsSession::wants_write);
@@ -341,7 +351,7 @@ impl Connection<'_> {
         let mut deliveries = std::mem::take(&mut self.deliveries);
         mailbox.take(TAKE_PER_TURN, &mut deliveries);
         for delivery in deliveries.drain(..) {
-            self.deliver(delivery);
+            self.deliver_or_wait(delivery);
         }
         self.deliveries = deliveries;
     }

@@ -73,6 +73,12 @@ impl Session {
         }
     }
 
+    /// How many of our QoS 1 and 2 deliveries the client has not yet
+    /// acknowledged (for MQTT 5's Receive Maximum, `publish5.rs`).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
     /// A free packet id for a new delivery, 1 to 65535 [MQTT-2.3.1-1], or
     /// `None` if all 65,535 are waiting for the client.
     pub fn next_id(&mut self) -> Option<u16> {

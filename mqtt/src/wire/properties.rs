@@ -198,7 +198,14 @@ impl<'a> Reader<'a> {
         }
         let (block, rest) = self.rest.split_at(length);
         self.rest = rest;
-        let mut inner = Reader::new(block, self.what);
+        Reader::new(block, self.what).property_list(allowed)
+    }
+
+    /// The properties in all that is left to read, without a length in
+    /// front: a list [`Reader::properties`] has read before (the broker
+    /// keeps a message's properties so), checked the same way.
+    pub fn property_list(&mut self, allowed: &[u8]) -> Result<Properties<'a>, Violation> {
+        let inner = self;
         let mut list: Vec<Property<'a>> = Vec::new();
         while !inner.is_empty() {
             let before = inner.rest;
@@ -206,7 +213,7 @@ impl<'a> Reader<'a> {
             if !allowed.contains(&id) {
                 return Err(Violation::malformed(format!(
                     "{} carries property {id:#04x}, which it may not [MQTT-2.2.2-2]",
-                    self.what
+                    inner.what
                 )));
             }
             let value = inner.value(id)?;
@@ -214,7 +221,7 @@ impl<'a> Reader<'a> {
             if !repeatable && list.iter().any(|property| property.id == id) {
                 return Err(Violation::protocol(format!(
                     "{} carries property {id:#04x} twice [MQTT-2.2.2-2]",
-                    self.what
+                    inner.what
                 )));
             }
             let used = before.len() - inner.rest.len();

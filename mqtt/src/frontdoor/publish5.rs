@@ -1,0 +1,195 @@
+//! What MQTT 5 adds to a PUBLISH on its way through the broker (spec
+//! §3.3.2.3): topic aliases on the way in, the layout in which the router
+//! carries a version 5 message, Message Expiry Interval on the way out, and
+//! the client's Receive Maximum, the flow control of QoS 1 and 2 deliveries.
+//!
+//! **Topic aliases.** A client may give a topic a number (1 to our
+//! [`TOPIC_ALIAS_MAXIMUM`]) the first time it publishes to it, and then send
+//! the number with an empty topic name. The alias belongs to the connection:
+//! the broker resolves it and passes the message on with its topic name.
+//!
+//! **Message expiry.** A message may say how many seconds it stays
+//! worth delivering. The broker keeps the moment it routed it; a message
+//! whose time has run out is not delivered [MQTT-3.3.2-5], and one that is
+//! delivered carries the seconds it has left [MQTT-3.3.2-6].
+//!
+//! **Receive Maximum.** A client says how many QoS 1 and 2 PUBLISHes it
+//! takes at once before it has acknowledged them (65,535 if it does not
+//! say); the broker sends no more than that [MQTT-3.3.4-9]. Deliveries past
+//! it wait, in order, until an acknowledgement opens the window; while any
+//! wait, the connection takes nothing more from its mailbox.
+
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::connack::TOPIC_ALIAS_MAXIMUM;
+use super::mailbox::Delivery;
+use super::relay::{Connection, End};
+use super::router;
+use super::topics::ClientKey;
+use crate::wire::properties::{Properties, allowed, id, put_varint};
+use crate::wire::{self, Frame, Reader, Violation};
+
+impl Connection<'_> {
+    /// The topic name of an MQTT 5 PUBLISH, through its Topic Alias if it
+    /// has one (spec §3.3.2.3.4): an alias with a topic name sets the alias
+    /// up; one with an empty topic name uses it. An alias of 0 or over our
+    /// [`TOPIC_ALIAS_MAXIMUM`] is DISCONNECT 0x94 [MQTT-3.3.2-9]; an empty
+    /// name with an alias the client never set up is 0x82 (§3.3.2.3.4).
+    pub(super) fn resolve_alias(
+        &mut self,
+        topic: &str,
+        properties: &Properties<'_>,
+    ) -> Result<String, End> {
+        let Some(alias) = properties.u16(id::TOPIC_ALIAS) else {
+            wire::check_topic_name(topic).map_err(End::Violation)?;
+            return Ok(topic.to_string());
+        };
+        if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+            return Err(End::Violation(Violation::with_code(
+                0x94,
+                format!("Topic Alias {alias}, not 1 to {TOPIC_ALIAS_MAXIMUM} [MQTT-3.3.2-9]"),
+            )));
+        }
+        if topic.is_empty() {
+            return match self.aliases.get(&alias) {
+                Some(known) => Ok(known.to_string()),
+                None => Err(End::Violation(Violation::protocol(format!(
+                    "Topic Alias {alias} used before it was set up (spec §3.3.2.3.4)"
+                )))),
+            };
+        }
+        wire::check_topic_name(topic).map_err(End::Violation)?;
+        self.aliases.insert(alias, topic.into());
+        Ok(topic.to_string())
+    }
+
+    /// A delivery from the mailbox: sent now, or, if the client's Receive
+    /// Maximum is reached (or others wait already), kept in order until the
+    /// client acknowledges enough.
+    pub(super) fn deliver_or_wait(&mut self, delivery: Delivery) {
+        if !self.waiting.is_empty() || !self.window_open(&delivery) {
+            self.waiting.push_back(delivery);
+        } else {
+            self.deliver(delivery);
+        }
+    }
+
+    /// After an acknowledgement: the deliveries that now fit the window go.
+    pub(super) fn release_waiting(&mut self) {
+        while let Some(front) = self.waiting.front() {
+            if !self.window_open(front) {
+                return;
+            }
+            if let Some(delivery) = self.waiting.pop_front() {
+                self.deliver(delivery);
+            }
+        }
+    }
+
+    /// Whether `delivery` may go now: QoS 0 always; QoS 1 and 2 while the
+    /// client has fewer unacknowledged than its Receive Maximum.
+    fn window_open(&self, delivery: &Delivery) -> bool {
+        delivery.qos == 0 || self.session.in_flight() < usize::from(self.receive_maximum)
+    }
+}
+
+/// A message's Message Expiry Interval in seconds, from its properties as
+/// the router carried them (without their length), if it has one.
+pub fn message_expiry(properties: &[u8]) -> Option<u32> {
+    if properties.is_empty() {
+        return None;
+    }
+    let list = Reader::new(properties, "PUBLISH")
+        .property_list(allowed::PUBLISH)
+        .ok()?;
+    list.u32(id::MESSAGE_EXPIRY_INTERVAL)
+}
+
+/// What a message whose time runs out at `expires` looks like to a
+/// subscriber now: `None` if its time has run out [MQTT-3.3.2-5]; else its
+/// properties, with the Message Expiry Interval lowered to the whole
+/// seconds it has left, rounded up [MQTT-3.3.2-6].
+pub fn remaining(properties: &Bytes, expires: Instant, now: Instant) -> Option<Bytes> {
+    let left = expires
+        .checked_duration_since(now)
+        .filter(|left| !left.is_zero())?;
+    let seconds = u32::try_from(left.as_millis().div_ceil(1000)).unwrap_or(u32::MAX);
+    let list = Reader::new(properties, "PUBLISH")
+        .property_list(allowed::PUBLISH)
+        .ok()?;
+    let mut out = BytesMut::with_capacity(properties.len());
+    for property in &list.list {
+        if property.id == id::MESSAGE_EXPIRY_INTERVAL {
+            out.put_u8(id::MESSAGE_EXPIRY_INTERVAL);
+            out.put_u32(seconds);
+        } else {
+            out.put_slice(property.raw);
+        }
+    }
+    Some(out.freeze())
+}
+
+/// When a message routed `now` with `properties` stops being worth
+/// delivering, if it says.
+pub fn expires_at(properties: &[u8], now: Instant) -> Option<Instant> {
+    message_expiry(properties).map(|seconds| now + Duration::from_secs(u64::from(seconds)))
+}
+
+/// An MQTT 5 PUBLISH as the router carries it ([`router::V5_LAYOUT`]): the
+/// fixed header's flags, the `publisher`'s session key (8 bytes, for No
+/// Local), the topic name (resolved from its alias), the
+/// packet id for QoS 1 and 2, the properties but the Topic Alias, which
+/// only meant something on the publisher's connection [MQTT-3.3.2-10], and
+/// the payload. Always a copy: the layout changes.
+pub(super) fn v5_layout(
+    publisher: ClientKey,
+    frame: &Frame,
+    topic: &str,
+    id: u16,
+    properties: &Properties<'_>,
+    payload: &[u8],
+) -> Bytes {
+    let kept = properties.raw_except(&[id::TOPIC_ALIAS]);
+    let mut body = BytesMut::with_capacity(topic.len() + kept.len() + payload.len() + 16);
+    body.put_u64(publisher);
+    wire::put_string(&mut body, topic.as_bytes());
+    if frame.qos() > 0 {
+        body.put_u16(id);
+    }
+    let mut length = Vec::new();
+    put_varint(&mut length, kept.len());
+    body.put_slice(&length);
+    body.put_slice(&kept);
+    body.put_slice(payload);
+    wire::packet(router::V5_LAYOUT << 4 | frame.flags, &body)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In a test, a panic is a failure report.
+mod tests {
+    use super::*;
+
+    /// The interval left is rounded up to whole seconds, other properties
+    /// keep their place, and a message whose time is up is gone.
+    #[test]
+    fn lowers_the_expiry_interval_to_what_is_left() {
+        let properties = Bytes::from_static(&[
+            id::PAYLOAD_FORMAT_INDICATOR,
+            1,
+            id::MESSAGE_EXPIRY_INTERVAL,
+            0,
+            0,
+            0,
+            60,
+        ]);
+        let now = Instant::now();
+        let expires = expires_at(&properties, now).unwrap();
+        let later = now + Duration::from_millis(20_500);
+        let left = remaining(&properties, expires, later).unwrap();
+        assert_eq!(&left[..], &[1, 1, 2, 0, 0, 0, 40]);
+        assert!(remaining(&properties, expires, now + Duration::from_secs(60)).is_none());
+        assert_eq!(message_expiry(&[]), None);
+    }
+}
