@@ -928,3 +928,66 @@ async fn mosquitto_keeps_to_receive_maximum() {
     let mosquitto = Mosquitto::start(None).await;
     receive_maximum(mosquitto.addr).await;
 }
+
+/// An MQTT 5 CONNECT without Clean Start, Session Expiry 60 s, and a will
+/// (`wd/t`, "gone") with a Will Delay Interval of `delay` seconds.
+fn connect_with_delayed_will(client_id: &[u8], delay: u32) -> Vec<u8> {
+    let mut body = string(b"MQTT");
+    body.extend_from_slice(&[5, 0b0100, 0, 60]);
+    let mut list = vec![0x11];
+    list.extend_from_slice(&60u32.to_be_bytes());
+    body.extend(properties(&list));
+    body.extend(string(client_id));
+    let mut will = vec![0x18];
+    will.extend_from_slice(&delay.to_be_bytes());
+    body.extend(properties(&will));
+    body.extend(string(b"wd/t"));
+    body.extend(string(b"gone"));
+    packet(0x10, &body)
+}
+
+/// Spec §3.1.3.2.2: a will with a Will Delay Interval goes that long after
+/// its client vanished, not at once; and not at all if the client comes
+/// back to its session first [MQTT-3.1.3-9].
+async fn will_delay(addr: SocketAddr) {
+    let (mut watcher, _) = Client::open(addr, connect(b"wd-watch")).await;
+    watcher.send(&subscribe(b"wd/t", 0)).await;
+    assert_eq!(watcher.next().await, "SUBACK [0x00]");
+
+    // A client that vanishes (no DISCONNECT): its will comes after 1 s.
+    let (gone, _) = Client::open(addr, connect_with_delayed_will(b"wd-gone", 1)).await;
+    let vanished = std::time::Instant::now();
+    drop(gone);
+    assert_eq!(watcher.next().await, "PUBLISH wd/t gone []");
+    let waited = vanished.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "{waited:?}"
+    );
+
+    // One that comes back within its 2 s: no will. A marker published 3 s
+    // later is the next thing the watcher sees.
+    let (back, _) = Client::open(addr, connect_with_delayed_will(b"wd-back", 2)).await;
+    drop(back);
+    let (_again, connack) = Client::open(addr, connect_keeping(b"wd-back", 60)).await;
+    assert_eq!(connack, "CONNACK 0x00 present");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (mut marker, _) = Client::open(addr, connect(b"wd-marker")).await;
+    marker
+        .send(&publish(b"wd/t", 0, false, &[], b"marker"))
+        .await;
+    assert_eq!(watcher.next().await, "PUBLISH wd/t marker []");
+}
+
+#[tokio::test]
+async fn mqtt_broker_delays_a_will() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    will_delay(broker.addr).await;
+}
+
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_delays_a_will() {
+    let mosquitto = Mosquitto::start(None).await;
+    will_delay(mosquitto.addr).await;
+}

@@ -103,6 +103,33 @@ pub struct FrontDoorConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+/// Ends the sessions whose expiry has come and publishes the wills whose
+/// delay has run out, each at its moment, until the broker stops. An idle
+/// broker with nothing to expire never wakes for it.
+async fn sweep(door: Arc<Door>) {
+    loop {
+        let next = door.sessions.next_deadline();
+        let wait = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = door.stop.cancelled() => return,
+            () = door.sessions.changed() => {}
+            () = wait => {}
+        }
+        let now = std::time::Instant::now();
+        for session in door.sessions.expired(now) {
+            door.end_session(session);
+        }
+        for will in door.sessions.due_wills(now) {
+            door.publish_will(will);
+        }
+    }
+}
+
 /// Serves clients on `listener` until `shutdown` resolves, then closes them
 /// all and returns. `dispatcher` is the link [`dispatch::subscribe`] made.
 pub async fn run(
@@ -133,19 +160,14 @@ pub async fn run(
     let mut busy = Throttle::default();
     tokio::pin!(shutdown);
     tokio::pin!(dispatcher);
-    // Once a second, sessions whose MQTT 5 Session Expiry Interval has run
-    // out while their client was away end (`session.rs`).
-    let mut sweep = tokio::time::interval(Duration::from_secs(1));
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Sessions whose MQTT 5 Session Expiry Interval runs out while their
+    // client is away end, and delayed wills go, on a task of their own that
+    // sleeps until the next such moment (`session.rs`).
+    tokio::spawn(sweep(door.clone()));
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
-            _ = sweep.tick() => {
-                for session in door.sessions.expired(std::time::Instant::now()) {
-                    door.end_session(session);
-                }
-                continue;
-            }
+
             ended = &mut dispatcher => {
                 let why = ended.map_or_else(|error| error.to_string(), |failed| failed.to_string());
                 error!("the dispatcher stopped ({why}); no message can be routed");

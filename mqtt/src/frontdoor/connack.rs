@@ -71,7 +71,18 @@ impl Door {
                 self.end_session(old);
                 None
             }
-            kept => kept,
+            Some(mut old) => {
+                // Back before its will's delay ran out: the will is not
+                // sent [MQTT-3.1.3-9].
+                if old.will.take().is_some() {
+                    info!(
+                        client = name,
+                        "the client came back: its delayed will is not sent"
+                    );
+                }
+                Some(old)
+            }
+            None => None,
         };
         let outcome = self.connected(client, kept).await;
         if let Some(session) = outcome?
@@ -85,9 +96,12 @@ impl Door {
         Ok(())
     }
 
-    /// Ends a session: its subscriptions leave the topic tree, and its
-    /// mailbox goes.
-    pub(super) fn end_session(&self, session: Session) {
+    /// Ends a session: its subscriptions leave the topic tree, its mailbox
+    /// goes, and a will still waiting for its delay is published.
+    pub(super) fn end_session(&self, mut session: Session) {
+        if let Some(will) = session.will.take() {
+            self.publish_will(will.packet);
+        }
         let filters = session.subscriptions.keys().map(String::as_str);
         self.shared.table().close(session.key, filters);
     }

@@ -24,6 +24,9 @@ pub struct Will {
     /// MQTT 5: the will's PUBLISH properties as the client sent them
     /// (spec §3.1.3.2), without the Will Delay Interval; empty for 3.1.1.
     pub properties: Vec<u8>,
+    /// MQTT 5: seconds the broker waits before it publishes the will
+    /// (Will Delay Interval, §3.1.3.2.2); 0 for 3.1.1.
+    pub delay: u32,
 }
 
 /// A CONNECT that passed every check.
@@ -196,8 +199,6 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
         } else {
             (Vec::new(), 0)
         };
-        // A delayed will is not kept yet: it is published at once.
-        let _ = delay;
         let topic = body.string("the will topic")?.to_string();
         wire::check_topic_name(&topic)?;
         let payload = Bytes::copy_from_slice(body.bytes()?);
@@ -207,6 +208,7 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
             qos: will_qos,
             retain: will_retain,
             properties,
+            delay,
         })
     } else {
         None

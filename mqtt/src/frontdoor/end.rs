@@ -12,10 +12,11 @@ use super::Door;
 use super::connect::{Connect, Will};
 use super::relay::{Connection, End};
 use super::router;
-use super::session::Session;
+use super::session::{DelayedWill, Session};
 use super::topics::ClientKey;
 use crate::wire::properties::put_varint;
 use crate::wire::{self, kind};
+use rumqttd::protocol::Packet;
 
 impl Connection<'_> {
     /// Whether we are not reading the client for now: another client is
@@ -86,16 +87,30 @@ impl Door {
         connection.session.mailbox.set_reading(false);
         let will = connect.will.as_ref().filter(|_| end.publishes_will());
         if let Some(will) = will {
-            info!(
-                client = name,
-                topic = will.topic,
-                "publishing the client's will"
-            );
-            connection.queue_for_router(router::for_router(will_packet(
-                will,
-                connect.version,
-                connection.session.key,
-            )));
+            let packet =
+                router::for_router(will_packet(will, connect.version, connection.session.key));
+            // MQTT 5: a will with a delay waits in the session, if the
+            // session outlives the connection; it goes when the delay or
+            // the session runs out, whichever comes first.
+            if will.delay > 0 && connect.session_expiry > 0 {
+                let wait = will.delay.min(connect.session_expiry);
+                info!(
+                    client = name,
+                    topic = will.topic,
+                    "the client's will goes in {wait} s unless it comes back [MQTT-3.1.3-9]"
+                );
+                connection.session.will = Some(DelayedWill {
+                    packet,
+                    due: std::time::Instant::now() + Duration::from_secs(u64::from(wait)),
+                });
+            } else {
+                info!(
+                    client = name,
+                    topic = will.topic,
+                    "publishing the client's will"
+                );
+                connection.queue_for_router(packet);
+            }
         }
         if !matches!(end, End::RouterGone) {
             let _ = connection.hand_over().await;
@@ -106,6 +121,18 @@ impl Door {
         } else {
             Some(connection.session)
         }
+    }
+}
+
+impl Door {
+    /// Hands a will whose delay ran out (or whose session ended) to the
+    /// router, on a task of its own: the caller need not wait for room in
+    /// the pipe.
+    pub(super) fn publish_will(&self, packet: Packet) {
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            let _ = router.hand_over(&mut vec![packet]).await;
+        });
     }
 }
 

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rumqttd::protocol::Packet;
+use tokio::sync::Notify;
 
 use super::mailbox::Mailbox;
 use super::topics::ClientKey;
@@ -58,6 +60,19 @@ pub struct Session {
     /// (PUBREC), whose PUBREL has not come yet: a PUBLISH again with one of
     /// these ids is the same message sent again, not a new one [MQTT-4.3.3-2].
     pub awaiting_pubrel: HashSet<u16>,
+    /// MQTT 5: a will whose Will Delay Interval runs while the client is
+    /// away: published when it runs out or the session ends, whichever
+    /// comes first, and never if the client comes back to the session
+    /// before [MQTT-3.1.3-9].
+    pub will: Option<DelayedWill>,
+}
+
+/// A will waiting for its delay to run out.
+#[derive(Debug)]
+pub struct DelayedWill {
+    /// The will, as the router takes a message.
+    pub packet: Packet,
+    pub due: Instant,
 }
 
 impl Session {
@@ -70,6 +85,7 @@ impl Session {
             in_flight: BTreeMap::new(),
             last_id: 0,
             awaiting_pubrel: HashSet::new(),
+            will: None,
         }
     }
 
@@ -165,6 +181,9 @@ fn with_dup(packet: &Bytes) -> Bytes {
 #[derive(Debug, Default)]
 pub struct Sessions {
     kept: Mutex<HashMap<String, Kept>>,
+    /// Wakes the sweeper (`frontdoor.rs`) when a session with an expiry
+    /// or a delayed will is kept.
+    changed: Notify,
 }
 
 /// A session kept for its client's return, and when it ends if the client
@@ -199,9 +218,51 @@ impl Sessions {
     pub fn keep(&self, id: &str, session: Session, expiry_secs: u32) -> Option<Session> {
         let expires = (expiry_secs != u32::MAX)
             .then(|| Instant::now() + Duration::from_secs(u64::from(expiry_secs)));
+        if expires.is_some() || session.will.is_some() {
+            self.changed.notify_one();
+        }
         self.kept()
             .insert(id.to_string(), Kept { session, expires })
             .map(|kept| kept.session)
+    }
+
+    /// Resolves when a session with an expiry or a delayed will has been
+    /// kept since the last call.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// The next moment a kept session expires or a delayed will is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.kept()
+            .values()
+            .flat_map(|kept| {
+                [
+                    kept.expires,
+                    kept.session.will.as_ref().map(|will| will.due),
+                ]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Takes the delayed wills that are due by `now` from the sessions kept
+    /// (see [`Session::will`]).
+    pub fn due_wills(&self, now: Instant) -> Vec<Packet> {
+        let mut kept = self.kept();
+        let mut due = Vec::new();
+        for kept in kept.values_mut() {
+            if kept
+                .session
+                .will
+                .as_ref()
+                .is_some_and(|will| will.due <= now)
+                && let Some(will) = kept.session.will.take()
+            {
+                due.push(will.packet);
+            }
+        }
+        due
     }
 
     /// Removes and returns the sessions whose expiry has come by `now`, to
