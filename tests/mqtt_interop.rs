@@ -151,3 +151,93 @@ async fn mosquitto_accepts_a_keep_alive_of_zero() {
         .unwrap();
     assert_eq!(answer, [0x20, 0x02, 0x00, 0x00]);
 }
+
+/// `mosquitto_pub -V 5` and `mosquitto_sub -V 5` through `mqtt_broker`: a
+/// message's user property, content type, response topic and correlation
+/// data (request/response) arrive unchanged, its expiry interval counted
+/// down from 100 s by at most a second, and a message sent with a topic
+/// alias arrives under its topic name.
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_v5_clients_through_mqtt_broker() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let port = broker.port();
+    // mosquitto_sub's format: topic, payload, then %P user properties, %C
+    // content type, %R response topic, %D correlation data, %E expiry.
+    let format = "%t %p %P|%C|%R|%D|%E";
+    let args = [
+        "-V", "5", "-p", &port, "-t", "v5/#", "-C", "2", "-F", format,
+    ];
+    let mut sub = Process::spawn(&program("mosquitto_sub"), &args);
+    // A retained probe reaches the subscriber whenever it subscribes: from
+    // then on, live messages do too.
+    let probe = ["-V", "5", "-p", &port, "-t", "v5/probe", "-m", "p", "-r"];
+    let (status, _, stderr) = run(&program("mosquitto_pub"), &probe, b"").await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(sub.line().await.unwrap(), "v5/probe p ||||");
+
+    let request = [
+        "-V",
+        "5",
+        "-p",
+        &port,
+        "-t",
+        "v5/request",
+        "-m",
+        "question",
+        "-D",
+        "publish",
+        "user-property",
+        "lang",
+        "en",
+        "-D",
+        "publish",
+        "content-type",
+        "text/plain",
+        "-D",
+        "publish",
+        "response-topic",
+        "v5/reply",
+        "-D",
+        "publish",
+        "correlation-data",
+        "id-42",
+        "-D",
+        "publish",
+        "message-expiry-interval",
+        "100",
+    ];
+    let (status, _, stderr) = run(&program("mosquitto_pub"), &request, b"").await;
+    assert!(status.success(), "{stderr}");
+    let line = sub.line().await.unwrap();
+    let expiry: u32 = line.rsplit('|').next().unwrap().parse().unwrap();
+    assert!((99..=100).contains(&expiry), "{line}");
+    assert!(
+        line.starts_with("v5/request question lang:en|text/plain|v5/reply|id-42|"),
+        "{line}"
+    );
+    let (status, _, _) = sub.finish().await;
+    assert!(status.success());
+
+    // Retained, so that it reaches the subscriber whenever it subscribes.
+    let aliased = [
+        "-V",
+        "5",
+        "-p",
+        &port,
+        "-t",
+        "v5/alias/t",
+        "-m",
+        "named",
+        "-r",
+        "-D",
+        "publish",
+        "topic-alias",
+        "3",
+    ];
+    let (status, _, stderr) = run(&program("mosquitto_pub"), &aliased, b"").await;
+    assert!(status.success(), "{stderr}");
+    let args = ["-V", "5", "-p", &port, "-t", "v5/alias/#", "-C", "1", "-v"];
+    let mut sub = Process::spawn(&program("mosquitto_sub"), &args);
+    assert_eq!(sub.line().await.unwrap(), "v5/alias/t named");
+}
