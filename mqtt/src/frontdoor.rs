@@ -55,6 +55,7 @@ mod connack;
 pub mod connect;
 pub mod dispatch;
 mod end;
+mod expiry;
 mod handshake;
 pub mod link;
 pub mod mailbox;

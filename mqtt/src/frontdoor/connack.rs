@@ -18,6 +18,7 @@ use tracing::info;
 use super::Door;
 use super::connect::Connect;
 use super::handshake::{ClientStream, write_flushed};
+use super::publish5::TOPIC_ALIAS_MAXIMUM;
 use super::relay::tls::TlsSession;
 use super::relay::{Connection, Parts};
 use super::session::{Resend, Session};
@@ -37,11 +38,6 @@ pub(super) struct Admitted<'a> {
     /// broker stops.
     pub(super) kick: &'a CancellationToken,
 }
-
-/// How many topic aliases an MQTT 5 client may set up towards the broker
-/// (Topic Alias Maximum in CONNACK, spec §3.2.2.3.8): each saves a long
-/// topic name on every PUBLISH after the first.
-pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
 
 impl Door {
     /// An MQTT 5 CONNACK's properties (spec §3.2.2.3): what this broker

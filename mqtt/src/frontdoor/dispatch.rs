@@ -27,9 +27,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tracing::{error, warn};
 
+use super::expiry;
 use super::link::{Failed, Link};
 use super::mailbox::{Delivery, Mailbox, Message};
-use super::publish5;
 use super::retained::Retained;
 use super::router::{ROUTER_TOPIC, Router, V5_LAYOUT, pipe_cost, router_subscribe};
 use super::topics::options::{NO_LOCAL, QOS, RETAIN_AS_PUBLISHED};
@@ -236,7 +236,7 @@ pub fn parse(packet: &Bytes) -> Option<Message> {
         payload: packet.slice(payload_start..),
         qos,
         retain: first & 1 != 0,
-        expires: publish5::expires_at(&properties, std::time::Instant::now()),
+        expires: expiry::expires_at(&properties, std::time::Instant::now()),
         properties,
         publisher,
     })

@@ -22,10 +22,10 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::mailbox::Delivery;
-use super::publish5;
 use super::relay::{Connection, End};
 use super::router;
 use super::session::Stage;
+use super::{expiry, publish5};
 use crate::wire::properties::{allowed, put_varint};
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
@@ -195,7 +195,7 @@ impl Connection<'_> {
         // is carries the seconds it has left (`publish5.rs`).
         let mut properties = message.properties;
         if let Some(expires) = message.expires {
-            match publish5::remaining(&properties, expires, std::time::Instant::now()) {
+            match expiry::remaining(&properties, expires, std::time::Instant::now()) {
                 Some(left) => properties = left,
                 None => return,
             }

@@ -1,17 +1,15 @@
 //! What MQTT 5 adds to a PUBLISH on its way through the broker (spec
 //! §3.3.2.3): topic aliases on the way in, the layout in which the router
-//! carries a version 5 message, Message Expiry Interval on the way out, and
-//! the client's Receive Maximum, the flow control of QoS 1 and 2 deliveries.
+//! carries a version 5 message, and the client's Receive Maximum, the flow
+//! control of QoS 1 and 2 deliveries.
 //!
 //! **Topic aliases.** A client may give a topic a number (1 to our
 //! [`TOPIC_ALIAS_MAXIMUM`]) the first time it publishes to it, and then send
 //! the number with an empty topic name. The alias belongs to the connection:
 //! the broker resolves it and passes the message on with its topic name.
 //!
-//! **Message expiry.** A message may say how many seconds it stays
-//! worth delivering. The broker keeps the moment it routed it; a message
-//! whose time has run out is not delivered [MQTT-3.3.2-5], and one that is
-//! delivered carries the seconds it has left [MQTT-3.3.2-6].
+//! **Message expiry** is in `expiry.rs`: the dispatcher, below this file,
+//! needs it too.
 //!
 //! **Receive Maximum.** A client says how many QoS 1 and 2 PUBLISHes it
 //! takes at once before it has acknowledged them (65,535 if it does not
@@ -19,17 +17,19 @@
 //! it wait, in order, until an acknowledgement opens the window; while any
 //! wait, the connection takes nothing more from its mailbox.
 
-use std::time::{Duration, Instant};
-
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::connack::TOPIC_ALIAS_MAXIMUM;
 use super::mailbox::Delivery;
 use super::relay::{Connection, End};
 use super::router;
 use super::topics::ClientKey;
-use crate::wire::properties::{Properties, allowed, id, put_varint};
-use crate::wire::{self, Frame, Reader, Violation};
+use crate::wire::properties::{Properties, id, put_varint};
+use crate::wire::{self, Frame, Violation};
+
+/// How many topic aliases an MQTT 5 client may set up towards the broker
+/// (Topic Alias Maximum in CONNACK, spec §3.2.2.3.8): each saves a long
+/// topic name on every PUBLISH after the first.
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
 
 impl Connection<'_> {
     /// The topic name of an MQTT 5 PUBLISH, through its Topic Alias if it
@@ -95,48 +95,6 @@ impl Connection<'_> {
     }
 }
 
-/// A message's Message Expiry Interval in seconds, from its properties as
-/// the router carried them (without their length), if it has one.
-pub fn message_expiry(properties: &[u8]) -> Option<u32> {
-    if properties.is_empty() {
-        return None;
-    }
-    let list = Reader::new(properties, "PUBLISH")
-        .property_list(allowed::PUBLISH)
-        .ok()?;
-    list.u32(id::MESSAGE_EXPIRY_INTERVAL)
-}
-
-/// What a message whose time runs out at `expires` looks like to a
-/// subscriber now: `None` if its time has run out [MQTT-3.3.2-5]; else its
-/// properties, with the Message Expiry Interval lowered to the whole
-/// seconds it has left, rounded up [MQTT-3.3.2-6].
-pub fn remaining(properties: &Bytes, expires: Instant, now: Instant) -> Option<Bytes> {
-    let left = expires
-        .checked_duration_since(now)
-        .filter(|left| !left.is_zero())?;
-    let seconds = u32::try_from(left.as_millis().div_ceil(1000)).unwrap_or(u32::MAX);
-    let list = Reader::new(properties, "PUBLISH")
-        .property_list(allowed::PUBLISH)
-        .ok()?;
-    let mut out = BytesMut::with_capacity(properties.len());
-    for property in &list.list {
-        if property.id == id::MESSAGE_EXPIRY_INTERVAL {
-            out.put_u8(id::MESSAGE_EXPIRY_INTERVAL);
-            out.put_u32(seconds);
-        } else {
-            out.put_slice(property.raw);
-        }
-    }
-    Some(out.freeze())
-}
-
-/// When a message routed `now` with `properties` stops being worth
-/// delivering, if it says.
-pub fn expires_at(properties: &[u8], now: Instant) -> Option<Instant> {
-    message_expiry(properties).map(|seconds| now + Duration::from_secs(u64::from(seconds)))
-}
-
 /// An MQTT 5 PUBLISH as the router carries it ([`router::V5_LAYOUT`]): the
 /// fixed header's flags, the `publisher`'s session key (8 bytes, for No
 /// Local), the topic name (resolved from its alias), the
@@ -164,32 +122,4 @@ pub(super) fn v5_layout(
     body.put_slice(&kept);
     body.put_slice(payload);
     wire::packet(router::V5_LAYOUT << 4 | frame.flags, &body)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)] // In a test, a panic is a failure report.
-mod tests {
-    use super::*;
-
-    /// The interval left is rounded up to whole seconds, other properties
-    /// keep their place, and a message whose time is up is gone.
-    #[test]
-    fn lowers_the_expiry_interval_to_what_is_left() {
-        let properties = Bytes::from_static(&[
-            id::PAYLOAD_FORMAT_INDICATOR,
-            1,
-            id::MESSAGE_EXPIRY_INTERVAL,
-            0,
-            0,
-            0,
-            60,
-        ]);
-        let now = Instant::now();
-        let expires = expires_at(&properties, now).unwrap();
-        let later = now + Duration::from_millis(20_500);
-        let left = remaining(&properties, expires, later).unwrap();
-        assert_eq!(&left[..], &[1, 1, 2, 0, 0, 0, 40]);
-        assert!(remaining(&properties, expires, now + Duration::from_secs(60)).is_none());
-        assert_eq!(message_expiry(&[]), None);
-    }
 }

@@ -127,7 +127,7 @@ pub struct Connection<'a> {
     /// that would make a larger PUBLISH is not sent to it [MQTT-3.1.2-25].
     pub(super) max_packet_size: Option<u32>,
     /// MQTT 5: the topic aliases the client set up, alias to topic name
-    /// (spec §3.3.2.3.4), at most [`super::connack::TOPIC_ALIAS_MAXIMUM`].
+    /// (spec §3.3.2.3.4), at most [`super::publish5::TOPIC_ALIAS_MAXIMUM`].
     pub(super) aliases: HashMap<u16, Box<str>>,
     /// MQTT 5: how many QoS 1 and 2 deliveries the client takes before it
     /// acknowledges them (Receive Maximum; 65,535 for 3.1.1).
