@@ -50,6 +50,7 @@
 //! send in `congestion.rs`, and how the router is started and watched in
 //! `router.rs`.
 
+mod carry;
 pub mod congestion;
 mod connack;
 pub mod connect;

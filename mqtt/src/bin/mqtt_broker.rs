@@ -3,12 +3,13 @@
 //! MQTT clients never talk to each other: every message goes through a
 //! *broker*, which keeps track of who subscribed to which topics and forwards
 //! each published message to every matching subscriber. This binary is that
-//! broker, speaking MQTT 3.1.1 on 127.0.0.1:1883: our own front door, which
-//! checks every client the way the spec says and runs its QoS handshakes,
-//! and the router of [rumqttd](https://docs.rs/rumqttd), in the same process
-//! and configured in code, which keeps the subscriptions and routes the
-//! messages. Any MQTT client works with it (`mosquitto_pub`,
-//! `mosquitto_sub`, or the two next to this file).
+//! broker, speaking MQTT 3.1.1 and MQTT 5 (each client chooses) on
+//! 127.0.0.1:1883: our own front door, which checks every client the way the
+//! spec says, runs its QoS handshakes, keeps the sessions and subscriptions
+//! and routes each message to them, with the router of
+//! [rumqttd](https://docs.rs/rumqttd) in the same process, configured in
+//! code, carrying every message in one order. Any MQTT client works with it
+//! (`mosquitto_pub -V 5`, `mosquitto_sub`, or the two next to this file).
 //!
 //! ## Try it
 //!
@@ -50,8 +51,8 @@ use mqtt::broker::{self, BrokerConfig};
 use networking_protocols::tls::server::ServerTlsArgs;
 use tracing::info;
 
-/// An MQTT 3.1.1 broker (rumqttd's router, embedded): forwards every published message
-/// to the clients subscribed to its topic.
+/// An MQTT 3.1.1 and MQTT 5 broker (rumqttd's router, embedded): forwards every
+/// published message to the clients subscribed to its topic.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {

@@ -24,17 +24,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use tracing::{error, warn};
 
-use super::expiry;
+use super::carry::parse;
 use super::link::{Failed, Link};
 use super::mailbox::{Delivery, Mailbox, Message};
 use super::retained::Retained;
-use super::router::{ROUTER_TOPIC, Router, V5_LAYOUT, pipe_cost, router_subscribe};
+use super::router::{ROUTER_TOPIC, Router, pipe_cost, router_subscribe};
 use super::topics::options::{NO_LOCAL, QOS, RETAIN_AS_PUBLISHED};
 use super::topics::{ClientKey, Topics};
-use crate::wire::kind;
 
 /// Notifications taken from the router per batch.
 const TAKE_PER_TURN: usize = 1024;
@@ -177,71 +175,6 @@ pub enum Retain {
     DontSend,
 }
 
-/// The message in a client's PUBLISH packet, as [`for_router`] carried it;
-/// `None` if it is not one (the front door checked it before, so this does
-/// not happen).
-pub fn parse(packet: &Bytes) -> Option<Message> {
-    let first = *packet.first()?;
-    // A 3.1.1 PUBLISH as it came, or an MQTT 5 one with its properties
-    // after the packet id (`router::V5_LAYOUT`).
-    let v5 = match first >> 4 {
-        kind::PUBLISH => false,
-        V5_LAYOUT => true,
-        _ => return None,
-    };
-    let qos = (first >> 1) & 0b11;
-    // The remaining length: 1 to 4 bytes, the last without bit 7.
-    let mut at = 1;
-    while packet.get(at)? & 0x80 != 0 {
-        at += 1;
-        if at > 4 {
-            return None;
-        }
-    }
-    // An MQTT 5 message starts with its publisher's session key.
-    let mut publisher = None;
-    if v5 {
-        let key = packet.get(at + 1..at + 9)?;
-        publisher = Some(ClientKey::from_be_bytes(key.try_into().ok()?));
-        at += 8;
-    }
-    let topic_length = usize::from(u16::from_be_bytes([
-        *packet.get(at + 1)?,
-        *packet.get(at + 2)?,
-    ]));
-    let topic_start = at + 3;
-    let topic_end = topic_start + topic_length;
-    let mut payload_start = topic_end + if qos > 0 { 2 } else { 0 };
-    let mut properties = Bytes::new();
-    if v5 {
-        // The properties' length: a variable byte integer.
-        let mut length = 0usize;
-        for shift in 0..4 {
-            let byte = *packet.get(payload_start)?;
-            payload_start += 1;
-            length |= usize::from(byte & 0x7f) << (7 * shift);
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
-        properties =
-            packet.slice(payload_start..payload_start.checked_add(length)?.min(packet.len()));
-        payload_start += length;
-    }
-    if payload_start > packet.len() {
-        return None;
-    }
-    Some(Message {
-        topic: packet.slice(topic_start..topic_end),
-        payload: packet.slice(payload_start..),
-        qos,
-        retain: first & 1 != 0,
-        expires: expiry::expires_at(&properties, std::time::Instant::now()),
-        properties,
-        publisher,
-    })
-}
-
 /// The dispatcher's link, subscribed to every message: returns once the
 /// router has answered the SUBSCRIBE, so that no message can reach the
 /// router before the filter that keeps it for the dispatcher (rumqttd
@@ -300,8 +233,10 @@ pub async fn run(router: Router, mut link: Link, shared: Arc<Shared>) -> Failed 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // In a test, a panic is a failure report.
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
-    use crate::wire;
+    use crate::wire::{self, kind};
 
     /// A PUBLISH packet comes back as the message it carries, at each QoS.
     #[test]

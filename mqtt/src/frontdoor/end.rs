@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use rumqttd::protocol::Packet;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -14,11 +15,48 @@ use super::relay::{Connection, End};
 use super::router;
 use super::session::{DelayedWill, Session};
 use super::topics::ClientKey;
-use crate::wire::properties::put_varint;
-use crate::wire::{self, kind};
-use rumqttd::protocol::Packet;
+use crate::wire::properties::{allowed, put_varint};
+use crate::wire::{self, Frame, Reader, kind};
+
+impl End {
+    /// The reason code of the DISCONNECT an MQTT 5 client gets when we
+    /// close (spec §3.14.2.1), or `None` where the client left or the
+    /// router is gone. `stopping`: the broker is shutting down.
+    pub fn reason_code(&self, stopping: bool) -> Option<u8> {
+        match self {
+            End::Violation(violation) => Some(violation.reason_code),
+            // 0x8D Keep Alive timeout.
+            End::KeepAliveExpired(_) => Some(0x8D),
+            // 0x8B Server shutting down; 0x8E Session taken over.
+            End::Kicked if stopping => Some(0x8B),
+            End::Kicked => Some(0x8E),
+            _ => None,
+        }
+    }
+}
 
 impl Connection<'_> {
+    /// An MQTT 5 DISCONNECT (spec §3.14): a reason code (none is 0x00,
+    /// Normal disconnection) and properties. 0x04 asks for the will to be
+    /// published.
+    pub(super) fn disconnect_v5(&mut self, frame: &Frame) -> Result<(), End> {
+        let mut reader = Reader::new(frame.body(), "DISCONNECT");
+        let reason = if reader.is_empty() {
+            0
+        } else {
+            reader.u8().map_err(End::Violation)?
+        };
+        if !reader.is_empty() {
+            reader
+                .properties(allowed::DISCONNECT)
+                .map_err(End::Violation)?;
+        }
+        match reason {
+            0x04 => Err(End::DisconnectWithWill),
+            _ => Err(End::Disconnect),
+        }
+    }
+
     /// Whether we are not reading the client for now: another client is
     /// congested. Time held is not the client's silence.
     pub(super) fn held(&self) -> bool {

@@ -25,7 +25,7 @@ use super::mailbox::Delivery;
 use super::relay::{Connection, End};
 use super::router;
 use super::session::Stage;
-use super::{expiry, publish5};
+use super::{carry, expiry};
 use crate::wire::properties::{allowed, put_varint};
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
@@ -73,7 +73,7 @@ impl Connection<'_> {
             if qos > 0 && !self.shared.table().any_subscriber(&topic) {
                 reason = NO_MATCHING_SUBSCRIBERS;
             }
-            publish5::v5_layout(
+            carry::v5_layout(
                 self.session.key,
                 &frame,
                 &topic,

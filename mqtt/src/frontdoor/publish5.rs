@@ -17,14 +17,10 @@
 //! it wait, in order, until an acknowledgement opens the window; while any
 //! wait, the connection takes nothing more from its mailbox.
 
-use bytes::{BufMut, Bytes, BytesMut};
-
 use super::mailbox::Delivery;
 use super::relay::{Connection, End};
-use super::router;
-use super::topics::ClientKey;
-use crate::wire::properties::{Properties, id, put_varint};
-use crate::wire::{self, Frame, Violation};
+use crate::wire::properties::{Properties, id};
+use crate::wire::{self, Violation};
 
 /// How many topic aliases an MQTT 5 client may set up towards the broker
 /// (Topic Alias Maximum in CONNACK, spec §3.2.2.3.8): each saves a long
@@ -93,33 +89,4 @@ impl Connection<'_> {
     fn window_open(&self, delivery: &Delivery) -> bool {
         delivery.qos == 0 || self.session.in_flight() < usize::from(self.receive_maximum)
     }
-}
-
-/// An MQTT 5 PUBLISH as the router carries it ([`router::V5_LAYOUT`]): the
-/// fixed header's flags, the `publisher`'s session key (8 bytes, for No
-/// Local), the topic name (resolved from its alias), the
-/// packet id for QoS 1 and 2, the properties but the Topic Alias, which
-/// only meant something on the publisher's connection [MQTT-3.3.2-10], and
-/// the payload. Always a copy: the layout changes.
-pub(super) fn v5_layout(
-    publisher: ClientKey,
-    frame: &Frame,
-    topic: &str,
-    id: u16,
-    properties: &Properties<'_>,
-    payload: &[u8],
-) -> Bytes {
-    let kept = properties.raw_except(&[id::TOPIC_ALIAS]);
-    let mut body = BytesMut::with_capacity(topic.len() + kept.len() + payload.len() + 16);
-    body.put_u64(publisher);
-    wire::put_string(&mut body, topic.as_bytes());
-    if frame.qos() > 0 {
-        body.put_u16(id);
-    }
-    let mut length = Vec::new();
-    put_varint(&mut length, kept.len());
-    body.put_slice(&length);
-    body.put_slice(&kept);
-    body.put_slice(payload);
-    wire::packet(router::V5_LAYOUT << 4 | frame.flags, &body)
 }

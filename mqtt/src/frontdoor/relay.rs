@@ -36,8 +36,7 @@ use super::dispatch::Shared;
 use super::mailbox::{Delivery, Mailbox};
 use super::router::Router;
 use super::session::Session;
-use crate::wire::properties::allowed;
-use crate::wire::{self, Frame, Reader, Violation, kind};
+use crate::wire::{self, Frame, Violation, kind};
 use buffers::Outbox;
 use tls::TlsSession;
 
@@ -75,21 +74,6 @@ impl End {
     /// close but one that follows DISCONNECT).
     pub fn publishes_will(&self) -> bool {
         !matches!(self, End::Disconnect)
-    }
-
-    /// The reason code of the DISCONNECT an MQTT 5 client gets when we
-    /// close (spec §3.14.2.1), or `None` where the client left or the
-    /// router is gone. `stopping`: the broker is shutting down.
-    pub fn reason_code(&self, stopping: bool) -> Option<u8> {
-        match self {
-            End::Violation(violation) => Some(violation.reason_code),
-            // 0x8D Keep Alive timeout.
-            End::KeepAliveExpired(_) => Some(0x8D),
-            // 0x8B Server shutting down; 0x8E Session taken over.
-            End::Kicked if stopping => Some(0x8B),
-            End::Kicked => Some(0x8E),
-            _ => None,
-        }
     }
 }
 
@@ -325,27 +309,6 @@ impl<'a> Connection<'a> {
 }
 
 impl Connection<'_> {
-    /// An MQTT 5 DISCONNECT (spec §3.14): a reason code (none is 0x00,
-    /// Normal disconnection) and properties. 0x04 asks for the will to be
-    /// published.
-    fn disconnect_v5(&mut self, frame: &Frame) -> Result<(), End> {
-        let mut reader = Reader::new(frame.body(), "DISCONNECT");
-        let reason = if reader.is_empty() {
-            0
-        } else {
-            reader.u8().map_err(End::Violation)?
-        };
-        if !reader.is_empty() {
-            reader
-                .properties(allowed::DISCONNECT)
-                .map_err(End::Violation)?;
-        }
-        match reason {
-            0x04 => Err(End::DisconnectWithWill),
-            _ => Err(End::Disconnect),
-        }
-    }
-
     /// Moves a batch of messages from the mailbox into the client's queue.
     fn deliver_from(&mut self, mailbox: &Mailbox) {
         let mut deliveries = std::mem::take(&mut self.deliveries);
