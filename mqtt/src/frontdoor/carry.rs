@@ -42,7 +42,7 @@ pub fn v5_layout(
     wire::packet(V5_LAYOUT << 4 | frame.flags, &body)
 }
 
-/// The message in a client's PUBLISH packet, as [`for_router`] carried it;
+/// The message in a client's PUBLISH packet, as `router::for_router` carried it;
 /// `None` if it is not one (the front door checked it before, so this does
 /// not happen).
 pub fn parse(packet: &Bytes) -> Option<Message> {

@@ -1,15 +1,14 @@
 //! What MQTT 5 adds to a PUBLISH on its way through the broker (spec
-//! §3.3.2.3): topic aliases on the way in, the layout in which the router
-//! carries a version 5 message, and the client's Receive Maximum, the flow
-//! control of QoS 1 and 2 deliveries.
+//! §3.3.2.3): topic aliases on the way in, and the client's Receive
+//! Maximum, the flow control of QoS 1 and 2 deliveries. How the router
+//! carries a version 5 message is in `carry.rs`.
 //!
 //! **Topic aliases.** A client may give a topic a number (1 to our
 //! [`TOPIC_ALIAS_MAXIMUM`]) the first time it publishes to it, and then send
 //! the number with an empty topic name. The alias belongs to the connection:
 //! the broker resolves it and passes the message on with its topic name.
 //!
-//! **Message expiry** is in `expiry.rs`: the dispatcher, below this file,
-//! needs it too.
+//! **Message expiry** is in `expiry.rs`: the dispatcher needs it too.
 //!
 //! **Receive Maximum.** A client says how many QoS 1 and 2 PUBLISHes it
 //! takes at once before it has acknowledged them (65,535 if it does not
