@@ -230,11 +230,13 @@ async fn filter_round(addr: SocketAddr, round: usize) {
 
 /// Six rounds after the first two end within 10% of the RSS after those.
 async fn filters_cost_only_while_held(addr: SocketAddr, pid: u32) {
-    for round in 0..2 {
+    // Three rounds first: the allocator's high-water mark, which depends
+    // on how the rounds' frees interleave, is reached by then.
+    for round in 0..3 {
         filter_round(addr, round).await;
     }
     let start = settled_rss(pid).await;
-    for round in 2..8 {
+    for round in 3..9 {
         filter_round(addr, round).await;
     }
     assert_flat(
@@ -244,7 +246,7 @@ async fn filters_cost_only_while_held(addr: SocketAddr, pid: u32) {
     );
 }
 
-/// Subscriptions cost memory only while they exist: 70,000 filters, held
+/// Subscriptions cost memory only while they exist: 90,000 filters, held
 /// 10,000 at a time, leave nothing behind (rumqttd alone kept each one's
 /// log, about 7.5 KB, for good).
 #[tokio::test]
