@@ -162,6 +162,9 @@ fn varint(body: &[u8], at: usize) -> (usize, usize) {
 /// appear in these cases, with a user property's pair and a string's text.
 fn property_words(list: &[u8]) -> Vec<String> {
     let mut words = Vec::new();
+    // Subscription identifiers, sorted: their order is not significant
+    // [MQTT-3.3.4-4].
+    let mut identifiers = Vec::new();
     let mut at = 0;
     let text = |at: usize| {
         let length = usize::from(u16::from_be_bytes([list[at], list[at + 1]]));
@@ -192,6 +195,11 @@ fn property_words(list: &[u8]) -> Vec<String> {
                 ));
                 at = next;
             }
+            SUBSCRIPTION_IDENTIFIER => {
+                let (value, used) = varint(list, at);
+                identifiers.push(format!("id={value}"));
+                at += used;
+            }
             // Byte-sized properties.
             0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2a => {
                 words.push(format!("{id:#04x}"));
@@ -213,6 +221,8 @@ fn property_words(list: &[u8]) -> Vec<String> {
             }
         }
     }
+    identifiers.sort();
+    words.extend(identifiers);
     words
 }
 
@@ -443,21 +453,61 @@ fn cases() -> Vec<Case> {
             "CONNACK 0x00, closed",
             "it closes without a DISCONNECT, which §4.13.1 allows (a server MAY send one)",
         ),
-        Case {
-            rule: "3.8.2.1.2 a Subscription Identifier",
-            sends: vec![
+        case(
+            "3.8.2.1.2 a Subscription Identifier comes back with each message",
+            vec![
                 connect(b"subid"),
-                subscribe_with(&[SUBSCRIPTION_IDENTIFIER, 7], b"s/t", 0),
+                subscribe_with(&[SUBSCRIPTION_IDENTIFIER, 0x81, 0x01], b"si/t", 0),
+                publish(b"si/t", 0, false, &[], b"x"),
             ],
-            spec: "CONNACK 0x00, SUBACK [0x00], PINGRESP",
-            mosquitto: None,
-            ours: Some((
-                "CONNACK 0x00, DISCONNECT 0xa1, closed",
-                "mqtt_broker does not carry subscription identifiers yet; its CONNACK \
-                 says so (Subscription Identifier Available 0), and a SUBSCRIBE with one \
-                 gets the code the spec names for that, 0xA1",
-            )),
-        },
+            "CONNACK 0x00, SUBACK [0x00], PUBLISH si/t x [id=129], PINGRESP",
+        ),
+        case(
+            "MQTT-3.3.4-4 one copy for overlapping subscriptions, with both identifiers",
+            vec![
+                connect(b"subids"),
+                subscribe_with(&[SUBSCRIPTION_IDENTIFIER, 1], b"so/#", 0),
+                subscribe_with(&[SUBSCRIPTION_IDENTIFIER, 2], b"so/+", 0),
+                subscribe(b"so/t", 0),
+                publish(b"so/t", 0, false, &[], b"x"),
+            ],
+            "CONNACK 0x00, SUBACK [0x00], SUBACK [0x00], SUBACK [0x00], \
+             PUBLISH so/t x [id=1 id=2], PINGRESP",
+        )
+        .but_mosquitto(
+            "CONNACK 0x00, SUBACK [0x00], SUBACK [0x00], SUBACK [0x00], \
+             PUBLISH so/t x [], PUBLISH so/t x [id=2], PUBLISH so/t x [id=1], PINGRESP",
+            "it sends a copy per matching subscription, each with that one's \
+             identifier, which §3.3.4 allows too [MQTT-3.3.4-5]",
+        ),
+        case(
+            "3.8.2.1.2 a Subscription Identifier of 0 is a protocol error",
+            vec![
+                connect(b"subid0"),
+                subscribe_with(&[SUBSCRIPTION_IDENTIFIER, 0], b"s/t", 0),
+            ],
+            "CONNACK 0x00, DISCONNECT 0x82, closed",
+        )
+        .but_mosquitto(
+            "CONNACK 0x00, DISCONNECT 0x81, closed",
+            "it calls the packet malformed (0x81), where §3.8.2.1.2 names a protocol error",
+        ),
+        case(
+            "3.8.2.1.2 two Subscription Identifiers are a protocol error",
+            vec![
+                connect(b"subid2"),
+                subscribe_with(
+                    &[SUBSCRIPTION_IDENTIFIER, 1, SUBSCRIPTION_IDENTIFIER, 2],
+                    b"s/t",
+                    0,
+                ),
+            ],
+            "CONNACK 0x00, DISCONNECT 0x82, closed",
+        )
+        .but_mosquitto(
+            "CONNACK 0x00, closed",
+            "it closes without a DISCONNECT, which §4.13.1 allows (a server MAY send one)",
+        ),
         case(
             "3.4.2.1 a QoS 1 PUBLISH nobody subscribed to: PUBACK 0x10",
             vec![

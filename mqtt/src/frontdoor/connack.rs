@@ -47,10 +47,9 @@ impl Door {
         let max_packet = u32::try_from(self.config.limits.max_packet_bytes).unwrap_or(u32::MAX);
         let mut properties = Builder::default()
             .two(id::TOPIC_ALIAS_MAXIMUM, TOPIC_ALIAS_MAXIMUM)
-            .four(id::MAXIMUM_PACKET_SIZE, max_packet)
-            // Subscription identifiers are not carried yet (spec
-            // §3.2.2.3.12): a SUBSCRIBE with one gets DISCONNECT 0xA1.
-            .byte(id::SUBSCRIPTION_IDENTIFIER_AVAILABLE, 0);
+            .four(id::MAXIMUM_PACKET_SIZE, max_packet);
+        // Subscription identifiers, shared subscriptions, wildcards and
+        // retained messages are all available: the defaults, left unsaid.
         if connect.client_id.is_empty() {
             properties = properties.string(id::ASSIGNED_CLIENT_IDENTIFIER, name);
         }

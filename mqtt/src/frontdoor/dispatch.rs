@@ -32,7 +32,7 @@ use super::mailbox::{Delivery, Mailbox, Message};
 use super::retained::Retained;
 use super::router::{ROUTER_TOPIC, Router, pipe_cost, router_subscribe};
 use super::topics::options::{NO_LOCAL, QOS, RETAIN_AS_PUBLISHED};
-use super::topics::{ClientKey, Topics};
+use super::topics::{ClientKey, Route, Subscription, Topics};
 
 /// Notifications taken from the router per batch.
 const TAKE_PER_TURN: usize = 1024;
@@ -46,7 +46,7 @@ pub struct Table {
     mailboxes: HashMap<ClientKey, Arc<Mailbox>>,
     next_key: ClientKey,
     /// Scratch space, kept to save an allocation per message.
-    routes: Vec<(ClientKey, u8)>,
+    routes: Vec<Route>,
     found: Vec<Message>,
 }
 
@@ -68,16 +68,23 @@ impl Table {
         self.mailboxes.remove(&key);
     }
 
-    /// Subscribes session `key` to `filter` (checked) with `options` (the
-    /// QoS and MQTT 5's flags, see [`super::topics::options`]), or gives its subscription
-    /// the new ones [MQTT-3.8.4-3]; either way the retained
+    /// Subscribes session `key` to `filter` (checked) with `subscription`'s
+    /// options (the QoS and MQTT 5's flags, see [`super::topics::options`])
+    /// and identifier, or gives its subscription the new ones
+    /// [MQTT-3.8.4-3]; either way the retained
     /// messages the filter matches go to its mailbox [MQTT-3.3.1-6,
     /// MQTT-3.8.4-3], except for a shared subscription, whose members
     /// get only what is published after (as with Mosquitto). Returns whether
     /// the subscription is new.
     /// MQTT 5's Retain Handling option can ask for less ([`Retain`]).
-    pub fn subscribe(&mut self, key: ClientKey, filter: &str, options: u8, retain: Retain) -> bool {
-        let new = self.topics.subscribe(key, filter, options);
+    pub fn subscribe(
+        &mut self,
+        key: ClientKey,
+        filter: &str,
+        subscription: Subscription,
+        retain: Retain,
+    ) -> bool {
+        let new = self.topics.subscribe(key, filter, subscription);
         let send = match retain {
             Retain::Send => true,
             Retain::SendIfNew => new,
@@ -93,9 +100,13 @@ impl Table {
         self.retained.matching(filter, &mut self.found);
         for message in self.found.drain(..) {
             mailbox.push(Delivery {
-                qos: message.qos.min(options & QOS),
+                qos: message.qos.min(subscription.options & QOS),
                 retain: true,
                 message,
+                subscription_ids: match subscription.id {
+                    0 => Box::default(),
+                    id => Box::new([id]),
+                },
             });
         }
         new
@@ -123,7 +134,7 @@ impl Table {
             self.retained.set(topic, kept);
         }
         self.topics.route(topic, &mut self.routes);
-        for &(key, options) in &self.routes {
+        for Route { key, options, ids } in self.routes.drain(..) {
             // MQTT 5's No Local: not to the session that published it
             // [MQTT-3.8.3-3]; Retain As Published: RETAIN as it came
             // [MQTT-3.3.1-12, MQTT-3.3.1-13].
@@ -135,6 +146,7 @@ impl Table {
                     message: message.clone(),
                     qos: message.qos.min(options & QOS),
                     retain: options & RETAIN_AS_PUBLISHED != 0 && message.retain,
+                    subscription_ids: ids.into_boxed_slice(),
                 });
             }
         }
@@ -272,8 +284,8 @@ mod tests {
         };
         table.dispatch(message(b"kept", true));
         let (key, mailbox) = table.open("c", 1 << 20, 1000);
-        assert!(table.subscribe(key, "a/+", 2, Retain::Send));
-        assert!(!table.subscribe(key, "a/+", 0, Retain::Send));
+        assert!(table.subscribe(key, "a/+", Subscription::with(2), Retain::Send));
+        assert!(!table.subscribe(key, "a/+", Subscription::with(0), Retain::Send));
         table.dispatch(message(b"live", false));
         table.dispatch(message(b"", true));
         let mut out = Vec::new();

@@ -80,6 +80,9 @@ pub struct Delivery {
     /// RETAIN as the client sees it: set only on a retained message sent
     /// because of a new subscription [MQTT-3.3.1-8, MQTT-3.3.1-9].
     pub retain: bool,
+    /// MQTT 5: the Subscription Identifiers of the client's subscriptions
+    /// that brought it [MQTT-3.3.4-4]; empty (no allocation) for most.
+    pub subscription_ids: Box<[u32]>,
 }
 
 /// The messages waiting for one session.
@@ -236,6 +239,7 @@ mod tests {
             },
             qos: 1,
             retain: false,
+            subscription_ids: Box::default(),
         }
     }
 

@@ -26,7 +26,7 @@ use super::relay::{Connection, End};
 use super::router;
 use super::session::Stage;
 use super::{carry, expiry};
-use crate::wire::properties::{allowed, put_varint};
+use crate::wire::properties::{allowed, id, put_varint};
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
 /// Payloads up to this many bytes are copied: into the client's queue with
@@ -189,6 +189,7 @@ impl Connection<'_> {
             message,
             qos,
             retain,
+            subscription_ids,
         } = delivery;
         let (topic, payload) = (message.topic, message.payload);
         // A message past its Message Expiry Interval is not sent; one that
@@ -201,9 +202,13 @@ impl Connection<'_> {
             }
         }
         // MQTT 5 subscribers get the message's properties, after their
-        // length; 3.1.1 ones get neither (spec §3.3.2.3).
+        // length, and the identifiers of the subscriptions that brought it
+        // [MQTT-3.3.4-4]; 3.1.1 ones get neither (spec §3.3.2.3).
         let mut properties_length = Vec::new();
         if self.version == wire::V5 {
+            if !subscription_ids.is_empty() {
+                properties = with_subscription_ids(properties, &subscription_ids);
+            }
             put_varint(&mut properties_length, properties.len());
         } else {
             properties = Bytes::new();
@@ -319,4 +324,16 @@ fn own_bytes(frame: Frame, retain: bool) -> Bytes {
     } else {
         frame.bytes.freeze()
     }
+}
+
+/// `properties` followed by one Subscription Identifier (0x0B, a variable
+/// byte integer) for each of `ids` (spec §3.3.2.3.8).
+fn with_subscription_ids(properties: Bytes, ids: &[u32]) -> Bytes {
+    let mut out = Vec::with_capacity(properties.len() + 5 * ids.len());
+    out.extend_from_slice(&properties);
+    for &id in ids {
+        out.push(id::SUBSCRIPTION_IDENTIFIER);
+        put_varint(&mut out, id as usize);
+    }
+    Bytes::from(out)
 }

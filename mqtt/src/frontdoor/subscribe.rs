@@ -11,8 +11,8 @@ use tracing::{info, warn};
 
 use super::dispatch::Retain;
 use super::relay::{Connection, End};
-use super::topics::shrink_if_sparse;
-use crate::wire::properties::{allowed, id};
+use super::topics::{Subscription, shrink_if_sparse};
+use crate::wire::properties::{Properties, Value, allowed, id};
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
 /// SUBACK's failure return code (spec §3.9.3); in MQTT 5, 0x80 is
@@ -31,17 +31,12 @@ impl Connection<'_> {
         let v5 = self.version == wire::V5;
         let mut reader = Reader::new(frame.body(), "SUBSCRIBE");
         let packet_id = nonzero_packet_id(&mut reader)?;
+        let mut identifier = 0;
         if v5 {
             let properties = reader
                 .properties(allowed::SUBSCRIBE)
                 .map_err(End::Violation)?;
-            if properties.get(id::SUBSCRIPTION_IDENTIFIER).is_some() {
-                return Err(End::Violation(Violation::with_code(
-                    0xA1,
-                    "a Subscription Identifier, which this broker does not carry \
-                     (CONNACK said so, spec §3.2.2.3.12)",
-                )));
-            }
+            identifier = subscription_identifier(&properties)?;
         }
         let mut filters = Vec::new();
         while !reader.is_empty() {
@@ -95,7 +90,11 @@ impl Connection<'_> {
         self.to_client.push(wire::packet(kind::SUBACK << 4, &body));
         let mut table = self.shared.table();
         for (filter, options) in granted {
-            table.subscribe(self.session.key, filter, options.kept, options.retain);
+            let subscription = Subscription {
+                options: options.kept,
+                id: identifier,
+            };
+            table.subscribe(self.session.key, filter, subscription, options.retain);
             self.session
                 .subscriptions
                 .insert(filter.to_string(), options.qos);
@@ -200,6 +199,26 @@ fn options_of(byte: u8, filter: &str, v5: bool) -> Result<Options, End> {
         kept: byte & 0b1111,
         retain,
     })
+}
+
+/// MQTT 5: a SUBSCRIBE's Subscription Identifier, which every message its
+/// subscriptions bring carries back (spec §3.8.2.1.2); 0 for none. At most
+/// one, and not 0: a Protocol Error otherwise.
+fn subscription_identifier(properties: &Properties<'_>) -> Result<u32, End> {
+    let mut identifiers = properties
+        .list
+        .iter()
+        .filter(|property| property.id == id::SUBSCRIPTION_IDENTIFIER);
+    let identifier = match identifiers.next().map(|property| property.value) {
+        None => return Ok(0),
+        Some(Value::Varint(0)) => "a Subscription Identifier of 0 (spec §3.8.2.1.2)",
+        Some(_) if identifiers.next().is_some() => {
+            "two Subscription Identifiers in one SUBSCRIBE (spec §3.8.2.1.2)"
+        }
+        Some(Value::Varint(id)) => return Ok(id),
+        Some(_) => "a Subscription Identifier that is not a number",
+    };
+    Err(End::Violation(Violation::protocol(identifier)))
 }
 
 /// A packet id that must not be 0 [MQTT-2.3.1-1].

@@ -35,13 +35,43 @@ pub mod options {
     pub const RETAIN_AS_PUBLISHED: u8 = 0b1000;
 }
 
+/// One subscription as the tree keeps it: 16 bytes with its client key,
+/// as the options byte alone took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Subscription {
+    /// Its options byte (see [`options`]).
+    pub options: u8,
+    /// MQTT 5's Subscription Identifier (1 to 268,435,455), which every
+    /// message it brings carries back (spec §3.8.2.1.2); 0 for none.
+    pub id: u32,
+}
+
+impl Subscription {
+    /// A subscription with `options` and no identifier.
+    pub fn with(options: u8) -> Self {
+        Subscription { options, id: 0 }
+    }
+}
+
+/// One client a message goes to, as [`Topics::route`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub key: ClientKey,
+    /// Its matching subscriptions' options, combined.
+    pub options: u8,
+    /// The identifiers of its matching subscriptions that have one, for
+    /// the single copy it gets [MQTT-3.3.4-4]; empty (no allocation) for
+    /// most.
+    pub ids: Vec<u32>,
+}
+
 /// One level of the tree: its children by level name (`+` and `#` are
 /// names like any other here), and the subscriptions that end at it.
 #[derive(Debug, Default)]
 struct Node {
     children: HashMap<Box<str>, Node>,
-    /// Clients that hold the filter ending here, with their QoS.
-    subscribers: HashMap<ClientKey, u8>,
+    /// Clients that hold the filter ending here, with their options.
+    subscribers: HashMap<ClientKey, Subscription>,
     /// `$share/<group>/...` subscriptions to the filter ending here.
     groups: HashMap<Box<str>, Group>,
 }
@@ -55,7 +85,7 @@ impl Node {
 /// The members of one share group, who take turns.
 #[derive(Debug, Default)]
 struct Group {
-    members: Vec<(ClientKey, u8)>,
+    members: Vec<(ClientKey, Subscription)>,
     /// The member who gets the next message.
     next: usize,
 }
@@ -82,25 +112,30 @@ fn parse(filter: &str) -> (Option<&str>, std::str::Split<'_, char>) {
 
 impl Topics {
     /// Adds `client`'s subscription to `filter` (already checked, spec
-    /// §4.7.1), or gives the one it has the new `qos` [MQTT-3.8.4-3].
-    /// Returns whether it is new.
-    pub fn subscribe(&mut self, client: ClientKey, filter: &str, qos: u8) -> bool {
+    /// §4.7.1), or gives the one it has the new options and identifier
+    /// [MQTT-3.8.4-3]. Returns whether it is new.
+    pub fn subscribe(
+        &mut self,
+        client: ClientKey,
+        filter: &str,
+        subscription: Subscription,
+    ) -> bool {
         let (group, levels) = parse(filter);
         let mut node = &mut self.root;
         for level in levels {
             node = node.children.entry(level.into()).or_default();
         }
         let new = match group {
-            None => node.subscribers.insert(client, qos).is_none(),
+            None => node.subscribers.insert(client, subscription).is_none(),
             Some(group) => {
                 let members = &mut node.groups.entry(group.into()).or_default().members;
                 match members.iter_mut().find(|(key, _)| *key == client) {
                     Some(member) => {
-                        member.1 = qos;
+                        member.1 = subscription;
                         false
                     }
                     None => {
-                        members.push((client, qos));
+                        members.push((client, subscription));
                         true
                     }
                 }
@@ -131,10 +166,11 @@ impl Topics {
     }
 
     /// The clients a message on `topic` goes to, each once, with the
-    /// highest QoS of its subscriptions that match [MQTT-3.3.5-1]: written
-    /// to `out` (cleared first), in no particular order. For each share
-    /// group that matches, the member whose turn it is.
-    pub fn route(&mut self, topic: &str, out: &mut Vec<(ClientKey, u8)>) {
+    /// highest QoS of its subscriptions that match [MQTT-3.3.5-1] and all
+    /// their identifiers [MQTT-3.3.4-4]: written to `out` (cleared first),
+    /// in no particular order. For each share group that matches, the
+    /// member whose turn it is.
+    pub fn route(&mut self, topic: &str, out: &mut Vec<Route>) {
         out.clear();
         let levels: Vec<&str> = topic.split('/').collect();
         // [MQTT-4.7.2-1]: a filter starting with a wildcard does not match
@@ -142,14 +178,15 @@ impl Topics {
         let dollar = topic.starts_with('$');
         collect(&mut self.root, &levels, dollar, out);
         if out.len() > 1 {
-            out.sort_unstable();
+            out.sort_unstable_by_key(|route| route.key);
             // Sorted by client: one entry per client, at the highest QoS of
             // its matching subscriptions [MQTT-3.3.4-2], held back from its
             // own messages only if every one of them says No Local, and
             // keeping RETAIN if any says Retain As Published.
             out.dedup_by(|later, earlier| {
-                if later.0 == earlier.0 {
-                    earlier.1 = combine(earlier.1, later.1);
+                if later.key == earlier.key {
+                    earlier.options = combine(earlier.options, later.options);
+                    earlier.ids.append(&mut later.ids);
                     true
                 } else {
                     false
@@ -195,7 +232,7 @@ fn any_below(node: &Node, levels: &[&str], dollar: bool) -> bool {
 }
 
 /// Adds the subscriptions under `node` that match `levels` to `out`.
-fn collect(node: &mut Node, levels: &[&str], dollar: bool, out: &mut Vec<(ClientKey, u8)>) {
+fn collect(node: &mut Node, levels: &[&str], dollar: bool, out: &mut Vec<Route>) {
     // `a/#` matches `a` itself as well as everything below it (§4.7.1.2).
     if let Some(rest) = node.children.get_mut("#")
         && !dollar
@@ -215,11 +252,25 @@ fn collect(node: &mut Node, levels: &[&str], dollar: bool, out: &mut Vec<(Client
 }
 
 /// Adds the subscriptions that end at `node` to `out`.
-fn take(node: &mut Node, out: &mut Vec<(ClientKey, u8)>) {
-    out.extend(node.subscribers.iter().map(|(&key, &qos)| (key, qos)));
+fn take(node: &mut Node, out: &mut Vec<Route>) {
+    let route = |key: ClientKey, subscription: Subscription| Route {
+        key,
+        options: subscription.options,
+        ids: match subscription.id {
+            0 => Vec::new(),
+            id => vec![id],
+        },
+    };
+    out.extend(
+        node.subscribers
+            .iter()
+            .map(|(&key, &subscription)| route(key, subscription)),
+    );
     for group in node.groups.values_mut() {
-        if let Some(&member) = group.members.get(group.next % group.members.len().max(1)) {
-            out.push(member);
+        if let Some(&(key, subscription)) =
+            group.members.get(group.next % group.members.len().max(1))
+        {
+            out.push(route(key, subscription));
             group.next = (group.next + 1) % group.members.len();
         }
     }
