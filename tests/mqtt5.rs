@@ -205,8 +205,14 @@ fn property_words(list: &[u8]) -> Vec<String> {
                 words.push(format!("{id:#04x}"));
                 at += 1;
             }
+            // Server Keep Alive, with its value.
+            0x13 => {
+                let seconds = u16::from_be_bytes([list[at], list[at + 1]]);
+                words.push(format!("0x13={seconds}"));
+                at += 2;
+            }
             // Two-byte ones.
-            0x13 | 0x21 | 0x22 | 0x23 => {
+            0x21..=0x23 => {
                 words.push(format!("{id:#04x}"));
                 at += 2;
             }
@@ -239,7 +245,12 @@ fn describe(first: u8, body: &[u8]) -> String {
                 .any(|word| word.starts_with("0x12"));
             let assigned = if assigned { " assigned" } else { "" };
             let present = if body[0] & 1 == 1 { " present" } else { "" };
-            format!("CONNACK {code:#04x}{present}{assigned}")
+            let keep_alive = property_words(list)
+                .iter()
+                .find_map(|word| word.strip_prefix("0x13="))
+                .map(|seconds| format!(" keep-alive {seconds}"))
+                .unwrap_or_default();
+            format!("CONNACK {code:#04x}{present}{assigned}{keep_alive}")
         }
         3 => {
             let length = usize::from(u16::from_be_bytes([body[0], body[1]]));
@@ -1040,4 +1051,70 @@ async fn mqtt_broker_delays_a_will() {
 async fn mosquitto_delays_a_will() {
     let mosquitto = Mosquitto::start(None).await;
     will_delay(mosquitto.addr).await;
+}
+
+/// A CONNECT of `version` (4 or 5) with a keep-alive of `seconds`.
+fn connect_keep_alive(client_id: &[u8], version: u8, seconds: u16) -> Vec<u8> {
+    let mut body = string(b"MQTT");
+    body.extend_from_slice(&[version, 0b10]);
+    body.extend_from_slice(&seconds.to_be_bytes());
+    if version == 5 {
+        body.extend(properties(&[]));
+    }
+    body.extend(string(client_id));
+    packet(0x10, &body)
+}
+
+/// Server Keep Alive (spec §3.2.2.3.14), on a broker whose longest
+/// keep-alive is 10 s (Mosquitto takes no less): an MQTT 5 client that asks for more, or for none, is
+/// told the broker's in CONNACK and must keep to it [MQTT-3.2.2-21], and the
+/// broker holds it to that, closing with `closing`. A 3.1.1 client cannot be
+/// told, and keeps the keep-alive it asked for (as Mosquitto 2.0.11 does).
+async fn server_keep_alive(addr: SocketAddr, closing: &[&str]) {
+    let outcomes = [
+        (5, 60, "CONNACK 0x00 keep-alive 10"),
+        (5, 0, "CONNACK 0x00 keep-alive 10"),
+        (5, 5, "CONNACK 0x00"),
+        (4, 60, "CONNACK 0"),
+        (4, 10, "CONNACK 0"),
+    ];
+    for (version, seconds, expected) in outcomes {
+        let id = format!("ka-{version}-{seconds}");
+        let (_client, connack) =
+            Client::open(addr, connect_keep_alive(id.as_bytes(), version, seconds)).await;
+        assert_eq!(connack, expected, "MQTT {version}, keep-alive {seconds} s");
+    }
+    // Silent for longer than 1.5 x 10 s: closed, by ours with DISCONNECT
+    // 0x8D, Keep Alive timeout.
+    let (mut silent, _) = Client::open(addr, connect_keep_alive(b"ka-silent", 5, 60)).await;
+    let started = std::time::Instant::now();
+    // Longer than `next`'s 10 s: wait for the first byte here.
+    let mut first = [0u8; 1];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        silent.stream.peek(&mut first),
+    );
+    assert!(matches!(read.await, Ok(Ok(_))), "nothing came in 30 s");
+    for &expected in closing {
+        assert_eq!(silent.next().await, expected);
+    }
+    let waited = started.elapsed();
+    assert!(
+        (14..25).contains(&waited.as_secs()),
+        "closed after {waited:?}, not 15 s"
+    );
+}
+
+#[tokio::test]
+async fn mqtt_broker_lowers_a_keep_alive() {
+    let broker = Server::start("mqtt_broker", &["--max-keep-alive", "10"]).await;
+    server_keep_alive(broker.addr, &["DISCONNECT 0x8d", "closed"]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_lowers_a_keep_alive() {
+    let mosquitto = Mosquitto::start_with(None, "max_keepalive 10\n").await;
+    // Mosquitto closes without a DISCONNECT, which §4.13.1 allows.
+    server_keep_alive(mosquitto.addr, &["closed"]).await;
 }

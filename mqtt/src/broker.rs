@@ -89,6 +89,11 @@ pub struct BrokerConfig {
     /// Most subscriptions one client may hold; a SUBSCRIBE to a new filter
     /// past it gets the failure code 0x80, and the log says so.
     pub max_subscriptions: usize,
+    /// The longest keep-alive, in seconds, that an MQTT 5 client may use:
+    /// one that asks for more, or for none, is told this one in CONNACK
+    /// (Server Keep Alive, spec §3.2.2.3.14) and held to it. `None`: each
+    /// client's own. A 3.1.1 client cannot be told, and keeps its own.
+    pub max_keep_alive: Option<u16>,
     /// With `Some`, clients speak MQTT over TLS (see `frontdoor/relay/tls.rs`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -115,6 +120,7 @@ impl Default for BrokerConfig {
             users: Vec::new(),
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_keep_alive: None,
             tls: None,
         }
     }
@@ -275,6 +281,7 @@ pub fn front_door_config(config: &BrokerConfig) -> FrontDoorConfig {
             max_packet_bytes: config.max_payload_bytes,
             max_queued_bytes: config.max_queued_bytes,
             max_subscriptions: config.max_subscriptions,
+            max_keep_alive: config.max_keep_alive,
         },
         tls: config.tls.clone(),
     }

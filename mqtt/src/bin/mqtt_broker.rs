@@ -85,6 +85,12 @@ struct Args {
     #[arg(long, default_value_t = broker::DEFAULT_MAX_SUBSCRIPTIONS as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_subscriptions: u32,
+    /// Longest keep-alive, in seconds, an MQTT 5 client may use; one that
+    /// asks for more, or for none, is told this one in CONNACK (Server Keep
+    /// Alive). 3.1.1 clients cannot be told, and keep theirs
+    #[arg(long, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_keep_alive: Option<u16>,
     /// MQTT over TLS (clients connect with --tls, mosquitto_pub with --cafile)
     #[command(flatten)]
     tls: ServerTlsArgs,
@@ -126,6 +132,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         users: args.user,
         max_queued_bytes: usize::try_from(args.max_queued_bytes).unwrap_or(usize::MAX),
         max_subscriptions: args.max_subscriptions as usize,
+        max_keep_alive: args.max_keep_alive,
         tls,
     };
     // Ctrl-C and SIGTERM are ours before anyone can learn where we listen.

@@ -39,6 +39,17 @@ pub(super) struct Admitted<'a> {
     pub(super) kick: &'a CancellationToken,
 }
 
+/// The keep-alive an MQTT 5 client is told to use instead of its own
+/// (Server Keep Alive, spec §3.2.2.3.14), which it must keep to
+/// [MQTT-3.2.2-21] and the broker holds it to: `--max-keep-alive`, for a
+/// client that asked for more, or for none. `None` if it keeps its own: a
+/// 3.1.1 client always does, since 3.1.1 has no way to tell it (Mosquitto
+/// 2.0.11 lets it, too).
+fn server_keep_alive(connect: &Connect, max: Option<u16>) -> Option<u16> {
+    let max = max.filter(|_| connect.version == wire::V5)?;
+    (connect.keep_alive == 0 || connect.keep_alive > max).then_some(max)
+}
+
 impl Door {
     /// An MQTT 5 CONNACK's properties (spec §3.2.2.3): what this broker
     /// allows that differs from the protocol's defaults, and the client id
@@ -48,6 +59,9 @@ impl Door {
         let mut properties = Builder::default()
             .two(id::TOPIC_ALIAS_MAXIMUM, TOPIC_ALIAS_MAXIMUM)
             .four(id::MAXIMUM_PACKET_SIZE, max_packet);
+        if let Some(seconds) = server_keep_alive(connect, self.config.limits.max_keep_alive) {
+            properties = properties.two(id::SERVER_KEEP_ALIVE, seconds);
+        }
         // Subscription identifiers, shared subscriptions, wildcards and
         // retained messages are all available: the defaults, left unsaid.
         if connect.client_id.is_empty() {
@@ -126,9 +140,11 @@ impl Door {
             // (a clean session has none).
             return Ok(kept);
         }
+        let keep_alive = server_keep_alive(connect, self.config.limits.max_keep_alive)
+            .unwrap_or(connect.keep_alive);
         info!(
             client = name,
-            keep_alive = connect.keep_alive,
+            keep_alive,
             clean_session = connect.clean_session,
             "client connected"
         );
@@ -161,7 +177,7 @@ impl Door {
             version: connect.version,
             max_packet_size: connect.max_packet_size,
             receive_maximum: connect.receive_maximum,
-            keep_alive: connect.keep_alive,
+            keep_alive,
             session,
             pressure: self.congestion.pressure(),
         });

@@ -87,6 +87,9 @@ pub struct Limits {
     /// Subscriptions one client may hold; a SUBSCRIBE past it gets the
     /// failure code 0x80 for each new filter (`subscribe.rs`).
     pub max_subscriptions: usize,
+    /// `--max-keep-alive`: the longest keep-alive an MQTT 5 client may
+    /// use, in seconds (see `connack.rs`); `None` for no limit.
+    pub max_keep_alive: Option<u16>,
 }
 
 /// One client's connection, from its CONNACK to its end: its socket, its
