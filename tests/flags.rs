@@ -90,6 +90,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
             ("--max-connections", USIZE),
             ("--max-queued-bytes", USIZE),
             ("--max-subscriptions", U32),
+            ("--max-keep-alive", U16),
         ],
     ),
     (
