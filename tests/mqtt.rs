@@ -35,6 +35,8 @@ fn subscribe_config(port: u16, id: &str, filter: &str, qos: QoS) -> SubscribeCon
         filters: vec![filter.to_string()],
         qos,
         verbose: false,
+        format: None,
+        newline: true,
         count: None,
         timeout: Some(Duration::from_secs(5)),
         show_packets: false,

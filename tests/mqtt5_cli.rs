@@ -3,10 +3,9 @@
 //!
 //! The command line is checked without a broker: `-V` is the MQTT version
 //! (as in mosquitto_pub and mosquitto_sub), `--version` prints ours, and an
-//! MQTT 5 flag with `-V 311` is one clear error. The round trips need a
-//! broker that speaks MQTT 5: Mosquitto (tests ignored unless it is
-//! installed: `cargo test --test mqtt5_cli -- --include-ignored`), and our
-//! own `mqtt_broker` once it speaks MQTT 5 (ignored until then).
+//! MQTT 5 flag with `-V 311` is one clear error. The round trips run
+//! through our own `mqtt_broker` and through Mosquitto (those ignored unless
+//! it is installed: `cargo test --test mqtt5_cli -- --include-ignored`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
 
@@ -295,4 +294,145 @@ async fn mqtt_broker_carries_a_user_property_from_publisher_to_subscriber() {
 async fn mqtt_broker_round_trips_at_every_qos_with_mqtt5() {
     let broker = Server::start("mqtt_broker", &[]).await;
     each_qos_round_trip(&broker.port()).await;
+}
+
+/// Request/response (MQTT 5 §4.10) with the two binaries alone, as the
+/// README shows it: the requester publishes with a Response Topic and
+/// Correlation Data; the responder, `mqtt_subscriber -F '%R %D'`, prints
+/// where to answer and what to answer with, and `mqtt_publisher` answers
+/// there with the data (here the test plays the shell loop between them);
+/// the requester gets the answer with the data it sent.
+async fn request_response(port: &str) {
+    let mut responder = subscriber(port, &["-t", "svc/time", "-F", "%R %D", "-C", "1"]).await;
+    let requester = subscriber(port, &["-t", "replies/me", "-F", "%D %p", "-C", "1"]).await;
+    let request = [
+        "-t",
+        "svc/time",
+        "-m",
+        "time?",
+        "-D",
+        "PUBLISH",
+        "response-topic",
+        "replies/me",
+        "-D",
+        "PUBLISH",
+        "correlation-data",
+        "42",
+    ];
+    let (ok, stderr) = publish(port, &request, b"").await;
+    assert!(ok, "{stderr}");
+    let line = responder.line().await.unwrap_or_default();
+    assert_eq!(line, "replies/me 42");
+    let (topic, data) = line.split_once(' ').unwrap();
+    let answer = [
+        "-t",
+        topic,
+        "-m",
+        "noon",
+        "-D",
+        "PUBLISH",
+        "correlation-data",
+        data,
+    ];
+    let (ok, stderr) = publish(port, &answer, b"").await;
+    assert!(ok, "{stderr}");
+    let (status, out, err) = requester.finish().await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "42 noon\n");
+}
+
+/// `-F` prints the fields asked for, MQTT 5 properties included, and
+/// nothing for a property a message lacks (a 3.1.1 publisher's here); `-N`
+/// leaves out the newline, so the format's own `\n` ends each line.
+async fn format_fields(port: &str) {
+    let format = "%t|%p|%q|%r|%l|%x|%C|%F|%P|%R|%D\\n";
+    let sub = subscriber(
+        port,
+        &["-t", "f/#", "-q", "1", "-C", "2", "-N", "-F", format],
+    )
+    .await;
+    let args = [
+        "-t",
+        "f/5",
+        "-q",
+        "1",
+        "-m",
+        "hi",
+        "-D",
+        "PUBLISH",
+        "content-type",
+        "text/plain",
+        "-D",
+        "PUBLISH",
+        "user-property",
+        "a",
+        "1",
+        "-D",
+        "PUBLISH",
+        "user-property",
+        "a",
+        "2",
+        "-D",
+        "PUBLISH",
+        "payload-format-indicator",
+        "1",
+        "-D",
+        "PUBLISH",
+        "response-topic",
+        "r/t",
+        "-D",
+        "PUBLISH",
+        "correlation-data",
+        "c1",
+    ];
+    let (ok, stderr) = publish(port, &args, b"").await;
+    assert!(ok, "{stderr}");
+    let (status, _, stderr) = run(
+        "mqtt_publisher",
+        &["--port", port, "-t", "f/4", "-q", "1", "-m", "old"],
+        b"",
+    )
+    .await;
+    assert!(status.success(), "{stderr}");
+    let (status, out, err) = sub.finish().await;
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        out,
+        "f/5|hi|1|0|2|6869|text/plain|1|a:1 a:2|r/t|c1\n\
+         f/4|old|1|0|3|6f6c64|||||\n"
+    );
+}
+
+#[tokio::test]
+async fn mqtt_broker_answers_requests_with_the_two_binaries() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    request_response(&broker.port()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install mosquitto mosquitto-clients"]
+async fn mosquitto_answers_requests_with_the_two_binaries() {
+    let mosquitto = Mosquitto::start(None).await;
+    request_response(&mosquitto.port()).await;
+}
+
+#[tokio::test]
+async fn mqtt_broker_messages_print_in_the_format_asked_for() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    format_fields(&broker.port()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install mosquitto mosquitto-clients"]
+async fn mosquitto_messages_print_in_the_format_asked_for() {
+    let mosquitto = Mosquitto::start(None).await;
+    format_fields(&mosquitto.port()).await;
+}
+
+/// A `-F` field we do not print is refused before anything connects.
+#[tokio::test]
+async fn an_unknown_format_field_is_an_error() {
+    let (status, _, stderr) = run("mqtt_subscriber", &["-F", "%I %p"], b"").await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("%I is not a field we print"), "{stderr}");
 }

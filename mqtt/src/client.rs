@@ -14,11 +14,12 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{
-    Packet as Packet5, PubAckReason, PubCompReason, PubRecReason, SubscribeReasonCode as Sub5,
+    Packet as Packet5, PubAckReason, PubCompReason, PubRecReason,
+    PublishProperties as WireProperties, SubscribeReasonCode as Sub5,
 };
 use rumqttc::{Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode, v5};
 
-use crate::v5::{PublishProperties, SubscribeOptions, describe_properties, qos5, qos311};
+use crate::v5::{PublishProperties, SubscribeOptions, qos5, qos311};
 use crate::{ClientConfig, Version, packets};
 
 /// The handle that queues requests (publish, subscribe, disconnect) for the
@@ -102,9 +103,9 @@ pub struct Message {
     pub qos: QoS,
     pub pkid: u16,
     pub retain: bool,
-    /// MQTT 5: its properties in the words of `-D PUBLISH` (see
-    /// [`describe_properties`]); empty for MQTT 3.1.1.
-    pub properties: String,
+    /// MQTT 5: its properties, if it has any (print them with
+    /// [`crate::v5::describe_properties`]); `None` for MQTT 3.1.1.
+    pub properties: Option<WireProperties>,
 }
 
 /// A client and its event loop for `config`, in the version it asks for,
@@ -280,7 +281,7 @@ fn from_v311(event: rumqttc::Event) -> Event {
                 qos: publish.qos,
                 pkid: publish.pkid,
                 retain: publish.retain,
-                properties: String::new(),
+                properties: None,
             }),
             Packet::PubAck(_) | Packet::PubComp(_) => Event::Acked { refused: None },
             Packet::SubAck(ack) => Event::SubAck {
@@ -300,7 +301,7 @@ fn from_v5(event: v5::Event) -> Event {
                 session_present: ack.session_present,
             },
             Packet5::Publish(publish) => Event::Publish(Message {
-                properties: describe_properties(publish.properties.as_ref()),
+                properties: publish.properties,
                 topic: publish.topic,
                 payload: publish.payload,
                 qos: qos311(publish.qos),

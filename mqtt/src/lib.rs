@@ -32,6 +32,7 @@
 pub mod broker;
 pub mod client;
 pub mod explain;
+pub mod format;
 pub mod frontdoor;
 pub mod packets;
 pub mod publisher;

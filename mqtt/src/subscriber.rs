@@ -23,7 +23,8 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::client::{self, Client, Event, Message};
-use crate::v5::SubscribeOptions;
+use crate::format::Format;
+use crate::v5::{SubscribeOptions, describe_properties};
 use crate::{ClientConfig, Version};
 
 /// What to subscribe to and how to print it.
@@ -37,6 +38,12 @@ pub struct SubscribeConfig {
     pub qos: QoS,
     /// Print `topic payload` instead of the payload alone.
     pub verbose: bool,
+    /// `-F`: print each message in this format instead (see
+    /// [`crate::format`]).
+    pub format: Option<Format>,
+    /// End each message with a newline (`-N` turns it off, for binary
+    /// payloads piped to a file).
+    pub newline: bool,
     /// Stop after this many messages.
     pub count: Option<u64>,
     /// Fail if no message arrives for this long.
@@ -169,7 +176,7 @@ pub async fn run_with(
                 // rumqttc has already acknowledged this message (PUBACK at
                 // QoS 1, PUBREC at QoS 2) before handing it to us: if we
                 // crashed right now, the broker would not send it again.
-                print(&mut out, &publish, config.verbose, mqtt5.show_properties).await?;
+                print(&mut out, &publish, &config, mqtt5.show_properties).await?;
                 received += 1;
                 quiet_until = deadline_after(config.timeout);
                 if publish.qos == QoS::ExactlyOnce {
@@ -246,14 +253,20 @@ fn subscribe(
 /// Writes one message: the payload (`-v`: `topic payload`), with `-v` a
 /// ` (retained)` mark for a message the broker kept from before we
 /// subscribed, and with `--show-properties` its MQTT 5 properties, if any,
-/// in brackets: ` [user-property sensor kitchen]`.
+/// in brackets: ` [user-property sensor kitchen]`; or, with `-F`, as the
+/// format says. Then a newline, unless `-N`.
 async fn print(
     out: &mut (impl AsyncWrite + Unpin),
     publish: &Message,
-    verbose: bool,
+    config: &SubscribeConfig,
     show_properties: bool,
 ) -> anyhow::Result<()> {
+    let verbose = config.verbose;
     let mut line = Vec::with_capacity(publish.topic.len() + publish.payload.len() + 16);
+    if let Some(format) = &config.format {
+        format.write(publish, &mut line);
+        return write_line(out, line, config.newline).await;
+    }
     if verbose {
         line.extend_from_slice(&publish.topic);
         line.push(b' ');
@@ -262,10 +275,22 @@ async fn print(
     if verbose && publish.retain {
         line.extend_from_slice(b" (retained)");
     }
-    if show_properties && !publish.properties.is_empty() {
-        line.extend_from_slice(format!(" [{}]", publish.properties).as_bytes());
+    let properties = describe_properties(publish.properties.as_ref());
+    if show_properties && !properties.is_empty() {
+        line.extend_from_slice(format!(" [{properties}]").as_bytes());
     }
-    line.push(b'\n');
+    write_line(out, line, config.newline).await
+}
+
+/// Writes `line` and, with `newline`, a newline, and flushes.
+async fn write_line(
+    out: &mut (impl AsyncWrite + Unpin),
+    mut line: Vec<u8>,
+    newline: bool,
+) -> anyhow::Result<()> {
+    if newline {
+        line.push(b'\n');
+    }
     out.write_all(&line)
         .await
         .context("cannot write to stdout")?;

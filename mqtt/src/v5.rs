@@ -135,6 +135,9 @@ pub struct PublishProperties {
     /// `correlation-data D`: bytes the responder copies into its answer, so
     /// the requester can tell which request it answers.
     pub correlation_data: Option<Bytes>,
+    /// `payload-format-indicator 0|1`: 1 says the payload is UTF-8 text,
+    /// 0 (as if absent) unspecified bytes (MQTT 5 §3.3.2.3.2).
+    pub payload_format: Option<u8>,
 }
 
 impl PublishProperties {
@@ -189,9 +192,18 @@ impl PublishProperties {
             ["correlation-data", data] => {
                 self.correlation_data = Some(Bytes::copy_from_slice(data.as_bytes()));
             }
+            ["payload-format-indicator", indicator @ ("0" | "1")] => {
+                self.payload_format = Some(u8::from(*indicator == "1"));
+            }
+            ["payload-format-indicator", other] => {
+                bail!(
+                    "-D PUBLISH payload-format-indicator is 0 (bytes) or 1 (UTF-8 text), not {other:?}"
+                );
+            }
             _ => bail!(
                 "-D PUBLISH {}: expected user-property KEY VALUE, message-expiry-interval N, \
-                 content-type T, response-topic T or correlation-data D",
+                 content-type T, response-topic T, correlation-data D or \
+                 payload-format-indicator 0|1",
                 rest.join(" ")
             ),
         }
@@ -211,6 +223,7 @@ impl PublishProperties {
             correlation_data: self.correlation_data.clone(),
             user_properties: self.user_properties.clone(),
             content_type: self.content_type.clone(),
+            payload_format_indicator: self.payload_format,
             ..Wire::default()
         }
     }
@@ -232,7 +245,8 @@ impl PublishProperties {
             .as_ref()
             .map_or(0, |data| 3 + data.len());
         let expiry = self.message_expiry.map_or(0, |_| 5);
-        pairs + strings + data + expiry
+        let format = self.payload_format.map_or(0, |_| 2);
+        pairs + strings + data + expiry + format
     }
 }
 

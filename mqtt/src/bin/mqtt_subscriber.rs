@@ -24,7 +24,11 @@
 //! *subscriber* instead, publish with `-q 1`, start it again: the broker kept
 //! the message for it. `--show-packets` shows every packet on stderr.
 //!
-//! MQTT 5 (against a broker that speaks it, such as Mosquitto): `-V 5 -v
+//! `-F FORMAT` prints each message your way, in mosquitto_sub's spelling:
+//! `-F '%t %q %p'` is topic, QoS and payload (`mqtt/src/format.rs` lists
+//! the fields); `-N` leaves out the newline, for binary payloads.
+//!
+//! MQTT 5 (`mqtt_broker` and Mosquitto speak it): `-V 5 -v
 //! --show-properties` prints each message's properties after its payload, as
 //! `topic/learning 21.5 [user-property sensor kitchen]` (send one with
 //! `mqtt_publisher -V 5 -m 21.5 -D PUBLISH user-property sensor kitchen`).
@@ -33,6 +37,21 @@
 //! their retain flag) and `--rh 2` (retain handling: no retained messages at
 //! all; 1: only on a new subscription). With `--persistent`, the broker keeps
 //! the session for ever, or for `-x SECONDS` after we leave.
+//!
+//! Request/response, MQTT 5's remote call, with the two binaries: a
+//! responder prints each request's Response Topic and Correlation Data and
+//! answers there, with the same data,
+//!
+//! ```text
+//! mqtt_subscriber -V 5 -t svc/time -F '%R %D' | while read -r topic data; do
+//!     mqtt_publisher -V 5 -t "$topic" -D PUBLISH correlation-data "$data" -m "$(date +%T)"
+//! done
+//! ```
+//!
+//! and a requester asks, and waits for the answer that carries its data:
+//! `mqtt_subscriber -V 5 -t replies/me -F '%D %p' -C 1` beside
+//! `mqtt_publisher -V 5 -t svc/time -m 'time?' -D PUBLISH response-topic
+//! replies/me -D PUBLISH correlation-data 42`.
 //!
 //! ## Read next
 //!
@@ -43,6 +62,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use mqtt::BrokerArgs;
+use mqtt::format::Format;
 use mqtt::subscriber::{self, Mqtt5, SubscribeConfig};
 use mqtt::v5::SubscribeOptions;
 use tracing::info;
@@ -50,7 +70,7 @@ use tracing::info;
 /// Subscribes to MQTT topics and prints every message that arrives, one per line.
 ///
 /// -V 5 speaks MQTT 5: subscription options (--nl, --rap, --rh) and message
-/// properties (--show-properties).
+/// properties (--show-properties, or -F with %R, %D, %P...).
 #[derive(Debug, Parser)]
 // `-V` is the MQTT version, as in mosquitto_sub: clap's own `-V` (print the
 // version) would catch a mosquitto user's `-V 5`, so only `--version` prints it.
@@ -70,8 +90,19 @@ struct Args {
     #[arg(short, long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     qos: u8,
     /// Print "topic payload" instead of the payload alone; retained messages end in " (retained)"
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "format")]
     verbose: bool,
+    /// Print each message in this format, as mosquitto_sub -F does: %t topic,
+    /// %p payload, %x/%X payload in hex, %l length, %q QoS, %r retained (1/0),
+    /// %m packet id, %U Unix time; MQTT 5: %C content type, %D correlation
+    /// data, %E expiry left, %F payload format, %P user properties (key:value),
+    /// %R response topic, %S subscription identifiers; %% a %; \n \t \0 \e
+    /// \\ escapes. A property a message lacks prints nothing
+    #[arg(short = 'F', long, value_name = "FORMAT", value_parser = Format::parse)]
+    format: Option<Format>,
+    /// No newline after each message (binary payloads piped to a file)
+    #[arg(short = 'N', long)]
+    no_newline: bool,
     /// Exit after this many messages
     #[arg(short = 'C', long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
@@ -98,7 +129,7 @@ struct Args {
     show_packets: bool,
     /// MQTT 5: after each payload, print the message's properties in brackets:
     /// [user-property KEY VALUE, content-type TYPE, ...]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     show_properties: bool,
     /// MQTT 5 no local: do not send us the messages our own client id publishes
     #[arg(long = "nl")]
@@ -135,6 +166,8 @@ async fn subscribe(args: Args) -> anyhow::Result<()> {
         filters: args.topics,
         qos: mqtt::qos(args.qos)?,
         verbose: args.verbose,
+        format: args.format,
+        newline: !args.no_newline,
         count: args.count,
         timeout: args.timeout_secs.map(Duration::from_secs),
         show_packets: args.show_packets,
