@@ -241,3 +241,58 @@ async fn mosquitto_v5_clients_through_mqtt_broker() {
     let mut sub = Process::spawn(&program("mosquitto_sub"), &args);
     assert_eq!(sub.line().await.unwrap(), "v5/alias/t named");
 }
+
+/// Two `mosquitto_sub -V 5` in one share group, `$share/workers/jobs`,
+/// through `mqtt_broker`: each of ten QoS 1 messages from `mosquitto_pub`
+/// reaches exactly one of them, and the group takes turns (five each).
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_v5_share_group_through_mqtt_broker() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    let port = broker.port();
+    let mut workers = Vec::new();
+    for worker in ["w1", "w2"] {
+        // Each worker also holds a topic of its own, subscribed in the same
+        // SUBSCRIBE: once its retained probe arrives, the share is in place.
+        let probe = format!("probe/{worker}");
+        let args = [
+            "-V",
+            "5",
+            "-p",
+            &port,
+            "-q",
+            "1",
+            "-t",
+            "$share/workers/jobs",
+            "-t",
+            &probe,
+            "-C",
+            "6",
+            "-W",
+            "20",
+            "-F",
+            "%t %p",
+        ];
+        let mut sub = Process::spawn(&program("mosquitto_sub"), &args);
+        let publish = ["-V", "5", "-p", &port, "-t", &probe, "-m", "ready", "-r"];
+        let (status, _, stderr) = run(&program("mosquitto_pub"), &publish, b"").await;
+        assert!(status.success(), "{stderr}");
+        assert_eq!(sub.line().await.unwrap(), format!("{probe} ready"));
+        workers.push(sub);
+    }
+    let jobs: String = (0..10).map(|n| format!("job-{n}\n")).collect();
+    let args = ["-V", "5", "-p", &port, "-q", "1", "-t", "jobs", "-l"];
+    let (status, _, stderr) = run(&program("mosquitto_pub"), &args, jobs.as_bytes()).await;
+    assert!(status.success(), "{stderr}");
+    let mut everyone = Vec::new();
+    for sub in workers {
+        let (status, out, stderr) = sub.finish().await;
+        assert!(status.success(), "{stderr}");
+        let got: Vec<String> = out.lines().map(str::to_string).collect();
+        assert_eq!(got.len(), 5, "each worker takes its turn: {got:?}");
+        everyone.extend(got);
+    }
+    everyone.sort();
+    let expected: Vec<String> = (0..10).map(|n| format!("jobs job-{n}")).collect();
+    assert_eq!(everyone, expected, "each job once, to one worker");
+}
