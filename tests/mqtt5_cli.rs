@@ -53,7 +53,14 @@ async fn help_shows_the_protocol_version_and_the_mqtt5_flags() {
         ),
         (
             "mqtt_subscriber",
-            &["--show-properties", "--nl", "--rap", "--rh <0|1|2>"][..],
+            &[
+                "--show-properties",
+                "--nl",
+                "--rap",
+                "--rh <0|1|2>",
+                "-D, --property <COMMAND> <NAME> <VALUE>",
+                "-F, --format <FORMAT>",
+            ][..],
         ),
     ] {
         let (status, help, _) = run(bin, &["--help"], b"").await;
@@ -115,7 +122,7 @@ async fn every_mosquitto_spelling_of_the_version_is_accepted() {
 #[tokio::test]
 async fn mqtt5_flags_with_version_311_are_an_error() {
     let port = free_port().to_string();
-    let cases: [(&str, &[&str]); 7] = [
+    let cases: [(&str, &[&str]); 8] = [
         ("mqtt_publisher", &["-V", "311", "-x", "10"]),
         ("mqtt_subscriber", &["-V", "311", "-x", "10"]),
         (
@@ -126,6 +133,10 @@ async fn mqtt5_flags_with_version_311_are_an_error() {
         ("mqtt_subscriber", &["--rap"]),
         ("mqtt_subscriber", &["--rh", "0"]),
         ("mqtt_subscriber", &["--show-properties"]),
+        (
+            "mqtt_subscriber",
+            &["-D", "SUBSCRIBE", "subscription-identifier", "3"],
+        ),
     ];
     for (bin, flags) in cases {
         let mut args = vec!["--port", &port];
@@ -135,20 +146,63 @@ async fn mqtt5_flags_with_version_311_are_an_error() {
     }
 }
 
-/// A `-D` the publisher does not know is refused with the forms it knows.
+/// A `-D` a client does not know, or a value out of its property's range,
+/// is refused with the forms it knows, before anything connects.
 #[tokio::test]
 async fn an_unknown_property_is_an_error() {
     let port = free_port().to_string();
-    let cases: [&[&str]; 3] = [
-        &["-D", "PUBLISH", "colour", "red"],
-        &["-D", "CONNECT", "content-type", "text/plain"],
-        &["-D", "PUBLISH", "message-expiry-interval", "soon"],
+    let cases: [(&str, &[&str], &str); 9] = [
+        (
+            "mqtt_publisher",
+            &["-D", "PUBLISH", "colour", "red"],
+            "expected user-property",
+        ),
+        (
+            "mqtt_publisher",
+            &["-D", "CONNECT", "content-type", "text/plain"],
+            "expected user-property",
+        ),
+        (
+            "mqtt_publisher",
+            &["-D", "PUBLISH", "message-expiry-interval", "soon"],
+            "0 to 4294967295",
+        ),
+        (
+            "mqtt_publisher",
+            &["-D", "CONNECT", "receive-maximum", "0"],
+            "takes 1 to 65535",
+        ),
+        (
+            "mqtt_publisher",
+            &["-D", "SUBSCRIBE", "subscription-identifier", "1"],
+            "takes -D CONNECT and -D PUBLISH",
+        ),
+        (
+            "mqtt_subscriber",
+            &["-D", "PUBLISH", "content-type", "text/plain"],
+            "takes -D CONNECT and -D SUBSCRIBE",
+        ),
+        (
+            "mqtt_subscriber",
+            &["-D", "SUBSCRIBE", "subscription-identifier", "0"],
+            "takes 1 to 268435455",
+        ),
+        (
+            "mqtt_subscriber",
+            &["-D", "CONNECT", "maximum-packet-size", "0"],
+            "takes 1 to 4294967295",
+        ),
+        (
+            "mqtt_subscriber",
+            &["-x", "5", "-D", "CONNECT", "session-expiry-interval", "5"],
+            "give one",
+        ),
     ];
-    for flags in cases {
+    for (bin, flags, words) in cases {
         let mut args = vec!["--port", &port, "-V", "5"];
         args.extend_from_slice(flags);
-        let (status, _, err) = run("mqtt_publisher", &args, b"").await;
-        assert_one_error(&format!("{flags:?}"), status, &err, "-D ");
+        let (status, _, err) = run(bin, &args, b"").await;
+        assert_one_error(&format!("{bin} {flags:?}"), status, &err, words);
     }
 }
 
@@ -435,4 +489,49 @@ async fn an_unknown_format_field_is_an_error() {
     let (status, _, stderr) = run("mqtt_subscriber", &["-F", "%I %p"], b"").await;
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("%I is not a field we print"), "{stderr}");
+}
+
+/// `-D SUBSCRIBE subscription-identifier N` comes back on each message the
+/// subscription brings (`-F %S`); `-D CONNECT maximum-packet-size N` keeps
+/// the broker from sending a larger packet: it drops, for this client, a
+/// message that would make one [MQTT-3.1.2-25].
+async fn connect_and_subscribe_properties(port: &str) {
+    let args = [
+        "-t",
+        "d/t",
+        "-C",
+        "1",
+        "-F",
+        "%S %t %p",
+        "-D",
+        "SUBSCRIBE",
+        "subscription-identifier",
+        "7",
+        "-D",
+        "CONNECT",
+        "maximum-packet-size",
+        "64",
+    ];
+    let sub = subscriber(port, &args).await;
+    let large = "x".repeat(100);
+    for message in [large.as_str(), "small"] {
+        let (ok, stderr) = publish(port, &["-t", "d/t", "-q", "1", "-m", message], b"").await;
+        assert!(ok, "{stderr}");
+    }
+    let (status, out, err) = sub.finish().await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "7 d/t small\n");
+}
+
+#[tokio::test]
+async fn mqtt_broker_takes_connect_and_subscribe_properties() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    connect_and_subscribe_properties(&broker.port()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install mosquitto mosquitto-clients"]
+async fn mosquitto_takes_connect_and_subscribe_properties() {
+    let mosquitto = Mosquitto::start(None).await;
+    connect_and_subscribe_properties(&mosquitto.port()).await;
 }

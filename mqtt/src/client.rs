@@ -19,7 +19,7 @@ use rumqttc::v5::mqttbytes::v5::{
 };
 use rumqttc::{Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode, v5};
 
-use crate::v5::{PublishProperties, SubscribeOptions, qos5, qos311};
+use crate::v5::{PublishProperties, SubscribeOptions, SubscribeProperties, qos5, qos311};
 use crate::{ClientConfig, Version, packets};
 
 /// The handle that queues requests (publish, subscribe, disconnect) for the
@@ -189,6 +189,7 @@ impl Client {
         filters: &[String],
         qos: QoS,
         options: SubscribeOptions,
+        properties: &SubscribeProperties,
     ) -> anyhow::Result<()> {
         let queued = match self {
             Client::V311(client) => {
@@ -197,7 +198,11 @@ impl Client {
             }
             Client::V5(client) => {
                 let filters = filters.iter().map(|f| options.filter(f, qos));
-                client.try_subscribe_many(filters).map_err(|e| anyhow!(e))
+                match properties.to_wire() {
+                    Some(wire) => client.try_subscribe_many_with_properties(filters, wire),
+                    None => client.try_subscribe_many(filters),
+                }
+                .map_err(|e| anyhow!(e))
             }
         };
         queued.context("cannot queue SUBSCRIBE")

@@ -87,6 +87,8 @@ pub struct ClientConfig {
     /// disconnect (`u32::MAX`: for ever). `None` sends no property, which
     /// means 0: the session ends with the connection (MQTT 5 §3.1.2.11.2).
     pub session_expiry: Option<u32>,
+    /// MQTT 5 only: what `-D CONNECT ...` asks for.
+    pub connect_properties: v5::ConnectProperties,
 }
 
 /// The flags both clients use to reach a broker.
@@ -152,7 +154,27 @@ impl ClientConfig {
             tls: None,
             version: Version::V311,
             session_expiry: None,
+            connect_properties: v5::ConnectProperties::default(),
         }
+    }
+
+    /// Takes the `-D` properties: those for CONNECT are kept here, and
+    /// `-D CONNECT session-expiry-interval N` is `-x N`.
+    ///
+    /// Errors: any `-D` without `-V 5` (3.1.1 has no properties), or both
+    /// `-x` and `-D CONNECT session-expiry-interval`.
+    pub fn take_properties(&mut self, properties: &v5::Properties) -> anyhow::Result<()> {
+        if self.version == Version::V311 && !properties.is_empty() {
+            bail!("-D properties are MQTT 5: add -V 5");
+        }
+        if let Some(seconds) = properties.connect.session_expiry {
+            if self.session_expiry.is_some() {
+                bail!("-x and -D CONNECT session-expiry-interval say the same: give one");
+            }
+            self.session_expiry = Some(seconds);
+        }
+        self.connect_properties = properties.connect.clone();
+        Ok(())
     }
 
     /// The broker's address as people write it, for messages.

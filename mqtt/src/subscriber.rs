@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::client::{self, Client, Event, Message};
 use crate::format::Format;
-use crate::v5::{SubscribeOptions, describe_properties};
+use crate::v5::{SubscribeOptions, SubscribeProperties, describe_properties};
 use crate::{ClientConfig, Version};
 
 /// What to subscribe to and how to print it.
@@ -69,10 +69,12 @@ pub async fn run(config: SubscribeConfig, out: impl AsyncWrite + Unpin) -> anyho
 }
 
 /// What only an MQTT 5 subscriber does (`-V 5`).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Mqtt5 {
     /// The subscription options sent with every filter.
     pub options: SubscribeOptions,
+    /// `-D SUBSCRIBE ...`: the SUBSCRIBE's properties.
+    pub properties: SubscribeProperties,
     /// Print each message's properties after its payload, in brackets, in
     /// the words of `-D PUBLISH`: `[user-property sensor kitchen]`.
     pub show_properties: bool,
@@ -86,9 +88,11 @@ pub async fn run_with(
     mqtt5: Mqtt5,
     mut out: impl AsyncWrite + Unpin,
 ) -> anyhow::Result<u64> {
-    let extras = mqtt5.show_properties || mqtt5.options != SubscribeOptions::default();
+    let extras = mqtt5.show_properties
+        || mqtt5.options != SubscribeOptions::default()
+        || mqtt5.properties != SubscribeProperties::default();
     if config.client.version == Version::V311 && extras {
-        bail!("--nl, --rap, --rh and --show-properties are MQTT 5: add -V 5");
+        bail!("--nl, --rap, --rh, --show-properties and -D are MQTT 5: add -V 5");
     }
     for filter in &config.filters {
         if !rumqttc::valid_filter(filter) {
@@ -167,7 +171,7 @@ pub async fn run_with(
             Event::ConnAck { session_present } => {
                 connected = true;
                 up_since = Some(Instant::now());
-                subscribe(&client, &config, mqtt5.options, session_present, &addr)?;
+                subscribe(&client, &config, &mqtt5, session_present, &addr)?;
             }
             // After the last wanted message, stragglers that arrive before our
             // DISCONNECT goes out are not printed.
@@ -230,7 +234,7 @@ fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
 fn subscribe(
     client: &Client,
     config: &SubscribeConfig,
-    options: SubscribeOptions,
+    mqtt5: &Mqtt5,
     session_present: bool,
     addr: &str,
 ) -> anyhow::Result<()> {
@@ -247,7 +251,12 @@ fn subscribe(
     // `subscribe().await` could wait for queue space that only our next
     // `poll()` would make. `try_subscribe_many` never waits; the queue holds 10
     // requests and this is the only one we make here.
-    client.try_subscribe(&config.filters, config.qos, options)
+    client.try_subscribe(
+        &config.filters,
+        config.qos,
+        mqtt5.options,
+        &mqtt5.properties,
+    )
 }
 
 /// Writes one message: the payload (`-v`: `topic payload`), with `-v` a

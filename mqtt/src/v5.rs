@@ -8,14 +8,18 @@
 //!
 //! - [`Version`]: `-V 311` or `-V 5`, spelled as mosquitto spells them;
 //! - [`mqtt_options`]: the CONNECT of MQTT 5, with a session expiry (`-x`);
-//! - [`PublishProperties`]: `-D PUBLISH name value` from the command line;
+//! - [`Properties`]: every `-D COMMAND name value` of the command line, as
+//!   mosquitto's clients take them: [`ConnectProperties`],
+//!   [`PublishProperties`], [`SubscribeProperties`];
 //! - [`SubscribeOptions`]: `--nl`, `--rap` and `--rh`;
 //! - [`describe_properties`]: a message's properties, for output.
 
 use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
-use rumqttc::v5::mqttbytes::v5::{Filter, PublishProperties as Wire, RetainForwardRule};
+use rumqttc::v5::mqttbytes::v5::{
+    Filter, PublishProperties as Wire, RetainForwardRule, SubscribeProperties as WireSubscribe,
+};
 use rumqttc::v5::{MqttOptions, mqttbytes::v5::LastWill};
 use rumqttc::{QoS, TlsConfiguration, Transport};
 
@@ -94,7 +98,16 @@ pub fn mqtt_options(config: &ClientConfig, will: Option<LastWill>) -> anyhow::Re
     }
     // In MQTT 5 the limit travels in CONNECT as the Maximum Packet Size
     // property: the broker must not send us a larger packet [MQTT-3.1.2-24].
-    options.set_max_packet_size(u32::try_from(MAX_PACKET_BYTES).ok());
+    // `-D CONNECT` may ask for a smaller one, and for the rest.
+    let asked = &config.connect_properties;
+    let max_packet = asked
+        .maximum_packet_size
+        .or(u32::try_from(MAX_PACKET_BYTES).ok());
+    options.set_max_packet_size(max_packet);
+    options.set_receive_maximum(asked.receive_maximum);
+    options.set_request_response_info(asked.request_response_information);
+    options.set_request_problem_info(asked.request_problem_information);
+    options.set_user_properties(asked.user_properties.clone());
     options.set_outgoing_inflight_upper_limit(MAX_INFLIGHT);
     options.set_network_options(config.network_options());
     options.set_connection_timeout(5);
@@ -116,6 +129,181 @@ pub fn mqtt_options(config: &ClientConfig, will: Option<LastWill>) -> anyhow::Re
 pub fn last_will(will: &rumqttc::LastWill) -> LastWill {
     let message = Bytes::copy_from_slice(&will.message);
     LastWill::new(&will.topic, message, qos5(will.qos), will.retain, None)
+}
+
+/// Every `-D COMMAND NAME VALUE` of a command line (`-D COMMAND
+/// user-property KEY VALUE` for a user property), by the packet it goes
+/// in: mosquitto's spelling, so a mosquitto_pub or mosquitto_sub habit works.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Properties {
+    pub connect: ConnectProperties,
+    pub publish: PublishProperties,
+    pub subscribe: SubscribeProperties,
+}
+
+impl Properties {
+    /// Reads every `-D` of the command line, their words one after another
+    /// (clap hands them to us so): a user property takes four words, the
+    /// others three, which is how we tell where the next one starts. Only
+    /// the commands in `commands` (`"CONNECT"`, `"PUBLISH"`, `"SUBSCRIBE"`)
+    /// are taken: a subscriber publishes nothing.
+    ///
+    /// Errors: another command, an unknown property name, a value that does
+    /// not fit the property, or a wrong number of words.
+    pub fn from_words(words: &[String], commands: &[&str]) -> anyhow::Result<Properties> {
+        let mut properties = Properties::default();
+        let mut rest = words;
+        while !rest.is_empty() {
+            let user_property = rest.get(1).is_some_and(|name| name == "user-property");
+            let (one, after) = rest.split_at(rest.len().min(if user_property { 4 } else { 3 }));
+            let command = one[0].to_ascii_uppercase();
+            if !commands.contains(&command.as_str()) {
+                bail!(
+                    "-D {}: this client takes -D {} properties",
+                    one[0],
+                    commands.join(" and -D ")
+                );
+            }
+            match command.as_str() {
+                "CONNECT" => properties.connect.add(&one[1..])?,
+                "SUBSCRIBE" => properties.subscribe.add(&one[1..])?,
+                _ => properties.publish.add(one)?,
+            }
+            rest = after;
+        }
+        Ok(properties)
+    }
+
+    /// Whether no property was asked for.
+    pub fn is_empty(&self) -> bool {
+        *self == Properties::default()
+    }
+}
+
+/// The words of `-D ... user-property KEY VALUE` after the command, if
+/// `words` is one.
+fn user_property(words: &[&str]) -> Option<(String, String)> {
+    match words {
+        ["user-property", key, value] => Some((key.to_string(), value.to_string())),
+        _ => None,
+    }
+}
+
+/// A number for `-D COMMAND name N`, from `low` to `high`.
+fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    command: &str,
+    name: &str,
+    text: &str,
+    low: T,
+    high: T,
+) -> anyhow::Result<T> {
+    match text.parse::<T>() {
+        Ok(n) if n >= low && n <= high => Ok(n),
+        _ => bail!("-D {command} {name} takes {low} to {high}, not {text:?}"),
+    }
+}
+
+/// What `-D CONNECT ...` asks for (MQTT 5 §3.1.2.11): how this client wants
+/// the broker to treat it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectProperties {
+    /// `session-expiry-interval N`: the same as `-x N`.
+    pub session_expiry: Option<u32>,
+    /// `receive-maximum N`: at most N unacknowledged QoS 1 and 2 messages
+    /// from the broker at once (1 to 65,535) [MQTT-3.3.4-9].
+    pub receive_maximum: Option<u16>,
+    /// `maximum-packet-size N`: the broker sends no larger packet, in bytes
+    /// (it drops, for us, a message that would make one) [MQTT-3.1.2-25].
+    pub maximum_packet_size: Option<u32>,
+    /// `request-response-information 0|1`: ask for Response Information in
+    /// CONNACK (a broker may give none).
+    pub request_response_information: Option<u8>,
+    /// `request-problem-information 0|1`: 0 asks the broker to leave Reason
+    /// Strings and User Properties out of most packets.
+    pub request_problem_information: Option<u8>,
+    /// `user-property KEY VALUE`: pairs of your own in CONNECT.
+    pub user_properties: Vec<(String, String)>,
+}
+
+impl ConnectProperties {
+    /// Reads one `-D CONNECT name value` (the words after CONNECT).
+    ///
+    /// Errors: an unknown name or a value out of the property's range.
+    fn add(&mut self, words: &[String]) -> anyhow::Result<()> {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        if let Some(pair) = user_property(&words) {
+            self.user_properties.push(pair);
+            return Ok(());
+        }
+        let flag = |text: &str, name: &str| number("CONNECT", name, text, 0u8, 1u8);
+        match words[..] {
+            ["session-expiry-interval", n] => {
+                self.session_expiry = Some(number("CONNECT", words[0], n, 0, u32::MAX)?);
+            }
+            ["receive-maximum", n] => {
+                self.receive_maximum = Some(number("CONNECT", words[0], n, 1, u16::MAX)?);
+            }
+            ["maximum-packet-size", n] => {
+                self.maximum_packet_size = Some(number("CONNECT", words[0], n, 1, u32::MAX)?);
+            }
+            ["request-response-information", n] => {
+                self.request_response_information = Some(flag(n, words[0])?);
+            }
+            ["request-problem-information", n] => {
+                self.request_problem_information = Some(flag(n, words[0])?);
+            }
+            _ => bail!(
+                "-D CONNECT {}: expected user-property KEY VALUE, session-expiry-interval N, \
+                 receive-maximum N, maximum-packet-size N, request-response-information 0|1 \
+                 or request-problem-information 0|1",
+                words.join(" ")
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// What `-D SUBSCRIBE ...` asks for (MQTT 5 §3.8.2.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeProperties {
+    /// `subscription-identifier N` (1 to 268,435,455): every message the
+    /// subscription brings carries N back (print it with `-F %S`).
+    pub subscription_identifier: Option<usize>,
+    /// `user-property KEY VALUE`: pairs of your own in SUBSCRIBE.
+    pub user_properties: Vec<(String, String)>,
+}
+
+impl SubscribeProperties {
+    /// Reads one `-D SUBSCRIBE name value` (the words after SUBSCRIBE).
+    ///
+    /// Errors: an unknown name or a value out of the property's range.
+    fn add(&mut self, words: &[String]) -> anyhow::Result<()> {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        if let Some(pair) = user_property(&words) {
+            self.user_properties.push(pair);
+            return Ok(());
+        }
+        match words[..] {
+            ["subscription-identifier", n] => {
+                // A variable byte integer's range, 0 excluded (§3.8.2.1.2).
+                let id = number("SUBSCRIBE", words[0], n, 1, 268_435_455)?;
+                self.subscription_identifier = Some(id);
+            }
+            _ => bail!(
+                "-D SUBSCRIBE {}: expected user-property KEY VALUE or subscription-identifier N",
+                words.join(" ")
+            ),
+        }
+        Ok(())
+    }
+
+    /// rumqttc's SUBSCRIBE properties for these, `None` if there are none.
+    pub fn to_wire(&self) -> Option<WireSubscribe> {
+        (*self != SubscribeProperties::default()).then(|| WireSubscribe {
+            id: self.subscription_identifier,
+            user_properties: self.user_properties.clone(),
+        })
+    }
 }
 
 /// The properties `-D PUBLISH ...` asks for, sent with every message.
@@ -141,24 +329,6 @@ pub struct PublishProperties {
 }
 
 impl PublishProperties {
-    /// Reads every `-D` of the command line, their words one after another
-    /// (clap hands them to us so): each is `PUBLISH name value`, or
-    /// `PUBLISH user-property key value`, which is how we tell where the next
-    /// one starts.
-    ///
-    /// Errors: as [`PublishProperties::add`].
-    pub fn from_words(words: &[String]) -> anyhow::Result<PublishProperties> {
-        let mut properties = PublishProperties::default();
-        let mut rest = words;
-        while !rest.is_empty() {
-            let user_property = rest.get(1).is_some_and(|name| name == "user-property");
-            let (one, after) = rest.split_at(rest.len().min(if user_property { 4 } else { 3 }));
-            properties.add(one)?;
-            rest = after;
-        }
-        Ok(properties)
-    }
-
     /// Reads one `-D` occurrence: `PUBLISH name value` or, for a user
     /// property, `PUBLISH user-property key value`.
     ///

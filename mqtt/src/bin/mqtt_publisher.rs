@@ -69,7 +69,7 @@ use clap::Parser;
 use futures_util::StreamExt;
 use mqtt::BrokerArgs;
 use mqtt::publisher::{self, PublishConfig};
-use mqtt::v5::PublishProperties;
+use mqtt::v5::Properties;
 use rumqttc::LastWill;
 
 /// Publishes MQTT messages to one topic and waits until the broker has
@@ -137,10 +137,13 @@ struct Args {
     /// Print each MQTT packet sent and received (on stderr)
     #[arg(long)]
     show_packets: bool,
-    /// MQTT 5: a property for every message, as mosquitto_pub takes it:
+    /// MQTT 5: a property, as mosquitto_pub takes it. For every message:
     /// -D PUBLISH user-property KEY VALUE (repeatable), -D PUBLISH
-    /// message-expiry-interval SECONDS, -D PUBLISH content-type TYPE,
-    /// -D PUBLISH response-topic TOPIC, -D PUBLISH correlation-data DATA
+    /// message-expiry-interval SECONDS, content-type TYPE, response-topic
+    /// TOPIC, correlation-data DATA, payload-format-indicator 0|1. For the
+    /// connection: -D CONNECT user-property KEY VALUE, receive-maximum N,
+    /// maximum-packet-size BYTES, session-expiry-interval SECONDS (as -x),
+    /// request-response-information 0|1, request-problem-information 0|1
     #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "NAME", "VALUE"])]
     properties: Vec<String>,
     /// Give up when the broker sends no acknowledgement for this many seconds
@@ -164,6 +167,8 @@ async fn publish(args: Args) -> anyhow::Result<()> {
     // MQTT's own port: 1883 for plain MQTT, 8883 for MQTT over TLS.
     let mut client = args.broker.client_config(&client_id)?;
     client.login = args.username.clone().zip(args.password.clone());
+    let properties = Properties::from_words(&args.properties, &["CONNECT", "PUBLISH"])?;
+    client.take_properties(&properties)?;
     let will = match &args.will_topic {
         Some(topic) => {
             let (message, qos) = (args.will_message.clone(), mqtt::qos(args.will_qos)?);
@@ -183,9 +188,8 @@ async fn publish(args: Args) -> anyhow::Result<()> {
     };
     // Ctrl-C (or SIGTERM) ends the input early; what was already published is
     // still acknowledged before we disconnect, so nothing sent is lost.
-    let properties = PublishProperties::from_words(&args.properties)?;
     let until_stopped = messages(&args).take_until(networking_protocols::shutdown_signal());
-    publisher::run_with(config, properties, until_stopped).await?;
+    publisher::run_with(config, properties.publish, until_stopped).await?;
     Ok(())
 }
 

@@ -36,7 +36,10 @@
 //! messages this client id publishes), `--rap` (retain as published: keep
 //! their retain flag) and `--rh 2` (retain handling: no retained messages at
 //! all; 1: only on a new subscription). With `--persistent`, the broker keeps
-//! the session for ever, or for `-x SECONDS` after we leave.
+//! the session for ever, or for `-x SECONDS` after we leave. `-D SUBSCRIBE
+//! subscription-identifier 7 -F '%S %t'` numbers the subscription, and each
+//! message it brings says so; `-D CONNECT maximum-packet-size 1000` asks the
+//! broker for nothing larger.
 //!
 //! Request/response, MQTT 5's remote call, with the two binaries: a
 //! responder prints each request's Response Topic and Correlation Data and
@@ -64,7 +67,7 @@ use clap::Parser;
 use mqtt::BrokerArgs;
 use mqtt::format::Format;
 use mqtt::subscriber::{self, Mqtt5, SubscribeConfig};
-use mqtt::v5::SubscribeOptions;
+use mqtt::v5::{Properties, SubscribeOptions};
 use tracing::info;
 
 /// Subscribes to MQTT topics and prints every message that arrives, one per line.
@@ -142,6 +145,14 @@ struct Args {
     /// on a new subscription (1), or never (2)
     #[arg(long = "rh", value_name = "0|1|2", value_parser = clap::value_parser!(u8).range(0..=2))]
     retain_handling: Option<u8>,
+    /// MQTT 5: a property, as mosquitto_sub takes it: -D SUBSCRIBE
+    /// subscription-identifier N (print it with -F %S), -D SUBSCRIBE
+    /// user-property KEY VALUE; for the connection, -D CONNECT user-property
+    /// KEY VALUE, receive-maximum N, maximum-packet-size BYTES,
+    /// session-expiry-interval SECONDS (as -x), request-response-information
+    /// 0|1, request-problem-information 0|1
+    #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "NAME", "VALUE"])]
+    properties: Vec<String>,
     /// Print the version
     #[arg(long, action = clap::ArgAction::Version)]
     version: (),
@@ -160,6 +171,8 @@ async fn subscribe(args: Args) -> anyhow::Result<()> {
     // MQTT's own port: 1883 for plain MQTT, 8883 for MQTT over TLS.
     let mut client = args.broker.client_config(&client_id)?;
     client.login = args.username.zip(args.password);
+    let properties = Properties::from_words(&args.properties, &["CONNECT", "SUBSCRIBE"])?;
+    client.take_properties(&properties)?;
     client.clean_session = !args.persistent;
     let config = SubscribeConfig {
         client,
@@ -179,6 +192,7 @@ async fn subscribe(args: Args) -> anyhow::Result<()> {
             retain_handling: args.retain_handling.unwrap_or(0),
         },
         show_properties: args.show_properties,
+        properties: properties.subscribe,
     };
     if args.retain_handling.is_some() && config.client.version == mqtt::Version::V311 {
         anyhow::bail!("--rh is MQTT 5: add -V 5");
