@@ -527,7 +527,110 @@ fn cases() -> Vec<Case> {
             ],
             "CONNACK 0x00, PUBACK 0x10, PINGRESP",
         ),
+        case(
+            "3.1.2.9 a password without a user name is allowed in MQTT 5",
+            vec![connect_password_only(b"pwonly", b"secret")],
+            "CONNACK 0x00, PINGRESP",
+        ),
+        case(
+            "3.1.2.11.10 Authentication Data without an Authentication Method",
+            vec![connect_with(b"authdata", &[0x16, 0, 3, b'x', b'y', b'z'])],
+            "closed",
+        )
+        .but_mosquitto("CONNACK 0x00, PINGRESP", "it accepts the CONNECT"),
+        case(
+            "MQTT-3.14.2-2 DISCONNECT may not give a session to a connection that had none",
+            vec![
+                connect(b"disc-sei"),
+                packet(0xe0, &[0x00, 5, 0x11, 0, 0, 0, 60]),
+            ],
+            "CONNACK 0x00, DISCONNECT 0x82, closed",
+        ),
+        case(
+            "MQTT-1.5.5-1 a property length in more bytes than it needs",
+            vec![
+                connect(b"long-varint"),
+                packet(0x32, &[0, 3, b'v', b'/', b't', 0, 1, 0x80, 0x00, b'x']),
+            ],
+            "CONNACK 0x00, DISCONNECT 0x81, closed",
+        ),
+        case(
+            "MQTT-1.5.5-1 a Subscription Identifier in more bytes than it needs",
+            vec![
+                connect(b"long-subid"),
+                subscribe_with(&[SUBSCRIPTION_IDENTIFIER, 0x85, 0x00], b"s/t", 0),
+            ],
+            "CONNACK 0x00, DISCONNECT 0x81, closed",
+        ),
+        case(
+            "MQTT-1.5.5-1 a remaining length in more bytes than it needs",
+            vec![connect(b"long-length"), vec![0xc0, 0x80, 0x00]],
+            "CONNACK 0x00, DISCONNECT 0x81, closed",
+        )
+        .but_mosquitto(
+            "CONNACK 0x00, PINGRESP",
+            "it reads on and stays open (one PINGRESP, for the case's last PINGREQ)",
+        ),
+        case(
+            "3.3.2.1 an empty topic name without a Topic Alias is a protocol error",
+            vec![connect(b"empty-topic"), publish(b"", 0, false, &[], b"x")],
+            "CONNACK 0x00, DISCONNECT 0x82, closed",
+        ),
+        case(
+            "MQTT-3.3.2-2 a topic name with a wildcard is a protocol error",
+            vec![connect(b"wild-topic"), publish(b"a/+", 0, false, &[], b"x")],
+            "CONNACK 0x00, DISCONNECT 0x82, closed",
+        ),
+        case(
+            "MQTT-3.3.4-6 a client's PUBLISH with a Subscription Identifier",
+            vec![
+                connect(b"pub-subid"),
+                publish(b"p/t", 1, false, &[SUBSCRIPTION_IDENTIFIER, 1], b"x"),
+            ],
+            "CONNACK 0x00, DISCONNECT 0x82, closed",
+        )
+        .but_mosquitto(
+            "CONNACK 0x00, PUBACK 0x10, PINGRESP",
+            "it takes the PUBLISH",
+        ),
+        case(
+            "3.12 a PINGREQ with a body is malformed",
+            vec![connect(b"ping-body"), vec![0xc0, 0x01, 0x00]],
+            "CONNACK 0x00, DISCONNECT 0x81, closed",
+        )
+        .but_mosquitto(
+            "CONNACK 0x00, PINGRESP",
+            "it reads on and stays open (one PINGRESP, for the case's last PINGREQ)",
+        ),
+        case(
+            "3.6 a PUBREL one byte long is malformed",
+            vec![connect(b"short-pubrel"), vec![0x62, 0x01, 0x00]],
+            "CONNACK 0x00, DISCONNECT 0x81, closed",
+        )
+        .but_mosquitto(
+            "CONNACK 0x00, closed",
+            "it closes without a DISCONNECT, which §4.13.1 allows (a server MAY send one)",
+        ),
+        case(
+            "MQTT-4.8.2-1 a shared subscription needs a group name and a filter",
+            vec![connect(b"bad-share"), subscribe(b"$share/g", 0)],
+            "CONNACK 0x00, DISCONNECT 0x81, closed",
+        )
+        .but_mosquitto(
+            "CONNACK 0x00, SUBACK [0x00], PINGRESP",
+            "it grants a share group with no filter, which no message can match",
+        ),
     ]
+}
+
+/// An MQTT 5 CONNECT with a password and no user name (clean start).
+fn connect_password_only(client_id: &[u8], password: &[u8]) -> Vec<u8> {
+    let mut body = string(b"MQTT");
+    body.extend_from_slice(&[5, 0b0100_0010, 0, 60]);
+    body.extend(properties(&[]));
+    body.extend(string(client_id));
+    body.extend(string(password));
+    packet(0x10, &body)
 }
 
 async fn run_all(addr: SocketAddr, ours: bool) {
@@ -1117,4 +1220,79 @@ async fn mosquitto_lowers_a_keep_alive() {
     let mosquitto = Mosquitto::start_with(None, "max_keepalive 10\n").await;
     // Mosquitto closes without a DISCONNECT, which §4.13.1 allows.
     server_keep_alive(mosquitto.addr, &["closed"]).await;
+}
+
+/// A DISCONNECT's reason code other than 0x00 (here 0x80, Unspecified
+/// error) leaves the will to be published: only 0x00 deletes it
+/// [MQTT-3.1.2-8, MQTT-3.1.2-10]. `published`: whether the broker does.
+/// A marker published after the close shows what came before it.
+async fn will_after_error_disconnect(addr: SocketAddr, published: bool) {
+    let (mut watcher, _) = Client::open(addr, connect(b"we-watch")).await;
+    watcher.send(&subscribe(b"w/t", 0)).await;
+    assert_eq!(watcher.next().await, "SUBACK [0x00]");
+    let (mut leaver, _) = Client::open(addr, connect_with_will(b"we-leaver")).await;
+    leaver.send(&[0xe0, 1, 0x80]).await;
+    assert_eq!(leaver.next().await, "closed");
+    if published {
+        assert_eq!(watcher.next().await, "PUBLISH w/t gone [last=words]");
+    }
+    let (mut marker, _) = Client::open(addr, connect(b"we-marker")).await;
+    marker
+        .send(&publish(b"w/t", 0, false, &[], b"marker"))
+        .await;
+    assert_eq!(watcher.next().await, "PUBLISH w/t marker []");
+}
+
+#[tokio::test]
+async fn mqtt_broker_publishes_the_will_after_an_error_disconnect() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    will_after_error_disconnect(broker.addr, true).await;
+}
+
+/// Mosquitto 2.0.11 deletes the will on any DISCONNECT: a departure from
+/// [MQTT-3.1.2-10], pinned here.
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_drops_the_will_after_an_error_disconnect() {
+    let mosquitto = Mosquitto::start(None).await;
+    will_after_error_disconnect(mosquitto.addr, false).await;
+}
+
+/// DISCONNECT with Session Expiry Interval 0 ends a session that CONNECT
+/// asked to keep; one with 60 keeps a session that CONNECT asked to keep
+/// for 1 s past that second (spec §3.14.2.2.2: DISCONNECT's value replaces
+/// CONNECT's).
+async fn disconnect_changes_session_expiry(addr: SocketAddr) {
+    let disconnect = |seconds: u32| {
+        let mut body = vec![0x00, 5, 0x11];
+        body.extend_from_slice(&seconds.to_be_bytes());
+        packet(0xe0, &body)
+    };
+    for (id, at_connect, at_disconnect, present) in [
+        ("dse-end", 300, 0, "CONNACK 0x00"),
+        ("dse-keep", 1, 60, "CONNACK 0x00 present"),
+    ] {
+        let (mut client, _) = Client::open(addr, connect_keeping(id.as_bytes(), at_connect)).await;
+        client.send(&subscribe(b"dse/t", 1)).await;
+        assert_eq!(client.next().await, "SUBACK [0x01]");
+        client.send(&disconnect(at_disconnect)).await;
+        assert_eq!(client.next().await, "closed");
+        // Past CONNECT's 1 s (both brokers look once a second).
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        let (_again, connack) = Client::open(addr, connect_keeping(id.as_bytes(), 0)).await;
+        assert_eq!(connack, present, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn mqtt_broker_takes_the_session_expiry_of_disconnect() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    disconnect_changes_session_expiry(broker.addr).await;
+}
+
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_takes_the_session_expiry_of_disconnect() {
+    let mosquitto = Mosquitto::start(None).await;
+    disconnect_changes_session_expiry(mosquitto.addr).await;
 }

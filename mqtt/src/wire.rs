@@ -104,7 +104,8 @@ impl Frame {
 /// Takes one whole packet off the front of `buffer`, if it holds one.
 ///
 /// Returns `Ok(None)` while the packet is incomplete, and a [`Violation`] for
-/// a remaining length over 4 bytes (spec §2.2.3) or over `max_bytes`.
+/// a remaining length over 4 bytes (spec §2.2.3), in more bytes than it
+/// needs, or over `max_bytes`.
 pub fn next_frame(buffer: &mut BytesMut, max_bytes: usize) -> Result<Option<Frame>, Violation> {
     let Some(&first) = buffer.first() else {
         return Ok(None);
@@ -118,6 +119,14 @@ pub fn next_frame(buffer: &mut BytesMut, max_bytes: usize) -> Result<Option<Fram
         length |= usize::from(byte & 0x7f) << (7 * (at - 1));
         at += 1;
         if byte & 0x80 == 0 {
+            // A last byte of 0 after the first adds nothing: the length
+            // took more bytes than it needs [MQTT-1.5.5-1] (3.1.1's
+            // §2.2.3 encodes it in the fewest, too).
+            if byte == 0 && at > 2 {
+                return Err(violation(
+                    "a remaining length in more bytes than it needs [MQTT-1.5.5-1]",
+                ));
+            }
             break;
         }
         if at == 5 {

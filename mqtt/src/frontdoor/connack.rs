@@ -94,8 +94,8 @@ impl Door {
             None => None,
         };
         let outcome = self.connected(client, kept).await;
-        if let Some(session) = outcome?
-            && let Some(replaced) = self.sessions.keep(name, session, connect.session_expiry)
+        if let Some((session, expiry)) = outcome?
+            && let Some(replaced) = self.sessions.keep(name, session, expiry)
         {
             // Two connections of one client id overlapped (a takeover that
             // waited longer than it may): the older session ends, so that
@@ -121,7 +121,7 @@ impl Door {
         &self,
         client: Admitted<'_>,
         kept: Option<Session>,
-    ) -> io::Result<Option<Session>> {
+    ) -> io::Result<Option<(Session, u32)>> {
         let Admitted {
             stream: mut client,
             name,
@@ -138,7 +138,7 @@ impl Door {
         if write_flushed(&mut client, &connack).await.is_err() {
             // The client left before its CONNACK: a kept session stays kept
             // (a clean session has none).
-            return Ok(kept);
+            return Ok(kept.map(|session| (session, connect.session_expiry)));
         }
         let keep_alive = server_keep_alive(connect, self.config.limits.max_keep_alive)
             .unwrap_or(connect.keep_alive);
@@ -173,7 +173,7 @@ impl Door {
             shared: &self.shared,
             limits: &self.config.limits,
             name,
-            clean_session: connect.session_expiry == 0,
+            session_expiry: connect.session_expiry,
             version: connect.version,
             max_packet_size: connect.max_packet_size,
             receive_maximum: connect.receive_maximum,

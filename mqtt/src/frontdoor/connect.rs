@@ -141,7 +141,9 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
     if will_qos == 3 {
         return Err(Violation::protocol("will QoS 3 [MQTT-3.1.2-14]").into());
     }
-    if password_flag && !username_flag {
+    // MQTT 5 allows a password alone (spec §3.1.2.9), for schemes that
+    // need no name; with `--user`, it matches no user, and gets 0x86.
+    if password_flag && !username_flag && level != wire::V5 {
         return Err(Violation::protocol("a password without a user name [MQTT-3.1.2-22]").into());
     }
     let keep_alive = body.u16()?;
@@ -177,6 +179,14 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
                 ))
                 .into());
             }
+        }
+        if properties.get(id::AUTHENTICATION_DATA).is_some()
+            && properties.get(id::AUTHENTICATION_METHOD).is_none()
+        {
+            return Err(Violation::protocol(
+                "Authentication Data without an Authentication Method (spec §3.1.2.11.10)",
+            )
+            .into());
         }
         // Enhanced authentication (§4.12) needs a method both sides know;
         // this broker knows none, and says so as the spec names it.

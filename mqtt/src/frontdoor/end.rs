@@ -15,8 +15,8 @@ use super::relay::{Connection, End};
 use super::router;
 use super::session::{DelayedWill, Session};
 use super::topics::ClientKey;
-use crate::wire::properties::{allowed, put_varint};
-use crate::wire::{self, Frame, Reader, kind};
+use crate::wire::properties::{allowed, id, put_varint};
+use crate::wire::{self, Frame, Reader, Violation, kind};
 
 impl End {
     /// The reason code of the DISCONNECT an MQTT 5 client gets when we
@@ -37,8 +37,13 @@ impl End {
 
 impl Connection<'_> {
     /// An MQTT 5 DISCONNECT (spec §3.14): a reason code (none is 0x00,
-    /// Normal disconnection) and properties. 0x04 asks for the will to be
-    /// published.
+    /// Normal disconnection) and properties. Only 0x00 discards the will;
+    /// any other code, 0x04 (Disconnect with Will Message) or an error the
+    /// client reports, leaves it to be published [MQTT-3.1.2-8,
+    /// MQTT-3.1.2-10]. A Session Expiry Interval replaces CONNECT's, but
+    /// may not make a session out of one that ended with the connection:
+    /// that is DISCONNECT 0x82 [MQTT-3.14.2-2] (and the will goes, as on
+    /// any violation).
     pub(super) fn disconnect_v5(&mut self, frame: &Frame) -> Result<(), End> {
         let mut reader = Reader::new(frame.body(), "DISCONNECT");
         let reason = if reader.is_empty() {
@@ -47,13 +52,22 @@ impl Connection<'_> {
             reader.u8().map_err(End::Violation)?
         };
         if !reader.is_empty() {
-            reader
+            let properties = reader
                 .properties(allowed::DISCONNECT)
                 .map_err(End::Violation)?;
+            if let Some(expiry) = properties.u32(id::SESSION_EXPIRY_INTERVAL) {
+                if self.session_expiry == 0 && expiry > 0 {
+                    return Err(End::Violation(Violation::protocol(
+                        "DISCONNECT with a Session Expiry Interval, after CONNECT had none \
+                         [MQTT-3.14.2-2]",
+                    )));
+                }
+                self.session_expiry = expiry;
+            }
         }
         match reason {
-            0x04 => Err(End::DisconnectWithWill),
-            _ => Err(End::Disconnect),
+            0x00 => Err(End::Disconnect),
+            reason => Err(End::DisconnectWithWill(reason)),
         }
     }
 
@@ -111,13 +125,15 @@ impl Door {
     /// After the client's connection has ended with `end`: its will goes
     /// to the router unless it sent DISCONNECT, with what it sent before it
     /// left (a PUBLISH followed at once by DISCONNECT, say); and a clean
-    /// session ends, while a persistent one is returned, to keep.
+    /// session ends, while a persistent one is returned, to keep, with the
+    /// seconds it is kept for.
     pub(super) async fn finish(
         &self,
         mut connection: Connection<'_>,
         connect: &Connect,
         end: End,
-    ) -> Option<Session> {
+    ) -> Option<(Session, u32)> {
+        let expiry = connection.session_expiry;
         let name = connection.name;
         log_end(name, &end);
         // From now on the session's mailbox keeps what comes for the
@@ -130,8 +146,8 @@ impl Door {
             // MQTT 5: a will with a delay waits in the session, if the
             // session outlives the connection; it goes when the delay or
             // the session runs out, whichever comes first.
-            if will.delay > 0 && connect.session_expiry > 0 {
-                let wait = will.delay.min(connect.session_expiry);
+            if will.delay > 0 && expiry > 0 {
+                let wait = will.delay.min(expiry);
                 info!(
                     client = name,
                     topic = will.topic,
@@ -153,11 +169,11 @@ impl Door {
         if !matches!(end, End::RouterGone) {
             let _ = connection.hand_over().await;
         }
-        if connect.session_expiry == 0 {
+        if expiry == 0 {
             self.end_session(connection.session);
             None
         } else {
-            Some(connection.session)
+            Some((connection.session, expiry))
         }
     }
 }
@@ -178,9 +194,10 @@ impl Door {
 fn log_end(name: &str, end: &End) {
     match end {
         End::Disconnect => info!(client = name, "client disconnected"),
-        End::DisconnectWithWill => info!(
+        End::DisconnectWithWill(reason) => info!(
             client = name,
-            "client disconnected, asking for its will (reason code 0x04)"
+            "client disconnected with reason code {reason:#04x}, not 0x00: its will goes \
+             [MQTT-3.1.2-10]"
         ),
         End::ClientGone(None) => info!(client = name, "client closed the connection"),
         End::ClientGone(Some(error)) => info!(client = name, %error, "client connection failed"),

@@ -175,7 +175,9 @@ impl Mailbox {
             client = &*self.name,
             dropped = queue.dropped,
             queued_bytes = queue.bytes,
-            "the client's queue is full (--max-queued-bytes): messages dropped"
+            // The words of the connection's own line (`publish.rs`): one
+            // line to look for, whichever queue was full.
+            "client is not reading: its queue is full (--max-queued-bytes), messages dropped"
         );
         queue.dropped = 0;
         queue.logged = Some(now);

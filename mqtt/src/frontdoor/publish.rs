@@ -69,6 +69,11 @@ impl Connection<'_> {
             let properties = reader
                 .properties(allowed::PUBLISH)
                 .map_err(End::Violation)?;
+            if properties.get(id::SUBSCRIPTION_IDENTIFIER).is_some() {
+                return Err(End::Violation(Violation::protocol(
+                    "a PUBLISH from the client with a Subscription Identifier [MQTT-3.3.4-6]",
+                )));
+            }
             let topic = self.resolve_alias(topic, &properties)?;
             if qos > 0 && !self.shared.table().any_subscriber(&topic) {
                 reason = NO_MATCHING_SUBSCRIBERS;
@@ -143,7 +148,7 @@ impl Connection<'_> {
                 (u16::from_be_bytes([high, low]), reason)
             }
             body => {
-                return Err(End::Violation(Violation::protocol(format!(
+                return Err(End::Violation(Violation::malformed(format!(
                     "packet type {} with a body of {} bytes, not 2",
                     frame.kind,
                     body.len()

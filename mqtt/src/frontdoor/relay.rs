@@ -52,10 +52,10 @@ const TAKE_PER_TURN: usize = 256;
 pub enum End {
     /// The client sent DISCONNECT: its will is discarded [MQTT-3.1.2-10].
     Disconnect,
-    /// An MQTT 5 client sent DISCONNECT with reason code 0x04, Disconnect
-    /// with Will Message: the will is published all the same (spec
-    /// §3.14.2.1).
-    DisconnectWithWill,
+    /// An MQTT 5 client sent DISCONNECT with a reason code other than
+    /// 0x00, such as 0x04, Disconnect with Will Message: the will is
+    /// published all the same [MQTT-3.1.2-8, MQTT-3.1.2-10].
+    DisconnectWithWill(u8),
     /// The client closed the connection, or it failed.
     ClientGone(Option<io::Error>),
     /// The client broke the protocol: we closed [MQTT-4.8.0-1].
@@ -108,6 +108,10 @@ pub struct Connection<'a> {
     pub name: &'a str,
     /// Clean session: nothing outlives the connection.
     pub clean_session: bool,
+    /// How long the session outlives the connection, in seconds (MQTT 5's
+    /// Session Expiry Interval; for 3.1.1, 0 or for ever): from CONNECT, or
+    /// from an MQTT 5 DISCONNECT that changes it (spec §3.14.2.2.2).
+    pub session_expiry: u32,
     /// The client's protocol level: 3, 4 or 5 ([`wire::V5`]).
     pub version: u8,
     /// MQTT 5: the largest packet the client takes, in bytes; a message
@@ -148,7 +152,7 @@ pub struct Parts<'a> {
     pub shared: &'a Shared,
     pub limits: &'a Limits,
     pub name: &'a str,
-    pub clean_session: bool,
+    pub session_expiry: u32,
     pub version: u8,
     pub max_packet_size: Option<u32>,
     pub receive_maximum: u16,
@@ -166,7 +170,8 @@ impl<'a> Connection<'a> {
             shared: parts.shared,
             limits: parts.limits,
             name: parts.name,
-            clean_session: parts.clean_session,
+            clean_session: parts.session_expiry == 0,
+            session_expiry: parts.session_expiry,
             version: parts.version,
             max_packet_size: parts.max_packet_size,
             aliases: HashMap::new(),
@@ -328,7 +333,7 @@ fn empty_body(frame: &Frame) -> Result<(), End> {
     if frame.body().is_empty() {
         Ok(())
     } else {
-        Err(End::Violation(Violation::protocol(format!(
+        Err(End::Violation(Violation::malformed(format!(
             "packet type {} must have no body",
             frame.kind
         ))))

@@ -121,13 +121,20 @@ impl<'a> Properties<'a> {
 
 impl<'a> Reader<'a> {
     /// A variable byte integer (spec §1.5.5): 1 to 4 bytes of 7 bits, least
-    /// significant first. A fifth byte is a Malformed Packet.
+    /// significant first. A fifth byte, or more bytes than the value needs
+    /// (a last byte of 0 after the first), is a Malformed Packet
+    /// [MQTT-1.5.5-1].
     pub fn varint(&mut self) -> Result<u32, Violation> {
         let mut value = 0u32;
         for shift in 0..4 {
             let byte = self.u8()?;
             value |= u32::from(byte & 0x7f) << (7 * shift);
             if byte & 0x80 == 0 {
+                if byte == 0 && shift > 0 {
+                    return Err(Violation::malformed(
+                        "a variable byte integer in more bytes than it needs [MQTT-1.5.5-1]",
+                    ));
+                }
                 return Ok(value);
             }
         }

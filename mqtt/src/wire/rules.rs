@@ -6,13 +6,16 @@
 use super::{Frame, Violation, kind, violation};
 
 /// A PUBLISH's topic name as the spec allows it: at least one character
-/// [MQTT-4.7.3-1] and no wildcard [MQTT-3.3.2-2].
+/// [MQTT-4.7.3-1] and no wildcard [MQTT-3.3.2-2]. The packet is well
+/// formed either way: MQTT 5 calls both a Protocol Error (§3.3.2.1), 0x82.
 pub fn check_topic_name(topic: &str) -> Result<(), Violation> {
     if topic.is_empty() {
-        return Err(violation("PUBLISH to an empty topic name [MQTT-4.7.3-1]"));
+        return Err(Violation::protocol(
+            "PUBLISH to an empty topic name, without a Topic Alias [MQTT-4.7.3-1]",
+        ));
     }
     if topic.contains(['+', '#']) {
-        return Err(violation(format!(
+        return Err(Violation::protocol(format!(
             "PUBLISH topic name {topic:?} contains a wildcard [MQTT-3.3.2-2]"
         )));
     }
@@ -21,10 +24,23 @@ pub fn check_topic_name(topic: &str) -> Result<(), Violation> {
 
 /// A topic filter as the spec allows it: at least one character
 /// [MQTT-4.7.3-1]; `#` only as the whole last level [MQTT-4.7.1-2]; `+` only
-/// as a whole level [MQTT-4.7.1-3].
+/// as a whole level [MQTT-4.7.1-3]; a shared one, `$share/<group>/<filter>`,
+/// with a group name of at least one character, then `/` and a filter
+/// [MQTT-4.8.2-1, MQTT-4.8.2-2].
 pub fn check_topic_filter(filter: &str) -> Result<(), Violation> {
     if filter.is_empty() {
         return Err(violation("empty topic filter [MQTT-4.7.3-1]"));
+    }
+    if let Some(shared) = filter.strip_prefix("$share/") {
+        match shared.split_once('/') {
+            Some((group, rest)) if !group.is_empty() && !rest.is_empty() => {}
+            _ => {
+                return Err(violation(format!(
+                    "shared subscription {filter:?} needs $share/<group>/<filter> \
+                     [MQTT-4.8.2-1, MQTT-4.8.2-2]"
+                )));
+            }
+        }
     }
     let levels: Vec<&str> = filter.split('/').collect();
     for (index, level) in levels.iter().enumerate() {
@@ -75,7 +91,18 @@ mod tests {
         for good in ["#", "+", "a/#", "a/+/c", "+/+", "/", "$SYS/#", "a//b"] {
             assert!(check_topic_filter(good).is_ok(), "{good}");
         }
-        for bad in ["", "a/#/b", "a#", "a/b#", "a+/b", "a/+b"] {
+        for bad in [
+            "",
+            "a/#/b",
+            "a#",
+            "a/b#",
+            "a+/b",
+            "a/+b",
+            "$share/g",
+            "$share//a",
+            "$share/g/",
+            "$share/g+/a",
+        ] {
             assert!(check_topic_filter(bad).is_err(), "{bad}");
         }
     }

@@ -24,9 +24,11 @@ pub const WILL: &[u8] = &[
     CORRELATION_DATA,
     USER_PROPERTY,
 ];
-/// From a client; Subscription Identifier only goes server to client
-/// [MQTT-3.3.4-6].
+/// PUBLISH, as Table 2-4 lists its properties. A Subscription Identifier
+/// only goes server to client: from a client it is a Protocol Error
+/// [MQTT-3.3.4-6] (`frontdoor/publish.rs`), not a property out of place.
 pub const PUBLISH: &[u8] = &[
+    SUBSCRIPTION_IDENTIFIER,
     PAYLOAD_FORMAT_INDICATOR,
     MESSAGE_EXPIRY_INTERVAL,
     TOPIC_ALIAS,
