@@ -212,7 +212,13 @@ fn property_words(list: &[u8]) -> Vec<String> {
                 at += 2;
             }
             // Two-byte ones.
-            0x21..=0x23 => {
+            // Topic Alias, with its value.
+            TOPIC_ALIAS => {
+                let alias = u16::from_be_bytes([list[at], list[at + 1]]);
+                words.push(format!("alias={alias}"));
+                at += 2;
+            }
+            0x21 | 0x22 => {
                 words.push(format!("{id:#04x}"));
                 at += 2;
             }
@@ -1295,4 +1301,109 @@ async fn mqtt_broker_takes_the_session_expiry_of_disconnect() {
 async fn mosquitto_takes_the_session_expiry_of_disconnect() {
     let mosquitto = Mosquitto::start(None).await;
     disconnect_changes_session_expiry(mosquitto.addr).await;
+}
+
+/// Topic aliases from the broker to a client that allows two (Topic Alias
+/// Maximum 2 in CONNECT, spec §3.3.2.3.4): what a subscriber to `ta/#`
+/// sees of five messages on three topics, one line each. A broker may send
+/// aliases or not; ours gives the first two topics one each.
+async fn aliases_towards_the_client(addr: SocketAddr) -> Vec<String> {
+    let (mut subscriber, _) = Client::open(addr, connect_with(b"ta-sub", &[0x22, 0, 2])).await;
+    subscriber.send(&subscribe(b"ta/#", 1)).await;
+    assert_eq!(subscriber.next().await, "SUBACK [0x01]");
+    let (mut publisher, _) = Client::open(addr, connect(b"ta-pub")).await;
+    for (topic, payload) in [
+        ("ta/a", "1"),
+        ("ta/a", "2"),
+        ("ta/b", "3"),
+        ("ta/c", "4"),
+        ("ta/b", "5"),
+    ] {
+        publisher
+            .send(&publish(
+                topic.as_bytes(),
+                0,
+                false,
+                &[],
+                payload.as_bytes(),
+            ))
+            .await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(subscriber.next().await);
+    }
+    seen
+}
+
+#[tokio::test]
+async fn mqtt_broker_sends_topic_aliases_to_a_client_that_takes_them() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    assert_eq!(
+        aliases_towards_the_client(broker.addr).await,
+        [
+            "PUBLISH ta/a 1 [alias=1]",
+            "PUBLISH  2 [alias=1]",
+            "PUBLISH ta/b 3 [alias=2]",
+            "PUBLISH ta/c 4 []",
+            "PUBLISH  5 [alias=2]",
+        ]
+    );
+}
+
+/// Mosquitto 2.0.11 sends every topic by name: the spec lets a server
+/// choose (§3.3.2.3.4).
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_sends_topic_names_to_a_client_that_takes_aliases() {
+    let mosquitto = Mosquitto::start(None).await;
+    assert_eq!(
+        aliases_towards_the_client(mosquitto.addr).await,
+        [
+            "PUBLISH ta/a 1 []",
+            "PUBLISH ta/a 2 []",
+            "PUBLISH ta/b 3 []",
+            "PUBLISH ta/c 4 []",
+            "PUBLISH ta/b 5 []",
+        ]
+    );
+}
+
+/// A QoS 1 message that went out under a topic alias and was not
+/// acknowledged goes again on the next connection by its topic name: the
+/// alias belonged to the first connection [MQTT-3.3.2-7]. `first` is how
+/// the first connection saw it.
+async fn resend_without_alias(addr: SocketAddr, first: &str) {
+    let mut list = vec![0x22, 0, 2, 0x11];
+    list.extend_from_slice(&60u32.to_be_bytes());
+    let mut body = string(b"MQTT");
+    body.extend_from_slice(&[5, 0b10, 0, 60]);
+    body.extend(properties(&list));
+    body.extend(string(b"tr-sub"));
+    let (mut subscriber, _) = Client::open(addr, packet(0x10, &body)).await;
+    subscriber.send(&subscribe(b"tr/t", 1)).await;
+    assert_eq!(subscriber.next().await, "SUBACK [0x01]");
+    let (mut publisher, _) = Client::open(addr, connect(b"tr-pub")).await;
+    publisher
+        .send(&publish(b"tr/t", 1, false, &[], b"one"))
+        .await;
+    assert_eq!(subscriber.next().await, first);
+    drop(subscriber);
+    // No PUBACK was sent: the message goes again, with its name.
+    let (mut again, connack) = Client::open(addr, connect_keeping(b"tr-sub", 60)).await;
+    assert_eq!(connack, "CONNACK 0x00 present");
+    assert_eq!(again.next().await, "PUBLISH tr/t one []");
+}
+
+#[tokio::test]
+async fn mqtt_broker_resends_by_topic_name() {
+    let broker = Server::start("mqtt_broker", &[]).await;
+    resend_without_alias(broker.addr, "PUBLISH tr/t one [alias=1]").await;
+}
+
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn mosquitto_resends_by_topic_name() {
+    let mosquitto = Mosquitto::start(None).await;
+    resend_without_alias(mosquitto.addr, "PUBLISH tr/t one []").await;
 }

@@ -177,6 +177,7 @@ impl Door {
             version: connect.version,
             max_packet_size: connect.max_packet_size,
             receive_maximum: connect.receive_maximum,
+            topic_alias_maximum: connect.topic_alias_maximum,
             keep_alive,
             session,
             pressure: self.congestion.pressure(),

@@ -50,6 +50,10 @@ pub struct Connect {
     /// has acknowledged them (Receive Maximum, §3.1.2.11.3); 65,535 if it
     /// does not say, and for 3.1.1.
     pub receive_maximum: u16,
+    /// MQTT 5: how many topic aliases the client takes from the broker
+    /// (Topic Alias Maximum, §3.1.2.11.5); 0, none, if it does not say, and
+    /// for 3.1.1.
+    pub topic_alias_maximum: u16,
     /// Seconds; 0 means the client asked for no keep-alive (spec §3.1.2.10).
     pub keep_alive: u16,
     pub will: Option<Will>,
@@ -153,6 +157,7 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
     let mut session_expiry = if clean_session { 0 } else { u32::MAX };
     let mut max_packet_size = None;
     let mut receive_maximum = u16::MAX;
+    let mut topic_alias_maximum = 0;
     if v5 {
         let properties = body.properties(allowed::CONNECT)?;
         session_expiry = properties.u32(id::SESSION_EXPIRY_INTERVAL).unwrap_or(0);
@@ -169,6 +174,7 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
             }
             size => max_packet_size = size,
         }
+        topic_alias_maximum = properties.u16(id::TOPIC_ALIAS_MAXIMUM).unwrap_or(0);
         for flag in [
             id::REQUEST_PROBLEM_INFORMATION,
             id::REQUEST_RESPONSE_INFORMATION,
@@ -256,6 +262,7 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
         session_expiry,
         max_packet_size,
         receive_maximum,
+        topic_alias_maximum,
         keep_alive,
         will,
         username,

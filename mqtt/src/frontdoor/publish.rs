@@ -209,22 +209,42 @@ impl Connection<'_> {
         // MQTT 5 subscribers get the message's properties, after their
         // length, and the identifiers of the subscriptions that brought it
         // [MQTT-3.3.4-4]; 3.1.1 ones get neither (spec §3.3.2.3).
-        let mut properties_length = Vec::new();
-        if self.version == wire::V5 {
+        let v5 = self.version == wire::V5;
+        let mut alias = None;
+        if v5 {
             if !subscription_ids.is_empty() {
                 properties = with_subscription_ids(properties, &subscription_ids);
             }
-            put_varint(&mut properties_length, properties.len());
+            alias = self.outgoing_aliases.lookup(&topic);
         } else {
             properties = Bytes::new();
         }
+        // With a topic alias the client knows, the topic name is left out;
+        // with a new one, the name goes with the alias that stands for it
+        // from now on (spec §3.3.2.3.4, `publish5.rs`).
+        let (wire_topic, wire_properties) = match alias {
+            Some(alias) => (
+                if alias.known {
+                    Bytes::new()
+                } else {
+                    topic.clone()
+                },
+                with_topic_alias(&properties, alias.number),
+            ),
+            None => (topic.clone(), properties.clone()),
+        };
+        let mut properties_length = Vec::new();
+        if v5 {
+            put_varint(&mut properties_length, wire_properties.len());
+        }
         let length = 2
-            + topic.len()
+            + wire_topic.len()
             + if qos > 0 { 2 } else { 0 }
             + properties_length.len()
-            + properties.len()
+            + wire_properties.len()
             + payload.len();
-        let fixed = wire::fixed_header(kind::PUBLISH << 4 | qos << 1 | u8::from(retain), length);
+        let first = kind::PUBLISH << 4 | qos << 1 | u8::from(retain);
+        let fixed = wire::fixed_header(first, length);
         // [MQTT-3.1.2-25]: never a packet larger than the client takes; the
         // message is discarded for this client, as if delivered.
         if self
@@ -249,19 +269,24 @@ impl Connection<'_> {
         } else {
             0
         };
+        if let Some(alias) = alias {
+            self.outgoing_aliases.sent(&topic, alias);
+        }
         // The fixed header, the topic's length, the packet id and the
         // properties' length are new bytes; topic, properties and payload
         // are the publisher's.
-        let topic_length = u16::try_from(topic.len()).unwrap_or(u16::MAX).to_be_bytes();
+        let topic_length = u16::try_from(wire_topic.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes();
         let id_bytes = id.to_be_bytes();
         let id_part: &[u8] = if qos > 0 { &id_bytes } else { &[] };
         let parts = [
             fixed.as_slice(),
             &topic_length,
-            &topic,
+            &wire_topic,
             id_part,
             &properties_length,
-            &properties,
+            &wire_properties,
             &payload,
         ];
         if qos > 0 {
@@ -271,8 +296,13 @@ impl Connection<'_> {
                 Stage::AwaitingPubrec
             };
             // A persistent session may have to send it again after a
-            // reconnect; a clean one never does.
-            let packet = (!self.clean_session).then(|| parts.concat().into());
+            // reconnect; a clean one never does. A new connection knows
+            // none of this one's aliases [MQTT-3.3.2-7]: what is kept for
+            // then has the topic name, and no alias.
+            let packet = (!self.clean_session).then(|| match alias {
+                None => parts.concat().into(),
+                Some(_) => full_publish(first, &topic, id, &properties, &payload),
+            });
             self.session.sent(id, stage, packet);
         }
         // A short message is copied in with the others; a long payload goes
@@ -329,6 +359,35 @@ fn own_bytes(frame: Frame, retain: bool) -> Bytes {
     } else {
         frame.bytes.freeze()
     }
+}
+
+/// `properties` followed by a Topic Alias (0x23, two bytes).
+fn with_topic_alias(properties: &[u8], alias: u16) -> Bytes {
+    let mut out = Vec::with_capacity(properties.len() + 3);
+    out.extend_from_slice(properties);
+    out.push(id::TOPIC_ALIAS);
+    out.extend_from_slice(&alias.to_be_bytes());
+    Bytes::from(out)
+}
+
+/// An MQTT 5 PUBLISH with its topic name, for QoS 1 or 2: what a persistent
+/// session keeps to send again on the client's next connection.
+fn full_publish(first: u8, topic: &[u8], id: u16, properties: &[u8], payload: &[u8]) -> Bytes {
+    let mut properties_length = Vec::new();
+    put_varint(&mut properties_length, properties.len());
+    let length = 2 + topic.len() + 2 + properties_length.len() + properties.len() + payload.len();
+    let topic_length = u16::try_from(topic.len()).unwrap_or(u16::MAX).to_be_bytes();
+    [
+        wire::fixed_header(first, length).as_slice(),
+        &topic_length,
+        topic,
+        &id.to_be_bytes(),
+        &properties_length,
+        properties,
+        payload,
+    ]
+    .concat()
+    .into()
 }
 
 /// `properties` followed by one Subscription Identifier (0x0B, a variable

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use super::congestion::Pressure;
 use super::dispatch::Shared;
 use super::mailbox::{Delivery, Mailbox};
+use super::publish5::OutgoingAliases;
 use super::router::Router;
 use super::session::Session;
 use crate::wire::{self, Frame, Violation, kind};
@@ -120,6 +121,8 @@ pub struct Connection<'a> {
     /// MQTT 5: the topic aliases the client set up, alias to topic name
     /// (spec §3.3.2.3.4), at most [`super::publish5::TOPIC_ALIAS_MAXIMUM`].
     pub(super) aliases: HashMap<u16, Box<str>>,
+    /// MQTT 5: the topic aliases we set up towards the client.
+    pub(super) outgoing_aliases: OutgoingAliases,
     /// MQTT 5: how many QoS 1 and 2 deliveries the client takes before it
     /// acknowledges them (Receive Maximum; 65,535 for 3.1.1).
     pub(super) receive_maximum: u16,
@@ -156,6 +159,7 @@ pub struct Parts<'a> {
     pub version: u8,
     pub max_packet_size: Option<u32>,
     pub receive_maximum: u16,
+    pub topic_alias_maximum: u16,
     pub keep_alive: u16,
     pub session: Session,
     pub pressure: Pressure,
@@ -176,6 +180,7 @@ impl<'a> Connection<'a> {
             max_packet_size: parts.max_packet_size,
             aliases: HashMap::new(),
             receive_maximum: parts.receive_maximum,
+            outgoing_aliases: OutgoingAliases::new(parts.topic_alias_maximum),
             waiting: VecDeque::new(),
             grace: (parts.keep_alive > 0)
                 .then(|| Duration::from_secs(u64::from(parts.keep_alive)).mul_f32(1.5)),
