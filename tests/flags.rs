@@ -119,7 +119,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
 ];
 
 /// Flags that take a value that is not a number.
-const NOT_NUMERIC: [&str; 23] = [
+const NOT_NUMERIC: [&str; 24] = [
     "--host",
     "--url",
     "--message",
@@ -135,9 +135,12 @@ const NOT_NUMERIC: [&str; 23] = [
     "--user",
     "--help",
     "--version",
-    // MQTT: `-V 311` or `-V 5`, and `-D PUBLISH NAME VALUE`.
+    // MQTT: `-V 311` or `-V 5`, `-D COMMAND NAME VALUE` (each number in
+    // it checked by its property's range, tests/mqtt5_cli.rs), and
+    // mqtt_subscriber's `-F FORMAT`.
     "--protocol-version",
     "--property",
+    "--format",
     // TLS: files and directories, and the pages allowed to connect.
     "--cafile",
     "--cert",
