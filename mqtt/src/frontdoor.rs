@@ -46,12 +46,14 @@
 //!
 //! `relay.rs` is the loop that waits for all of these, for one client.
 //! SUBSCRIBE and UNSUBSCRIBE are in `subscribe.rs`, the session's state in
-//! `session.rs`, what MQTT 5 adds to a PUBLISH in `publish5.rs` and
-//! `expiry.rs`, how a PUBLISH crosses the router in `carry.rs`, what
+//! `session.rs`, what MQTT 5 adds to a PUBLISH in `publish5.rs`,
+//! `aliases.rs` and `expiry.rs`, how a PUBLISH crosses the router in
+//! `carry.rs`, what
 //! happens when subscribers read slower than publishers send in
 //! `congestion.rs`, and how the router is started and watched in
 //! `router.rs`.
 
+mod aliases;
 mod carry;
 pub mod congestion;
 mod connack;

@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::Door;
+use super::aliases::TOPIC_ALIAS_MAXIMUM;
 use super::connect::Connect;
 use super::handshake::{ClientStream, write_flushed};
-use super::publish5::TOPIC_ALIAS_MAXIMUM;
 use super::relay::tls::TlsSession;
 use super::relay::{Connection, Parts};
 use super::session::{Resend, Session};

@@ -31,10 +31,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::aliases::OutgoingAliases;
 use super::congestion::Pressure;
 use super::dispatch::Shared;
 use super::mailbox::{Delivery, Mailbox};
-use super::publish5::OutgoingAliases;
 use super::router::Router;
 use super::session::Session;
 use crate::wire::{self, Frame, Violation, kind};
@@ -119,7 +119,7 @@ pub struct Connection<'a> {
     /// that would make a larger PUBLISH is not sent to it [MQTT-3.1.2-25].
     pub(super) max_packet_size: Option<u32>,
     /// MQTT 5: the topic aliases the client set up, alias to topic name
-    /// (spec §3.3.2.3.4), at most [`super::publish5::TOPIC_ALIAS_MAXIMUM`].
+    /// (spec §3.3.2.3.4), at most [`super::aliases::TOPIC_ALIAS_MAXIMUM`].
     pub(super) aliases: HashMap<u16, Box<str>>,
     /// MQTT 5: the topic aliases we set up towards the client.
     pub(super) outgoing_aliases: OutgoingAliases,
