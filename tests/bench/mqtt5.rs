@@ -28,6 +28,9 @@
 #[allow(dead_code)]
 #[path = "scale/servers.rs"]
 mod servers;
+// Cargo without the bench's own variables, for `servers.rs`.
+#[path = "../common/cargo.rs"]
+mod cargo;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

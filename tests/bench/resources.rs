@@ -56,6 +56,9 @@ mod routing;
 #[allow(dead_code)]
 #[path = "scale/servers.rs"]
 mod servers;
+// Cargo without the bench's own variables, for `servers.rs`.
+#[path = "../common/cargo.rs"]
+mod cargo;
 
 use std::future::Future;
 use std::process::ExitCode;

@@ -43,6 +43,9 @@ mod plot;
 mod report;
 #[path = "scale/servers.rs"]
 mod servers;
+// Cargo without the bench's own variables, for `servers.rs`.
+#[path = "../common/cargo.rs"]
+mod cargo;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

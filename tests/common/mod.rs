@@ -8,6 +8,7 @@
 #![allow(dead_code)] // Each test file uses its own share of these helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
 
+pub mod cargo;
 pub mod mqtt;
 pub mod tls;
 
@@ -70,7 +71,7 @@ pub fn binary(name: &str) -> PathBuf {
             .and_then(|deps| deps.parent())
             .expect("target dir")
             .to_path_buf();
-        let mut build = std::process::Command::new(env!("CARGO"));
+        let mut build = cargo::command();
         build.args(["build", "--quiet", "--workspace", "--bins"]);
         if dir.ends_with("release") {
             build.arg("--release");

@@ -171,7 +171,7 @@ pub fn target_dir() -> PathBuf {
 fn binary(name: &str) -> anyhow::Result<PathBuf> {
     static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let built = BUILT.get_or_init(|| {
-        let status = std::process::Command::new(env!("CARGO"))
+        let status = crate::cargo::command()
             .args(["build", "--quiet", "--release", "--workspace", "--bins"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status();
