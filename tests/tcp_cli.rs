@@ -76,6 +76,37 @@ async fn client_without_server_fails_clearly() {
     );
 }
 
+/// A server past `--max-connections` refuses with one line and closes: the
+/// client makes that line its one `error:` line, prints nothing, and exits
+/// 1; a refusal is a failure. An echo of a line that merely starts like a
+/// refusal, followed by more, is printed as it is.
+#[tokio::test]
+async fn a_refusal_is_a_failure() {
+    let server = Server::start("tcp_server", &["--max-connections", "1"]).await;
+    let port = server.port();
+    let mut holder = Process::spawn("tcp_client", &["--port", &port]);
+    holder.write_stdin(b"hold\n").await;
+    assert_eq!(holder.line().await.as_deref(), Some("hold"));
+    let (status, out, err) = run("tcp_client", &["--port", &port, "-m", "hi"], b"").await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(out, "");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(
+        errors,
+        [format!(
+            "error: 127.0.0.1:{port} refused us: server busy (1 connection); try again later"
+        )]
+    );
+    holder.close_stdin();
+    let (status, _, _) = holder.finish().await;
+    assert!(status.success());
+
+    let lookalike = "error: server busy (not really)\nsecond\n";
+    let (status, out, err) = run("tcp_client", &["--port", &port], lookalike.as_bytes()).await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, lookalike);
+}
+
 /// Ctrl-C ends the client's input as Ctrl-D does: it half-closes (the
 /// server reads EOF while stdin is still open), prints what the server sends
 /// after that, and exits 0 when the server closes.

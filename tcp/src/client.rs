@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use crate::SHUTDOWN_NOTICE;
+use crate::{REFUSALS, SHUTDOWN_NOTICE};
 
 /// Opens a TCP connection: the kernel sends SYN, the server's kernel answers
 /// SYN-ACK, we send ACK (the three-way handshake), and only then does
@@ -49,9 +49,11 @@ pub async fn connect(host: &str, port: u16, wait: Duration) -> anyhow::Result<Tc
 /// `printf 'a\nb\n' | tcp_client` prints both answers before it exits.
 ///
 /// Errors: the connection was reset, the server closed it before our input
-/// ended (everything it sent is printed first), or `output` failed. A server
-/// that closes with [`SHUTDOWN_NOTICE`] as its last line announced an orderly
-/// shutdown: that ends the session normally, input or not.
+/// ended (everything it sent is printed first), the server refused us (its
+/// only line was one of [`REFUSALS`]: that line is the error, and is not
+/// printed as output), or `output` failed. A server that closes with
+/// [`SHUTDOWN_NOTICE`] as its last line announced an orderly shutdown: that
+/// ends the session normally, input or not.
 pub async fn run<I, O>(stream: TcpStream, input: I, output: O) -> anyhow::Result<()>
 where
     I: Stream<Item = io::Result<Bytes>>,
@@ -110,6 +112,8 @@ where
         let mut chunk = vec![0u8; 8 * 1024];
         // The last bytes received, to recognise the shutdown notice.
         let mut tail = Tail::default();
+        // The first line, held back while it may be a refusal.
+        let mut first = FirstLine::default();
         loop {
             let n = from_server
                 .read(&mut chunk)
@@ -120,11 +124,20 @@ where
             debug!(bytes = n, "read");
             if n == 0 {
                 // The server's FIN: it has sent everything it will send.
+                if let Some(refusal) = first.refusal() {
+                    bail!("{server} refused us: {refusal}");
+                }
+                output
+                    .write_all(first.release())
+                    .await
+                    .context("cannot write output")?;
+                output.flush().await.context("cannot write output")?;
                 return Ok::<_, anyhow::Error>(tail.is_notice());
             }
             tail.push(&chunk[..n]);
+            let ready = first.push(&chunk[..n]);
             output
-                .write_all(&chunk[..n])
+                .write_all(&ready)
                 .await
                 .context("cannot write output")?;
             output.flush().await.context("cannot write output")?;
@@ -157,6 +170,57 @@ where
                 return Ok(());
             }
         }
+    }
+}
+
+/// The start of what the server sent, held back until it cannot be a
+/// refusal: a first line that is one of [`REFUSALS`] and nothing after it.
+#[derive(Debug, Default)]
+struct FirstLine {
+    held: Vec<u8>,
+    /// Whether what is held can no longer be a refusal, and goes out as it
+    /// comes.
+    passed: bool,
+}
+
+impl FirstLine {
+    /// The longest refusal line we hold back, in bytes.
+    const LONGEST: usize = 256;
+
+    /// Takes `chunk`; returns what may be printed now.
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if self.passed {
+            return chunk.to_vec();
+        }
+        self.held.extend_from_slice(chunk);
+        let could_be = REFUSALS.iter().any(|refusal| {
+            let prefix = &refusal.as_bytes()[..refusal.len().min(self.held.len())];
+            self.held.starts_with(prefix)
+        });
+        let more_than_a_line = match self.held.iter().position(|&byte| byte == b'\n') {
+            Some(end) => end + 1 < self.held.len(),
+            None => self.held.len() > Self::LONGEST,
+        };
+        if could_be && !more_than_a_line {
+            return Vec::new();
+        }
+        self.passed = true;
+        std::mem::take(&mut self.held)
+    }
+
+    /// At the end of the stream: the refusal, if all that came was one.
+    fn refusal(&self) -> Option<&str> {
+        let line = std::str::from_utf8(&self.held).ok()?.trim_end();
+        let refused = !self.passed
+            && REFUSALS
+                .iter()
+                .any(|refusal| line.starts_with(refusal.trim_end()));
+        refused.then(|| line.trim_start_matches("error: "))
+    }
+
+    /// At the end of the stream, when it was no refusal: what is held.
+    fn release(&mut self) -> &[u8] {
+        &self.held
     }
 }
 

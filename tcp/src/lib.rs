@@ -15,6 +15,17 @@ pub mod server;
 /// it as finished normally, even while it still had input to send.
 pub const SHUTDOWN_NOTICE: &str = "[server] shutting down\n";
 
+/// How `tcp_server` refuses a client: one line that starts with one of
+/// these, sent before it reads anything, and then it closes. [`client::run`]
+/// takes a connection whose first line is one of them, and that then ends,
+/// as refused: an error, not a conversation.
+pub const REFUSALS: [&str; 2] = [BUSY_NOTICE, TLS_ONLY_NOTICE];
+/// The start of the line for a client past `--max-connections` (or past the
+/// descriptors the system gives us).
+pub const BUSY_NOTICE: &str = "error: server busy (";
+/// The line for a client that does not speak TLS to a `--tls` server.
+pub const TLS_ONLY_NOTICE: &str = "error: this server speaks TLS; connect with --tls\n";
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 

@@ -28,6 +28,7 @@ mod chat;
 mod connection;
 mod stream;
 
+use crate::{BUSY_NOTICE, TLS_ONLY_NOTICE};
 use chat::ChatLine;
 use connection::Connection;
 
@@ -144,7 +145,7 @@ pub async fn run(
             if let Some(held_back) = refusals.allow() {
                 warn!(%peer, held_back, "refused: {open} already open");
             }
-            let notice = format!("error: server busy ({open}); try again later\n");
+            let notice = format!("{BUSY_NOTICE}{open}); try again later\n");
             tracker.spawn(close_gently(socket, Bytes::from(notice)));
             continue;
         };
@@ -173,8 +174,7 @@ pub async fn run(
                 // gets one line it can read instead.
                 Handshake::NotTls(socket) => {
                     warn!(%peer, "refused: not TLS, and this server speaks TLS only");
-                    let notice = "error: this server speaks TLS; connect with --tls\n";
-                    close_gently(socket, Bytes::from(notice)).await;
+                    close_gently(socket, Bytes::from(TLS_ONLY_NOTICE)).await;
                 }
                 Handshake::Failed(why) => warn!(%peer, "TLS handshake failed: {why}"),
             }
