@@ -388,3 +388,30 @@ async fn binary_serves_the_page() {
         );
     }
 }
+
+/// Pointed at a server of another protocol, the client says what answered
+/// instead of quoting its HTTP parser: an echo server sends our request
+/// back; an MQTT broker closes without a word. One error line, exit 1.
+#[tokio::test]
+async fn a_server_of_another_protocol_is_named() {
+    let tcp = Server::start("tcp_server", &[]).await;
+    let broker = Server::start("mqtt_broker", &[]).await;
+    for (server, says) in [
+        (
+            &tcp,
+            "is not a WebSocket server: it sent our HTTP request back",
+        ),
+        (
+            &broker,
+            "closed the connection without answering our upgrade request",
+        ),
+    ] {
+        let url = format!("ws://127.0.0.1:{}", server.port());
+        let (status, out, err) = run("websocket_client", &["--url", &url, "-m", "hi"], b"").await;
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert_eq!(out, "");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "{err}");
+        assert!(errors[0].contains(says), "{err}");
+    }
+}

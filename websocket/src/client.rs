@@ -224,6 +224,27 @@ fn explain(url: &str, error: WsError, answer: &[u8]) -> anyhow::Error {
                  an HTTP server, not a WebSocket server"
             )
         }
+        // An answer that is not HTTP at all: whatever listens there speaks
+        // another protocol. Our own request coming back is an echo server
+        // (`tcp_server`); otherwise its first line says what it is.
+        WsError::Protocol(ProtocolError::HttparseError(_)) if !answer.is_empty() => {
+            let line = answer.split(|&b| b == b'\r' || b == b'\n').next();
+            let line = String::from_utf8_lossy(line.unwrap_or_default());
+            if answer.starts_with(b"GET ") {
+                anyhow!(
+                    "{url} is not a WebSocket server: it sent our HTTP request back, \
+                     as an echo server does (tcp_server?)"
+                )
+            } else {
+                anyhow!("{url} is not a WebSocket server: it answered {line:?}, which is not HTTP")
+            }
+        }
+        // Closed without a word: a server of another protocol that took our
+        // request for garbage (`mqtt_broker` does so).
+        WsError::Protocol(ProtocolError::HandshakeIncomplete) if answer.is_empty() => anyhow!(
+            "{url} closed the connection without answering our upgrade request: \
+             not a WebSocket server (an MQTT broker, say)?"
+        ),
         error => anyhow!("cannot connect to {url}: {error}"),
     }
 }

@@ -180,10 +180,7 @@ impl Door {
                 if let Some(&first) = buffer.first()
                     && first >> 4 != kind::CONNECT
                 {
-                    return Err(NoConnect::Other(format!(
-                        "the first packet is type {}, not CONNECT [MQTT-3.1.0-1]",
-                        first >> 4
-                    )));
+                    return Err(NoConnect::Other(not_connect(&buffer)));
                 }
                 match wire::next_frame(&mut buffer, self.config.limits.max_packet_bytes) {
                     Ok(Some(frame)) => return Ok((frame, buffer)),
@@ -221,4 +218,51 @@ impl Door {
 pub(super) async fn write_flushed(stream: &mut ClientStream, bytes: &[u8]) -> io::Result<()> {
     stream.write_all(bytes).await?;
     stream.flush().await
+}
+
+/// Why the first bytes a client sent are not a CONNECT, for the log: what
+/// the peer evidently is, where its bytes say (an HTTP request line starts
+/// with a method, `GET /path HTTP/1.1`, whose first letter would pass for a
+/// packet type), or the packet type [MQTT-3.1.0-1].
+fn not_connect(first_bytes: &[u8]) -> String {
+    let line = first_bytes
+        .split(|&byte| byte == b'\r')
+        .next()
+        .unwrap_or_default();
+    let http = line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0");
+    let method = line.split(|&byte| byte == b' ').next().unwrap_or_default();
+    if http && !method.is_empty() && method.iter().all(u8::is_ascii_uppercase) {
+        return format!(
+            "an HTTP request ({}), not MQTT: a web browser or a WebSocket client? \
+             This port speaks MQTT over TCP",
+            String::from_utf8_lossy(line)
+        );
+    }
+    format!(
+        "the first packet is type {}, not CONNECT [MQTT-3.1.0-1]",
+        first_bytes[0] >> 4
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_connect;
+
+    #[test]
+    fn an_http_request_is_named() {
+        let said = not_connect(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(
+            said.starts_with("an HTTP request (GET /mqtt HTTP/1.1), not MQTT"),
+            "{said}"
+        );
+        // Cut short, or not HTTP: the packet type, as before.
+        assert_eq!(
+            not_connect(b"GET /mq"),
+            "the first packet is type 4, not CONNECT [MQTT-3.1.0-1]"
+        );
+        assert_eq!(
+            not_connect(&[0x30, 0]),
+            "the first packet is type 3, not CONNECT [MQTT-3.1.0-1]"
+        );
+    }
 }
