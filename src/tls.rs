@@ -38,6 +38,22 @@ use rustls::RootCertStore;
 pub use rustls::{ClientConfig, ServerConfig};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+/// What a finished handshake agreed on, in words for a log line:
+/// `TLS 1.3, TLS13_AES_256_GCM_SHA384` (the version, then the cipher suite:
+/// key exchange and cipher in TLS 1.2's names, the cipher and hash in 1.3's).
+pub fn agreed(session: &rustls::CommonState) -> String {
+    let version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3".to_string(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2".to_string(),
+        Some(other) => format!("{other:?}"),
+        None => "no version yet".to_string(),
+    };
+    match session.negotiated_cipher_suite() {
+        Some(suite) => format!("{version}, {:?}", suite.suite()),
+        None => version,
+    }
+}
+
 /// The cryptography every TLS config here uses: `ring`.
 ///
 /// rustls leaves the choice to the program. Its default, `aws-lc-rs`, is a C

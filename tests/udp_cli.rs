@@ -225,7 +225,7 @@ async fn binary_payloads_are_shown_safely() {
     client.send_to(payload, hex.addr).await.unwrap();
     assert_eq!(
         text.process.line().await.unwrap(),
-        format!("[{from}] 6 bytes: \\u{{0}}\\xffAé\\u{{1b}}")
+        format!("[{from}] 6 bytes: \\x00\\xffAé\\x1b")
     );
     assert_eq!(
         hex.process.line().await.unwrap(),

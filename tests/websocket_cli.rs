@@ -415,3 +415,20 @@ async fn a_server_of_another_protocol_is_named() {
         assert!(errors[0].contains(says), "{err}");
     }
 }
+
+/// Past `--max-connections 1`, a client is refused with HTTP 503 and exits
+/// 1; the server's log counts in words: `1 connection`, not `1 connections`.
+#[tokio::test]
+async fn a_busy_server_refuses_and_says_so_in_words() {
+    let server = Server::start("websocket_server", &["--max-connections", "1"]).await;
+    let url = format!("ws://127.0.0.1:{}", server.port());
+    let mut holder = Process::spawn("websocket_client", &["--url", &url]);
+    holder.write_stdin(b"hold\n").await;
+    assert_eq!(holder.line().await.as_deref(), Some("hold"));
+    let (status, _, err) = run("websocket_client", &["--url", &url, "-m", "hi"], b"").await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("HTTP 503"), "{err}");
+    common::wait_stderr(&server.process, "refused: 1 connection already open", 1).await;
+    holder.close_stdin();
+    assert!(holder.finish().await.0.success());
+}

@@ -63,11 +63,14 @@ pub fn describe(event: &Event, publish_qos: QoS) -> Option<String> {
                     _ => format!("id={} ", publish.pkid),
                 };
                 let retained = if publish.retain { " retain" } else { "" };
+                let bytes = match publish.payload.len() {
+                    1 => "1 byte".to_string(),
+                    n => format!("{n} bytes"),
+                };
                 format!(
-                    "<- PUBLISH {id}qos={} topic={}{retained} ({} bytes)",
+                    "<- PUBLISH {id}qos={} topic={}{retained} ({bytes})",
                     qos_number(publish.qos),
                     publish.topic,
-                    publish.payload.len()
                 )
             }
             Packet::PubAck(ack) => format!("<- PUBACK id={}", ack.pkid),
@@ -239,4 +242,30 @@ fn connack_properties(properties: Option<&ConnAckProperties>) -> String {
         .chain(pairs)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::{Incoming, Publish};
+
+    /// One byte is `1 byte`, not `1 bytes`.
+    #[test]
+    fn a_publish_counts_its_bytes_in_words() {
+        let line = |payload: &'static [u8]| {
+            let publish = Publish::new("t", QoS::AtMostOnce, payload);
+            describe(
+                &Event::Incoming(Incoming::Publish(publish)),
+                QoS::AtMostOnce,
+            )
+        };
+        assert_eq!(
+            line(b"x").as_deref(),
+            Some("<- PUBLISH qos=0 topic=t (1 byte)")
+        );
+        assert_eq!(
+            line(b"xy").as_deref(),
+            Some("<- PUBLISH qos=0 topic=t (2 bytes)")
+        );
+    }
 }

@@ -50,8 +50,10 @@ pub fn family(ip: IpAddr) -> &'static str {
 ///
 /// A datagram can hold any bytes at all, and printing them raw could end our
 /// line early (a `\n` inside) or send control codes to your terminal. So valid
-/// UTF-8 is shown as text with control characters and `\` escaped (`\n`,
-/// `\u{1b}`, `\\`), and bytes that are not UTF-8 as `\xff`.
+/// UTF-8 is shown as text with `\` and control characters escaped (`\\`,
+/// `\n`, `\t`, `\r`, and the other ASCII ones as their byte, `\x00`,
+/// `\x1b`), and bytes that are not UTF-8 as their byte too, `\xff`: one
+/// spelling for a byte, whichever it is.
 pub fn show_text(payload: &[u8], shown: &mut String) {
     // The common case, printable ASCII, in one pass over the bytes.
     let plain = |b: &u8| (b' '..=b'~').contains(b) && *b != b'\\';
@@ -67,10 +69,13 @@ pub fn show_text(payload: &[u8], shown: &mut String) {
         let text = chunk.valid();
         let needs_escape = |c: char| c.is_control() || c == '\\';
         for c in text.chars() {
-            if needs_escape(c) {
-                shown.extend(c.escape_default());
-            } else {
-                shown.push(c);
+            match c {
+                '\n' | '\t' | '\r' | '\\' => shown.extend(c.escape_default()),
+                c if c.is_ascii_control() => {
+                    let _ = write!(shown, "\\x{:02x}", u32::from(c));
+                }
+                c if needs_escape(c) => shown.extend(c.escape_default()),
+                c => shown.push(c),
             }
         }
         for byte in chunk.invalid() {

@@ -251,8 +251,11 @@ async fn serve(socket: TcpStream, peer: SocketAddr, handshake: Handshake, server
                 .unwrap_or_else(PoisonError::into_inner)
                 .allow();
             if let Some(held_back) = held_back {
-                let max = server.max_connections;
-                warn!(%peer, held_back, "refused: {max} connections already open");
+                let open = match server.max_connections {
+                    1 => "1 connection".to_string(),
+                    n => format!("{n} connections"),
+                };
+                warn!(%peer, held_back, "refused: {open} already open");
             }
         }
         Ok(Accepted::Answered { status, path }) => {

@@ -114,9 +114,8 @@ async fn talk(args: Args) -> anyhow::Result<()> {
             let tls = tls::connect(config, &args.host, stream).await?;
             let session = tls.get_ref().1;
             info!(
-                "TLS handshake done: {:?}, {:?}",
-                session.protocol_version(),
-                session.negotiated_cipher_suite().map(|suite| suite.suite())
+                "TLS handshake done: {}",
+                networking_protocols::tls::agreed(session)
             );
             client::run_tls(tls, input, stdout).right_future()
         }
