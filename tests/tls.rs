@@ -107,7 +107,38 @@ async fn verification_fails_without_cafile() {
     server.process.signal("INT");
     let (_, _, log) = server.process.finish().await;
     assert!(
-        log.contains("the client does not trust our certificate"),
+        log.contains("the client does not trust the CA that signed our certificate"),
+        "{log}"
+    );
+}
+
+/// A client that trusts our CA but connects by an address the certificate
+/// does not hold (127.0.0.2; the local certificate holds 127.0.0.1) is
+/// refused on its side, and the server's log says it was the name, not
+/// the missing --cafile.
+#[tokio::test]
+async fn the_server_says_when_the_name_did_not_match() {
+    let dir = TempDir::new();
+    let cafile = dir.path("local/ca.pem");
+    let server = tls_tcp_server(&dir, &["--host", "127.0.0.2"]).await;
+    let port = server.port();
+    let args = [
+        "--host",
+        "127.0.0.2",
+        "--port",
+        &port,
+        "-m",
+        "hello",
+        "--tls",
+        "--cafile",
+        &cafile,
+    ];
+    let (status, out, err) = run("tcp_client", &args, b"").await;
+    assert!(!status.success() && out.is_empty(), "{err}");
+    server.process.signal("INT");
+    let (_, _, log) = server.process.finish().await;
+    assert!(
+        log.contains("the client refused our certificate (alert: BadCertificate): most likely it connected by a name"),
         "{log}"
     );
 }

@@ -156,13 +156,25 @@ pub fn explain(error: &io::Error) -> String {
         return error.to_string();
     };
     match tls {
-        Error::AlertReceived(
-            alert @ (AlertDescription::UnknownCA
-            | AlertDescription::BadCertificate
-            | AlertDescription::CertificateUnknown),
-        ) => format!(
-            "the client does not trust our certificate (alert: {alert:?}); \
-             it needs --cafile with the CA that signed it"
+        // The client's alert says why it refused our certificate, as well
+        // as one alert can: a rustls client (ours) sends UnknownCA for a CA
+        // it does not trust, and BadCertificate for a name the certificate
+        // does not hold; others say CertificateUnknown for either.
+        Error::AlertReceived(AlertDescription::UnknownCA) => {
+            "the client does not trust the CA that signed our certificate (alert: \
+             UnknownCA); it needs --cafile with that CA"
+                .to_string()
+        }
+        Error::AlertReceived(AlertDescription::BadCertificate) => {
+            "the client refused our certificate (alert: BadCertificate): most likely \
+             it connected by a name or address the certificate does not hold (the \
+             local one holds localhost, 127.0.0.1 and ::1)"
+                .to_string()
+        }
+        Error::AlertReceived(alert @ AlertDescription::CertificateUnknown) => format!(
+            "the client does not trust our certificate (alert: {alert:?}): it needs \
+             --cafile with the CA that signed it, and to connect by a name the \
+             certificate holds"
         ),
         Error::NoCertificatesPresented => "the client sent no certificate, and \
              --require-client-cert asks for one (a client passes --cert and --key)"
