@@ -119,7 +119,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
 ];
 
 /// Flags that take a value that is not a number.
-const NOT_NUMERIC: [&str; 24] = [
+const NOT_NUMERIC: [&str; 25] = [
     "--host",
     "--url",
     "--message",
@@ -141,6 +141,8 @@ const NOT_NUMERIC: [&str; 24] = [
     "--protocol-version",
     "--property",
     "--format",
+    // mqtt_publisher -f FILE.
+    "--file",
     // TLS: files and directories, and the pages allowed to connect.
     "--cafile",
     "--cert",

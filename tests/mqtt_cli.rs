@@ -617,3 +617,40 @@ async fn publisher_keeps_at_most_20_in_flight() {
     assert_eq!((published, completed), (200, 200));
     assert!(most <= 20, "{most} in flight");
 }
+
+/// `-f FILE` publishes the file's bytes as one message, and `-s` all of
+/// stdin: any bytes, newlines and bytes that are not UTF-8 among them,
+/// arrive exactly (`-F %x` prints them in hex). A missing file is one
+/// error before anything connects.
+#[tokio::test]
+async fn a_file_or_all_of_stdin_is_one_message() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let bytes: Vec<u8> = (0..=255u8).chain(b"\n\nend".iter().copied()).collect();
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    let dir = std::env::temp_dir().join(format!("mqtt-file-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("payload.bin");
+    std::fs::write(&file, &bytes).unwrap();
+    let file = file.to_str().unwrap();
+    for (args, stdin) in [(&["-f", file][..], &[][..]), (&["-s"][..], &bytes[..])] {
+        let sub = subscriber(&port, &["-C", "1", "-F", "%l %x"]).await;
+        let (ok, stderr) = publish(&port, args, stdin).await;
+        assert!(ok, "{args:?}: {stderr}");
+        let (status, out, _) = sub.finish().await;
+        assert!(status.success());
+        assert_eq!(out, format!("{} {hex}\n", bytes.len()), "{args:?}");
+    }
+    let (status, _, stderr) = run(
+        "mqtt_publisher",
+        &["--port", &port, "-f", "/no/such/file"],
+        b"",
+    )
+    .await;
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        stderr.trim_end(),
+        "error: cannot read /no/such/file: No such file or directory (os error 2)"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -21,7 +21,7 @@ use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, stream};
 use rumqttc::{LastWill, Outgoing, QoS};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tracing::{info, warn};
 
@@ -267,6 +267,23 @@ type Fed = (u64, anyhow::Result<()>);
 
 /// A stream of messages to publish, as [`run`] takes it.
 pub type Messages = Box<dyn Stream<Item = io::Result<Bytes>> + Send + Unpin>;
+
+/// All of `input`, read to its end, as one message (`mosquitto_pub -s`, and
+/// `-f FILE` with a file): any bytes, an image or a JSON document alike.
+/// More than [`MAX_PACKET_BYTES`] is an error, before anything is sent.
+pub fn whole(input: impl AsyncRead + Send + Unpin + 'static) -> Messages {
+    Box::new(Box::pin(stream::once(async move {
+        let mut bytes = Vec::new();
+        let most = MAX_PACKET_BYTES as u64;
+        input.take(most + 1).read_to_end(&mut bytes).await?;
+        if bytes.len() as u64 > most {
+            return Err(io::Error::other(format!(
+                "the message is longer than the {MAX_PACKET_BYTES}-byte packet limit"
+            )));
+        }
+        Ok(Bytes::from(bytes))
+    })))
+}
 
 /// Each line of `input` as one message (`mosquitto_pub -l`), until its end.
 ///

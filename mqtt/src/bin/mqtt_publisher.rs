@@ -27,6 +27,7 @@
 //!
 //! prints `-> PUBLISH id=1 qos=2`, `<- PUBREC id=1`, `-> PUBREL id=1`,
 //! `<- PUBCOMP id=1`. More: `-l` publishes each line you type (or pipe in);
+//! `-f photo.jpg` a file's bytes as one message, and `-s` all of stdin;
 //! `--count 5 --interval-ms 500` repeats `-m`; `-r` asks the broker to keep the
 //! message for future subscribers and `--clear-retained` removes it; the
 //! `--will-*` flags leave a message the broker publishes if we vanish
@@ -91,9 +92,15 @@ struct Args {
         short,
         long,
         default_value = "Hello MQTT!",
-        conflicts_with = "stdin_lines"
+        conflicts_with_all = ["stdin_lines", "file", "stdin_file"]
     )]
     message: String,
+    /// Publish the bytes of FILE as one message (an image, a JSON document)
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["stdin_lines", "stdin_file", "count"])]
+    file: Option<std::path::PathBuf>,
+    /// Publish all of standard input, to its end, as one message
+    #[arg(short = 's', long, conflicts_with_all = ["stdin_lines", "count"])]
+    stdin_file: bool,
     /// Quality of service: 0 at most once, 1 at least once, 2 exactly once
     #[arg(short, long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     qos: u8,
@@ -132,7 +139,7 @@ struct Args {
     #[arg(long, requires = "will_topic")]
     will_retain: bool,
     /// Remove the topic's retained message (publishes an empty retained message)
-    #[arg(long, conflicts_with_all = ["message", "stdin_lines", "count"])]
+    #[arg(long, conflicts_with_all = ["message", "stdin_lines", "count", "file", "stdin_file"])]
     clear_retained: bool,
     /// Print each MQTT packet sent and received (on stderr)
     #[arg(long)]
@@ -188,20 +195,32 @@ async fn publish(args: Args) -> anyhow::Result<()> {
     };
     // Ctrl-C (or SIGTERM) ends the input early; what was already published is
     // still acknowledged before we disconnect, so nothing sent is lost.
-    let until_stopped = messages(&args).take_until(networking_protocols::shutdown_signal());
+    let until_stopped = messages(&args)
+        .await?
+        .take_until(networking_protocols::shutdown_signal());
     publisher::run_with(config, properties.publish, until_stopped).await?;
     Ok(())
 }
 
-/// The messages to publish: lines of stdin with `-l`, one empty message
-/// with `--clear-retained`, otherwise `-m`, `--count` times.
-fn messages(args: &Args) -> publisher::Messages {
-    if args.stdin_lines {
+/// The messages to publish: lines of stdin with `-l`, all of it with `-s`,
+/// a file with `-f`, one empty message with `--clear-retained`, otherwise
+/// `-m`, `--count` times.
+async fn messages(args: &Args) -> anyhow::Result<publisher::Messages> {
+    if let Some(path) = &args.file {
+        // Opened before we connect: a wrong name fails at once.
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+        return Ok(publisher::whole(file));
+    }
+    Ok(if args.stdin_file {
+        publisher::whole(tokio::io::stdin())
+    } else if args.stdin_lines {
         publisher::lines(tokio::io::stdin())
     } else if args.clear_retained {
         publisher::repeat(Bytes::new(), 1, Duration::ZERO)
     } else {
         let interval = Duration::from_millis(args.interval_ms);
         publisher::repeat(Bytes::from(args.message.clone()), args.count, interval)
-    }
+    })
 }
