@@ -119,7 +119,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
 ];
 
 /// Flags that take a value that is not a number.
-const NOT_NUMERIC: [&str; 25] = [
+const NOT_NUMERIC: [&str; 27] = [
     "--host",
     "--url",
     "--message",
@@ -141,8 +141,10 @@ const NOT_NUMERIC: [&str; 25] = [
     "--protocol-version",
     "--property",
     "--format",
-    // mqtt_publisher -f FILE.
+    // mqtt_publisher -f FILE; mqtt_subscriber -T FILTER and -U FILTER.
     "--file",
+    "--filter-out",
+    "--unsubscribe",
     // TLS: files and directories, and the pages allowed to connect.
     "--cafile",
     "--cert",

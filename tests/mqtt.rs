@@ -38,6 +38,11 @@ fn subscribe_config(port: u16, id: &str, filter: &str, qos: QoS) -> SubscribeCon
         format: None,
         newline: true,
         count: None,
+        skip_retained: false,
+        retained_only: false,
+        hide: Vec::new(),
+        exit_when_subscribed: false,
+        unsubscribe: Vec::new(),
         timeout: Some(Duration::from_secs(5)),
         show_packets: false,
     }

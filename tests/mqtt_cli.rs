@@ -654,3 +654,83 @@ async fn a_file_or_all_of_stdin_is_one_message() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `-R` leaves out the retained message and prints the live one;
+/// `--retained-only` prints the retained one and stops, without printing,
+/// at the live one.
+#[tokio::test]
+async fn retained_messages_can_be_left_out_or_kept_alone() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let (ok, stderr) = publish(&port, &["-t", "r/t", "-m", "old", "-r", "-q", "1"], b"").await;
+    assert!(ok, "{stderr}");
+    let skipping = subscriber(&port, &["-t", "r/t", "-R", "-C", "1"]).await;
+    let only = subscriber(&port, &["-t", "r/t", "--retained-only"]).await;
+    let (ok, stderr) = publish(&port, &["-t", "r/t", "-m", "new", "-q", "1"], b"").await;
+    assert!(ok, "{stderr}");
+    let (status, out, err) = skipping.finish().await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "new\n");
+    let (status, out, err) = only.finish().await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "old\n");
+}
+
+/// `-T FILTER` leaves out the messages whose topic matches it.
+#[tokio::test]
+async fn filtered_out_topics_are_not_printed() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let sub = subscriber(&port, &["-t", "h/#", "-T", "h/secret/#", "-C", "1", "-v"]).await;
+    for topic in ["h/secret/x", "h/open"] {
+        let (ok, stderr) = publish(&port, &["-t", topic, "-m", "m", "-q", "1"], b"").await;
+        assert!(ok, "{stderr}");
+    }
+    let (status, out, err) = sub.finish().await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "h/open m\n");
+}
+
+/// `-E` leaves a persistent session behind, subscribed, and exits; `-U`
+/// takes one of its subscriptions away. Coming back, the session holds
+/// what was published to the filter it kept, and nothing from the one it
+/// dropped.
+#[tokio::test]
+async fn a_session_is_set_up_and_changed_without_staying() {
+    let broker = broker(&[]).await;
+    let port = broker.port();
+    let session = ["-i", "e-session", "--persistent", "-q", "1"];
+    let mut args = session.to_vec();
+    args.extend(["-t", "u/dropped", "-t", "u/kept", "-E"]);
+    let (status, _, err) = run(
+        "mqtt_subscriber",
+        &[&["--port", &port][..], &args].concat(),
+        b"",
+    )
+    .await;
+    assert!(status.success(), "-E: {err}");
+    let mut args = session.to_vec();
+    args.extend(["-U", "u/dropped"]);
+    let (status, _, err) = run(
+        "mqtt_subscriber",
+        &[&["--port", &port][..], &args].concat(),
+        b"",
+    )
+    .await;
+    assert!(status.success(), "-U: {err}");
+    assert!(err.contains("unsubscribed from u/dropped"), "{err}");
+    for (topic, message) in [("u/dropped", "gone"), ("u/kept", "kept")] {
+        let (ok, stderr) = publish(&port, &["-t", topic, "-m", message, "-q", "1"], b"").await;
+        assert!(ok, "{stderr}");
+    }
+    let mut args = session.to_vec();
+    args.extend(["-t", "u/kept", "-C", "1", "-v"]);
+    let (status, out, err) = run(
+        "mqtt_subscriber",
+        &[&["--port", &port][..], &args].concat(),
+        b"",
+    )
+    .await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "u/kept kept\n");
+}

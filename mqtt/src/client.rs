@@ -89,6 +89,8 @@ pub enum Event {
     Acked { refused: Option<String> },
     /// The SUBACK; `refused`: at least one filter was not granted.
     SubAck { refused: bool },
+    /// The UNSUBACK.
+    UnsubAck,
     /// A packet we sent.
     Sent(Outgoing),
     /// Anything else (PINGRESP, PUBREC, PUBREL...).
@@ -208,6 +210,21 @@ impl Client {
         queued.context("cannot queue SUBSCRIBE")
     }
 
+    /// Queues UNSUBSCRIBE for `filters` without waiting (see
+    /// [`Client::try_subscribe`]).
+    ///
+    /// Errors: the request queue is full or the event loop is gone.
+    pub fn try_unsubscribe(&self, filters: &[String]) -> anyhow::Result<()> {
+        for filter in filters {
+            let queued = match self {
+                Client::V311(client) => client.try_unsubscribe(filter).map_err(|e| anyhow!(e)),
+                Client::V5(client) => client.try_unsubscribe(filter).map_err(|e| anyhow!(e)),
+            };
+            queued.context("cannot queue UNSUBSCRIBE")?;
+        }
+        Ok(())
+    }
+
     /// Queues DISCONNECT without waiting.
     ///
     /// Errors: the request queue is full or the event loop is gone.
@@ -292,6 +309,7 @@ fn from_v311(event: rumqttc::Event) -> Event {
             Packet::SubAck(ack) => Event::SubAck {
                 refused: ack.return_codes.contains(&SubscribeReasonCode::Failure),
             },
+            Packet::UnsubAck(_) => Event::UnsubAck,
             _ => Event::Other,
         },
     }
@@ -341,6 +359,7 @@ fn from_v5(event: v5::Event) -> Event {
                     .iter()
                     .any(|code| !matches!(code, Sub5::Success(_))),
             },
+            Packet5::UnsubAck(_) => Event::UnsubAck,
             _ => Event::Other,
         },
     }

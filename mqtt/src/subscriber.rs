@@ -46,6 +46,20 @@ pub struct SubscribeConfig {
     pub newline: bool,
     /// Stop after this many messages.
     pub count: Option<u64>,
+    /// `-R`: leave out the retained messages the broker sends on
+    /// subscribing (their RETAIN flag is set).
+    pub skip_retained: bool,
+    /// `--retained-only`: print only retained messages, and stop at the
+    /// first live one (which is not printed).
+    pub retained_only: bool,
+    /// `-T`: leave out messages whose topic matches one of these filters.
+    pub hide: Vec<String>,
+    /// `-E`: stop once the broker has answered the SUBSCRIBE.
+    pub exit_when_subscribed: bool,
+    /// `-U`: filters to unsubscribe from on connecting: a persistent
+    /// session's, kept from an earlier run. With no `filters`, we stop once
+    /// the broker has answered.
+    pub unsubscribe: Vec<String>,
     /// Fail if no message arrives for this long.
     pub timeout: Option<Duration>,
     /// Print every packet on stderr as it is sent or received.
@@ -94,7 +108,12 @@ pub async fn run_with(
     if config.client.version == Version::V311 && extras {
         bail!("--nl, --rap, --rh, --show-properties and -D are MQTT 5: add -V 5");
     }
-    for filter in &config.filters {
+    for filter in config
+        .filters
+        .iter()
+        .chain(&config.hide)
+        .chain(&config.unsubscribe)
+    {
         if !rumqttc::valid_filter(filter) {
             bail!("{filter:?} is not a topic filter: # may only come last, as a whole level");
         }
@@ -171,7 +190,29 @@ pub async fn run_with(
             Event::ConnAck { session_present } => {
                 connected = true;
                 up_since = Some(Instant::now());
-                subscribe(&client, &config, &mqtt5, session_present, &addr)?;
+                if !config.unsubscribe.is_empty() {
+                    client.try_unsubscribe(&config.unsubscribe)?;
+                }
+                if !config.filters.is_empty() {
+                    subscribe(&client, &config, &mqtt5, session_present, &addr)?;
+                }
+            }
+            // `-U` alone: done once the broker has answered.
+            Event::UnsubAck if config.filters.is_empty() => {
+                info!("unsubscribed from {}", config.unsubscribe.join(", "));
+                client.try_disconnect()?;
+            }
+            // `--retained-only`: the first live message ends the run.
+            Event::Publish(publish) if config.retained_only && !publish.retain => {
+                finish_by.get_or_insert_with(|| Instant::now() + FINISH_WAIT);
+            }
+            // `-R` and `-T`: received (and acknowledged), not printed.
+            Event::Publish(publish)
+                if (config.skip_retained && publish.retain)
+                    || hidden(&config.hide, &publish.topic) =>
+            {
+                // A QoS 2 one still owes its PUBREL before we may leave.
+                unfinished.extend((publish.qos == QoS::ExactlyOnce).then_some(publish.pkid));
             }
             // After the last wanted message, stragglers that arrive before our
             // DISCONNECT goes out are not printed.
@@ -197,6 +238,9 @@ pub async fn run_with(
             Event::SubAck { refused: true } => {
                 bail!("{addr} refused the subscription to {:?}", config.filters);
             }
+            Event::SubAck { refused: false } if config.exit_when_subscribed => {
+                client.try_disconnect()?;
+            }
             Event::Sent(Outgoing::Disconnect) => {
                 eventloop.await_close().await;
                 return Ok(received);
@@ -211,6 +255,12 @@ pub async fn run_with(
             client.try_disconnect()?;
         }
     }
+}
+
+/// Whether `topic` matches one of the `-T` filters.
+fn hidden(hide: &[String], topic: &[u8]) -> bool {
+    let topic = String::from_utf8_lossy(topic);
+    hide.iter().any(|filter| rumqttc::matches(&topic, filter))
 }
 
 /// The `-W` error: no message for the whole timeout.

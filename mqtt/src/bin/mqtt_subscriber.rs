@@ -26,7 +26,11 @@
 //!
 //! `-F FORMAT` prints each message your way, in mosquitto_sub's spelling:
 //! `-F '%t %q %p'` is topic, QoS and payload (`mqtt/src/format.rs` lists
-//! the fields); `-N` leaves out the newline, for binary payloads.
+//! the fields); `-N` leaves out the newline, for binary payloads. `-R` leaves
+//! out retained messages, `--retained-only` prints only those, `-T FILTER`
+//! leaves out matching topics. With `--persistent -i me`, `-E` subscribes and
+//! exits, leaving a session that collects messages, and `-U FILTER` takes a
+//! subscription out of it.
 //!
 //! MQTT 5 (`mqtt_broker` and Mosquitto speak it): `-V 5 -v
 //! --show-properties` prints each message's properties after its payload, as
@@ -81,14 +85,27 @@ use tracing::info;
 struct Args {
     #[command(flatten)]
     broker: BrokerArgs,
-    /// Topic filter, with wildcards + (one level) and # (the rest); repeat for more
-    #[arg(
-        short,
-        long = "topic",
-        value_name = "TOPIC",
-        default_value = "topic/learning"
-    )]
+    /// Topic filter, with wildcards + (one level) and # (the rest); repeat for
+    /// more [default: topic/learning, unless -U is given]
+    #[arg(short, long = "topic", value_name = "TOPIC")]
     topics: Vec<String>,
+    /// Leave out retained messages (those the broker kept, sent on subscribing)
+    #[arg(short = 'R', long, conflicts_with = "retained_only")]
+    no_retained: bool,
+    /// Print only retained messages; stop at the first live one
+    #[arg(long)]
+    retained_only: bool,
+    /// Leave out messages whose topic matches FILTER (repeatable)
+    #[arg(short = 'T', long = "filter-out", value_name = "FILTER")]
+    filter_out: Vec<String>,
+    /// Exit once subscribed (with --persistent: leave a session that collects
+    /// messages until we come back)
+    #[arg(short = 'E', long)]
+    exit_when_subscribed: bool,
+    /// Unsubscribe from FILTER on connecting (repeatable): a persistent
+    /// session's, from an earlier run; with no -t, exit once done
+    #[arg(short = 'U', long, value_name = "FILTER")]
+    unsubscribe: Vec<String>,
     /// Highest quality of service wanted: 0, 1 or 2
     #[arg(short, long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     qos: u8,
@@ -174,9 +191,20 @@ async fn subscribe(args: Args) -> anyhow::Result<()> {
     let properties = Properties::from_words(&args.properties, &["CONNECT", "SUBSCRIBE"])?;
     client.take_properties(&properties)?;
     client.clean_session = !args.persistent;
+    // The lesson's topic, unless the run only unsubscribes.
+    let filters = if args.topics.is_empty() && args.unsubscribe.is_empty() {
+        vec!["topic/learning".to_string()]
+    } else {
+        args.topics
+    };
     let config = SubscribeConfig {
         client,
-        filters: args.topics,
+        filters,
+        skip_retained: args.no_retained,
+        retained_only: args.retained_only,
+        hide: args.filter_out,
+        exit_when_subscribed: args.exit_when_subscribed,
+        unsubscribe: args.unsubscribe,
         qos: mqtt::qos(args.qos)?,
         verbose: args.verbose,
         format: args.format,
