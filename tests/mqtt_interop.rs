@@ -296,3 +296,78 @@ async fn mosquitto_v5_share_group_through_mqtt_broker() {
     let expected: Vec<String> = (0..10).map(|n| format!("jobs job-{n}")).collect();
     assert_eq!(everyone, expected, "each job once, to one worker");
 }
+
+/// `mqtt_subscriber -F` prints what `mosquitto_sub -F` prints for the same
+/// format, line for line: both subscribed to `f/#` on one Mosquitto, for a
+/// retained message, one with MQTT 5 properties and one of control bytes.
+#[tokio::test]
+#[ignore = "needs mosquitto: apt-get install -y mosquitto mosquitto-clients"]
+async fn our_format_prints_what_mosquitto_sub_prints() {
+    let mosquitto = Mosquitto::start(None).await;
+    let port = mosquitto.port();
+    let pubs = ["-V", "5", "-p", &port, "-q", "1"];
+    let retained = [&pubs[..], &["-t", "f/r", "-m", "kept", "-r"]].concat();
+    let (status, _, stderr) = run(&program("mosquitto_pub"), &retained, b"").await;
+    assert!(status.success(), "{stderr}");
+
+    let format = "%t|%p|%x|%X|%l|%q|%r|%C|%D|%F|%P|%R|%%";
+    let subs = ["-V", "5", "-t", "f/#", "-q", "1", "-C", "3", "-F", format];
+    let mut ours = Process::spawn("mqtt_subscriber", &[&["--port", &port][..], &subs].concat());
+    let mut theirs = Process::spawn(
+        &program("mosquitto_sub"),
+        &[&["-p", &port][..], &subs].concat(),
+    );
+    // Each prints the retained message once it has subscribed.
+    let first = theirs.line().await.unwrap();
+    assert_eq!(first, "f/r|kept|6b657074|6B657074|4|1|1||||||%");
+    assert_eq!(ours.line().await.unwrap(), first);
+
+    let with_properties = [
+        &pubs[..],
+        &[
+            "-t",
+            "f/p",
+            "-m",
+            "hi there",
+            "-D",
+            "publish",
+            "content-type",
+            "text/plain",
+            "-D",
+            "publish",
+            "user-property",
+            "a",
+            "1",
+            "-D",
+            "publish",
+            "user-property",
+            "b",
+            "2",
+            "-D",
+            "publish",
+            "response-topic",
+            "r/t",
+            "-D",
+            "publish",
+            "correlation-data",
+            "c1",
+            "-D",
+            "publish",
+            "payload-format-indicator",
+            "1",
+        ],
+    ]
+    .concat();
+    let (status, _, stderr) = run(&program("mosquitto_pub"), &with_properties, b"").await;
+    assert!(status.success(), "{stderr}");
+    let control = [&pubs[..], &["-t", "f/c", "-s"]].concat();
+    let (status, _, stderr) = run(&program("mosquitto_pub"), &control, b"\x01\x02\x1b\x7fx").await;
+    assert!(status.success(), "{stderr}");
+    for _ in 0..2 {
+        let line = theirs.line().await.unwrap();
+        assert_eq!(ours.line().await.unwrap(), line);
+    }
+    for process in [ours, theirs] {
+        assert!(process.finish().await.0.success());
+    }
+}
