@@ -31,14 +31,9 @@ mod handshakes;
 
 use handshakes::{Handshake, Handshakes};
 
-/// What the server does with each message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Send every message back to its sender, unchanged.
-    Echo,
-    /// Send every message to every other client.
-    Chat,
-}
+// What each session does with a message, echo or chat, is the session's
+// business (`session.rs`); the server's config names it.
+pub use crate::session::Mode;
 
 /// The server's settings; [`Config::default`] gives the binary's defaults.
 #[derive(Debug, Clone)]

@@ -21,8 +21,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::close::{self, End};
-use crate::server::Mode;
 use crate::{CloseFrame, Message, Stream};
+
+/// What the server does with each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Send every message back to its sender, unchanged.
+    Echo,
+    /// Send every message to every other client.
+    Chat,
+}
 
 /// How many messages we take from the socket in a row before we look at the
 /// timer, the shutdown signal and the chat again.

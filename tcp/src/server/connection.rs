@@ -107,20 +107,14 @@ impl<S: Split> Connection<S> {
             Mode::Chat => self.chat(chat).await,
         };
         let (peer, lines, duration) = (self.peer, self.count, started.elapsed());
-        if let End::Failed(error) = &end {
-            return info!(%peer, lines, ?duration, %error, "connection failed");
-        }
-        if let End::TlsClient = &end {
-            // Our plaintext answer would be garbage to a TLS client: we close,
-            // and its handshake fails with "the server closed the connection".
-            warn!(%peer, "refused: a TLS handshake, and this server speaks plain TCP (start it with --tls)");
-        }
-        info!(%peer, lines, ?duration, reason = ?end, "disconnected");
-        self.send_queued_answers(&end).await;
-        let notice = match end {
-            // The client sent FIN and we have answered everything: dropping
-            // the socket sends our FIN.
-            End::Failed(_) => return,
+        // The last line the client gets, if any, for each way the
+        // connection can end.
+        let notice = match &end {
+            // The connection broke: nothing more can go out, and dropping
+            // the socket is all that is left.
+            End::Failed(error) => {
+                return info!(%peer, lines, ?duration, %error, "connection failed");
+            }
             // The client sent FIN and we have answered everything: we close
             // our side too (over TLS, with a close_notify alert first, which
             // tells the client the end is ours and not an attacker's cut).
@@ -138,6 +132,13 @@ impl<S: Split> Connection<S> {
                 format!("error: line longer than {max} bytes; closing connection\n")
             }
         };
+        if let End::TlsClient = &end {
+            // Our plaintext answer would be garbage to a TLS client: we close,
+            // and its handshake fails with "the server closed the connection".
+            warn!(%peer, "refused: a TLS handshake, and this server speaks plain TCP (start it with --tls)");
+        }
+        info!(%peer, lines, ?duration, reason = ?end, "disconnected");
+        self.send_queued_answers(&end).await;
         let reader = self.lines.into_inner().into_inner();
         let writer = self.answers.into_inner();
         if let Some(socket) = S::join(reader, writer) {
