@@ -119,7 +119,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
 ];
 
 /// Flags that take a value that is not a number.
-const NOT_NUMERIC: [&str; 27] = [
+const NOT_NUMERIC: [&str; 29] = [
     "--host",
     "--url",
     "--message",
@@ -145,6 +145,9 @@ const NOT_NUMERIC: [&str; 27] = [
     "--file",
     "--filter-out",
     "--unsubscribe",
+    // websocket_client -H 'Name: value' and --protocol NAME.
+    "--header",
+    "--protocol",
     // TLS: files and directories, and the pages allowed to connect.
     "--cafile",
     "--cert",

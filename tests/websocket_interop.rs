@@ -439,3 +439,52 @@ print(len(cases), " ".join(bad))
         "only {count} cases ran"
     );
 }
+
+/// A Python `websockets` server that offers subprotocol `chat.v1` and
+/// answers the first message with the request's Authorization and Cookie
+/// headers and the subprotocol it agreed on.
+const PYTHON_HEADER_SERVER: &str = r#"
+import asyncio, websockets
+async def tell(ws):
+    await ws.recv()
+    h = ws.request.headers
+    await ws.send("%s|%s|%s" % (h.get("Authorization"), h.get("Cookie"), ws.subprotocol))
+async def main():
+    async with websockets.serve(tell, "127.0.0.1", 0, subprotocols=["chat.v1"]) as server:
+        print("listening on 127.0.0.1:%d" % server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+
+/// `websocket_client -H` puts headers in the upgrade request and
+/// `--protocol` offers subprotocols: an independent server (Python
+/// `websockets`) sees the headers and agrees on the one it knows.
+#[tokio::test]
+#[ignore = "needs python3 websockets: pip install websockets"]
+async fn client_headers_and_subprotocol_reach_python_websockets() {
+    let (_python, url) = python_server(PYTHON_HEADER_SERVER).await;
+    let args = [
+        "--url",
+        &url,
+        "-H",
+        "Authorization: Bearer t0k",
+        "-H",
+        "Cookie: session=42",
+        "--protocol",
+        "mqtt",
+        "--protocol",
+        "chat.v1",
+        "-m",
+        "hi",
+    ];
+    let (status, out, err) = run(CLIENT, &args, b"").await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "Bearer t0k|session=42|chat.v1\n");
+    assert!(
+        err.contains("the server chose subprotocol \"chat.v1\""),
+        "{err}"
+    );
+    let (status, _, err) = run(CLIENT, &["--url", &url, "-H", "no colon"], b"").await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("expected 'Name: value'"), "{err}");
+}

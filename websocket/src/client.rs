@@ -24,8 +24,10 @@ use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::either::Either;
+use tracing::{info, warn};
 
 use crate::close::CLOSE_TIMEOUT;
 use crate::{CloseCode, CloseFrame};
@@ -110,7 +112,18 @@ pub enum Ending {
 /// server that answers with plain HTTP instead of `101 Switching Protocols`.
 /// A `wss://` URL trusts the system's CAs; see [`connect_with`].
 pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<Socket> {
-    connect_with(url, wait, &ClientTlsArgs::default()).await
+    connect_with(url, wait, &ClientTlsArgs::default(), &Upgrade::default()).await
+}
+
+/// What the upgrade request carries beyond what the URL says: headers of
+/// the user's own (an `Authorization` token, a cookie: how most real
+/// endpoints are reached), and the subprotocols it offers
+/// (`Sec-WebSocket-Protocol`, RFC 6455 §1.9), of which the server picks one
+/// or none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Upgrade {
+    pub headers: Vec<(String, String)>,
+    pub protocols: Vec<String>,
 }
 
 /// [`connect`], with TLS options for a `wss://` URL: WebSocket over TLS,
@@ -121,10 +134,21 @@ pub async fn connect_with(
     url: &str,
     wait: Duration,
     tls: &ClientTlsArgs,
+    upgrade: &Upgrade,
 ) -> anyhow::Result<Socket> {
-    let request = url
+    let mut request = url
         .into_client_request()
         .map_err(|error| anyhow!("bad URL {url:?}: {error}; expected ws://HOST:PORT/PATH"))?;
+    let protocols = upgrade.protocols.join(", ");
+    let offered =
+        (!protocols.is_empty()).then(|| ("Sec-WebSocket-Protocol".to_string(), protocols));
+    for (name, value) in upgrade.headers.iter().chain(&offered) {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| anyhow!("-H {name:?}: not a header name"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| anyhow!("-H {name}: {value:?} is not a header value"))?;
+        request.headers_mut().append(header, value);
+    }
     let tls_config = match (request.uri().scheme_str(), tls.first_given()) {
         (Some("ws"), None) => None,
         (Some("ws"), Some(flag)) => bail!("{flag} is a TLS option: use a wss:// URL"),
@@ -180,7 +204,18 @@ pub async fn connect_with(
         })
     };
     match timeout(wait, connecting).await {
-        Ok(Ok((socket, _response))) => Ok(socket),
+        Ok(Ok((socket, response))) => {
+            // tungstenite has checked that a subprotocol the server chose is
+            // one we offered (RFC 6455 §4.1); none at all is allowed.
+            match response.headers().get("sec-websocket-protocol") {
+                Some(chosen) => info!("the server chose subprotocol {chosen:?}"),
+                None if !upgrade.protocols.is_empty() => {
+                    warn!("the server chose none of the subprotocols we offered")
+                }
+                None => {}
+            }
+            Ok(socket)
+        }
         Ok(Err(error)) => Err(error),
         Err(_) => bail!("cannot connect to {url}: no answer within {wait:?}"),
     }

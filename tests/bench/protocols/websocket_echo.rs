@@ -27,7 +27,7 @@ impl WebSocket {
             None => websocket::client::connect(&format!("ws://{addr}/"), CONNECT_WAIT).await,
             Some(tls) => {
                 let url = format!("wss://{addr}/");
-                websocket::client::connect_with(&url, CONNECT_WAIT, tls).await
+                websocket::client::connect_with(&url, CONNECT_WAIT, tls, &Default::default()).await
             }
         }
     }

@@ -70,9 +70,27 @@ struct Args {
     /// Give up connecting after this many seconds
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout_secs: u64,
+    /// Add a header to the upgrade request, as 'Name: value' (repeatable):
+    /// an Authorization token, a Cookie
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = header)]
+    headers: Vec<(String, String)>,
+    /// Offer a subprotocol (Sec-WebSocket-Protocol; repeatable, in order of
+    /// preference); the server picks one or none
+    #[arg(long = "protocol", value_name = "NAME")]
+    protocols: Vec<String>,
     /// TLS options, for a wss:// URL
     #[command(flatten)]
     tls: ClientTlsArgs,
+}
+
+/// Parses `-H 'Name: value'`, splitting at the first colon.
+fn header(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err("expected 'Name: value', like 'Authorization: Bearer abc'".to_string()),
+    }
 }
 
 #[tokio::main]
@@ -84,7 +102,11 @@ async fn main() {
 
 async fn talk(args: Args) -> anyhow::Result<()> {
     let wait = Duration::from_secs(args.connect_timeout_secs);
-    let socket = client::connect_with(&args.url, wait, &args.tls).await?;
+    let upgrade = client::Upgrade {
+        headers: args.headers.clone(),
+        protocols: args.protocols.clone(),
+    };
+    let socket = client::connect_with(&args.url, wait, &args.tls, &upgrade).await?;
     // Our own address is what a chat server tags our messages with.
     let local = socket.get_ref().tcp().local_addr()?;
     info!("connected to {} from {local}", args.url);
