@@ -432,3 +432,42 @@ async fn a_busy_server_refuses_and_says_so_in_words() {
     holder.close_stdin();
     assert!(holder.finish().await.0.success());
 }
+
+/// `websocket_server --protocol chat.v1` agrees on the first subprotocol a
+/// client offers that it speaks; `websocket_client` says which, and when
+/// the server speaks none of those offered, fails with one error line.
+#[tokio::test]
+async fn client_and_server_agree_on_a_subprotocol() {
+    let server = Server::start("websocket_server", &["--protocol", "chat.v1"]).await;
+    let url = format!("ws://127.0.0.1:{}", server.port());
+    let offered = [
+        "--url",
+        &url,
+        "-m",
+        "hi",
+        "--protocol",
+        "mqtt",
+        "--protocol",
+        "chat.v1",
+    ];
+    let (status, out, err) = run("websocket_client", &offered, b"").await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "hi\n");
+    assert!(
+        err.contains("the server chose subprotocol \"chat.v1\""),
+        "{err}"
+    );
+    let (status, out, err) = run(
+        "websocket_client",
+        &["--url", &url, "--protocol", "mqtt"],
+        b"",
+    )
+    .await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(out, "");
+    assert!(
+        err.trim_end()
+            .ends_with("agreed on none of the subprotocols we offered (--protocol)"),
+        "{err}"
+    );
+}

@@ -488,3 +488,28 @@ async fn client_headers_and_subprotocol_reach_python_websockets() {
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("expected 'Name: value'"), "{err}");
 }
+
+/// `websocket_server --protocol chat.v1`, and a Python `websockets` client
+/// that offers `mqtt` and `chat.v1`: they agree on `chat.v1`.
+#[tokio::test]
+#[ignore = "needs python3 websockets: pip install websockets"]
+async fn server_subprotocol_with_python_websockets() {
+    let server = Server::start("websocket_server", &["--protocol", "chat.v1"]).await;
+    let script = r#"
+import asyncio, sys, websockets
+async def main(url):
+    async with websockets.connect(url, subprotocols=["mqtt", "chat.v1"]) as ws:
+        print(ws.subprotocol)
+asyncio.run(main(sys.argv[1]))
+"#;
+    let output = within(
+        "the Python client",
+        Command::new("python3")
+            .args(["-c", script, &url(&server)])
+            .output(),
+    )
+    .await
+    .expect("python3");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "chat.v1\n");
+}

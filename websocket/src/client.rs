@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::either::Either;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::close::CLOSE_TIMEOUT;
 use crate::{CloseCode, CloseFrame};
@@ -205,14 +205,10 @@ pub async fn connect_with(
     };
     match timeout(wait, connecting).await {
         Ok(Ok((socket, response))) => {
-            // tungstenite has checked that a subprotocol the server chose is
-            // one we offered (RFC 6455 §4.1); none at all is allowed.
-            match response.headers().get("sec-websocket-protocol") {
-                Some(chosen) => info!("the server chose subprotocol {chosen:?}"),
-                None if !upgrade.protocols.is_empty() => {
-                    warn!("the server chose none of the subprotocols we offered")
-                }
-                None => {}
+            // tungstenite has checked that the server chose one of the
+            // subprotocols we offered, if we offered any (RFC 6455 §4.1).
+            if let Some(chosen) = response.headers().get("sec-websocket-protocol") {
+                info!("the server chose subprotocol {chosen:?}");
             }
             Ok(socket)
         }
@@ -273,6 +269,11 @@ fn explain(url: &str, error: WsError, answer: &[u8]) -> anyhow::Error {
             } else {
                 anyhow!("{url} is not a WebSocket server: it answered {line:?}, which is not HTTP")
             }
+        }
+        // We offered subprotocols and the server agreed on none: tungstenite
+        // fails the connection (RFC 6455 §4.1 lets a client).
+        WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(_)) => {
+            anyhow!("{url} agreed on none of the subprotocols we offered (--protocol)")
         }
         // Closed without a word: a server of another protocol that took our
         // request for garbage (`mqtt_broker` does so).

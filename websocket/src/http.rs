@@ -99,6 +99,7 @@ pub async fn respond(
     config: WebSocketConfig,
     slots: &Arc<Semaphore>,
     origins: &AllowedOrigins,
+    protocols: &[String],
 ) -> io::Result<Accepted> {
     let (request, leftover) = match head {
         Head::Complete(request, leftover) => (request, leftover),
@@ -139,12 +140,31 @@ pub async fn respond(
         return Ok(Accepted::Busy);
     };
     // tungstenite checks the upgrade headers and computes the accept key.
-    let response = match create_response(&request) {
+    let mut response = match create_response(&request) {
         Ok(response) => response,
         Err(error) => {
             return answer(stream, "400 Bad Request", &path, TEXT, &error.to_string()).await;
         }
     };
+    // The client offers subprotocols in its order of preference; we agree
+    // on the first we speak, or on none, and then say nothing: the client
+    // decides whether to go on without one (RFC 6455 §4.2.2).
+    let offered = request
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .map(str::trim);
+    if let Some(agreed) = offered
+        .into_iter()
+        .find(|name| protocols.iter().any(|ours| ours == name))
+        && let Ok(value) = agreed.parse()
+    {
+        response
+            .headers_mut()
+            .insert("sec-websocket-protocol", value);
+    }
     let mut head = Vec::new();
     write_response(&mut head, &response).map_err(io::Error::other)?;
     stream.write_all(&head).await?;

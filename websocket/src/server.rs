@@ -53,6 +53,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Pages from other sites allowed to connect (RFC 6455 §10.2); others get 403.
     pub allowed_origins: AllowedOrigins,
+    /// Subprotocols we speak (`--protocol`): of those a client offers, in
+    /// its order, the first we speak is agreed on (RFC 6455 §4.2.2); empty,
+    /// and we agree on none.
+    pub protocols: Vec<String>,
     /// With a TLS config, every connection starts with a TLS handshake: the
     /// page is served over `https://` and WebSockets are `wss://`.
     pub tls: Option<Arc<ServerConfig>>,
@@ -68,6 +72,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(5),
             allowed_origins: AllowedOrigins::own_only(),
+            protocols: Vec::new(),
             tls: None,
         }
     }
@@ -122,6 +127,7 @@ pub async fn run(
         max_connections: config.max_connections,
         refusals: Mutex::default(),
         origins: config.allowed_origins,
+        protocols: config.protocols,
         tls: config.tls,
     });
     let handshakes = Arc::new(Handshakes::new(config.max_handshakes));
@@ -180,6 +186,8 @@ struct Server {
     refusals: Mutex<Throttle>,
     /// The pages allowed to open a WebSocket here, besides our own.
     origins: AllowedOrigins,
+    /// The subprotocols we speak.
+    protocols: Vec<String>,
     /// With `--tls`: the TLS side of every connection.
     tls: Option<Arc<ServerConfig>>,
 }
@@ -231,7 +239,7 @@ async fn serve(socket: TcpStream, peer: SocketAddr, handshake: Handshake, server
         Err(error) => return info!(%peer, %error, "no request"),
     };
     let accepted = tokio::select! {
-        accepted = http::respond(socket, head, server.ws_config, &server.slots, &server.origins) => accepted,
+        accepted = http::respond(socket, head, server.ws_config, &server.slots, &server.origins, &server.protocols) => accepted,
         () = shared.stop.cancelled() => return,
     };
     match accepted {

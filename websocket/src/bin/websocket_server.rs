@@ -94,6 +94,11 @@ struct Args {
     /// this server and programs that send no Origin are always accepted
     #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = origin::parse)]
     allow_origins: Vec<String>,
+    /// A subprotocol we speak (repeatable): of those a client offers
+    /// (Sec-WebSocket-Protocol), the first we speak is agreed on; none, and
+    /// the client decides whether to go on
+    #[arg(long = "protocol", value_name = "NAME")]
+    protocols: Vec<String>,
     #[command(flatten)]
     tls: ServerTlsArgs,
 }
@@ -127,6 +132,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         ping_interval: Duration::from_secs(args.ping_interval_secs),
         allowed_origins: AllowedOrigins::new(args.allow_origins),
+        protocols: args.protocols,
         tls,
         ..Config::default()
     };
