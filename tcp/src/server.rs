@@ -155,7 +155,7 @@ pub async fn run(
         let Some(tls_acceptor) = tls_acceptor.clone() else {
             let connection = Connection::new(socket, peer, &config, stop.clone());
             tracker.spawn(async move {
-                connection.serve(chat).await;
+                serve(connection, chat).await;
                 drop(permit);
             });
             continue;
@@ -169,7 +169,7 @@ pub async fn run(
                 () = stop.cancelled() => return,
             };
             match handshake {
-                Handshake::Done(tls) => Connection::new(*tls, peer, &config, stop).serve(chat).await,
+                Handshake::Done(tls) => serve(Connection::new(*tls, peer, &config, stop), chat).await,
                 // A plaintext client would read TLS records as garbage; it
                 // gets one line it can read instead.
                 Handshake::NotTls(socket) => {
@@ -223,4 +223,22 @@ fn refuse_now(socket: TcpStream, notice: &[u8]) {
     let _ = socket.try_write(notice);
     let mut sink = [0u8; 1024];
     while matches!(socket.try_read(&mut sink), Ok(1..)) {}
+}
+
+/// Serves one connection in the server's mode: the server picks the
+/// conversation, echo or chat (`server/chat.rs`), and `connection.rs` runs
+/// either the same way, from the first line to the last.
+async fn serve<S: stream::Split>(connection: Connection<S>, chat: broadcast::Sender<ChatLine>) {
+    match connection.mode {
+        Mode::Echo => {
+            connection
+                .serve(async |c: &mut Connection<S>| c.echo().await)
+                .await
+        }
+        Mode::Chat => {
+            connection
+                .serve(async move |c: &mut Connection<S>| c.chat(chat).await)
+                .await
+        }
+    }
 }

@@ -7,14 +7,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::sync::broadcast;
 use tokio::time::timeout;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::io::InspectReader;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::chat::ChatLine;
 use super::stream::Split;
 use super::{ANSWER_QUEUE_BYTES, Config, LINGER, Mode, READ_BUFFER_BYTES, close_gently};
 use crate::{LineCodec, LineError, SHUTDOWN_NOTICE};
@@ -99,13 +97,10 @@ impl<S: Split> Connection<S> {
         }
     }
 
-    pub(super) async fn serve(mut self, chat: broadcast::Sender<ChatLine>) {
+    pub(super) async fn serve(mut self, conversation: impl AsyncFnOnce(&mut Self) -> End) {
         let started = Instant::now();
         info!(peer = %self.peer, "connected");
-        let end = match self.mode {
-            Mode::Echo => self.echo().await,
-            Mode::Chat => self.chat(chat).await,
-        };
+        let end = conversation(&mut self).await;
         let (peer, lines, duration) = (self.peer, self.count, started.elapsed());
         // The last line the client gets, if any, for each way the
         // connection can end.
@@ -169,7 +164,7 @@ impl<S: Split> Connection<S> {
     /// more lines are already waiting in our buffer we only queue answers, and
     /// we write (one syscall) when the input runs dry. A client that pipelines
     /// a hundred lines gets them back in a few writes, not a hundred.
-    async fn echo(&mut self) -> End {
+    pub(super) async fn echo(&mut self) -> End {
         // The idle timer is armed once and checked lazily: when it fires we
         // look at when we last heard from the client, and either give up or
         // re-arm it. Re-arming a timer for every batch would cost more than
