@@ -40,7 +40,7 @@
 //!                                                  tree, one delivery per
 //!                                                  subscribed session
 //!   -> Mailbox::push              mailbox.rs       waits for the subscriber
-//!   -> Connection::deliver        publish.rs       QoS, packet id, encoded once
+//!   -> Connection::deliver        deliver.rs       QoS, packet id, encoded once
 //!   -> Connection::write_client   relay/socket.rs  out to the subscriber's socket
 //! ```
 //!
@@ -58,6 +58,7 @@ mod carry;
 pub mod congestion;
 mod connack;
 pub mod connect;
+mod deliver;
 pub mod dispatch;
 mod end;
 mod expiry;

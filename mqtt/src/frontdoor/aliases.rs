@@ -7,7 +7,7 @@
 //! - Towards a client: if its CONNECT allows some (its own Topic Alias
 //!   Maximum), the first topics the broker delivers to it each get one
 //!   ([`OutgoingAliases`]), sent once with the name and then instead of it
-//!   (`publish.rs`).
+//!   (`deliver.rs`).
 
 use std::collections::HashMap;
 

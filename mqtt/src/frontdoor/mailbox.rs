@@ -4,7 +4,7 @@
 //! The dispatcher (`dispatch.rs`) puts each message a session's
 //! subscriptions match into its mailbox and wakes the connection, which
 //! takes them in batches, gives each a packet id and writes it out
-//! (`publish.rs`). While the client of a persistent session is away, its
+//! (`deliver.rs`). While the client of a persistent session is away, its
 //! mailbox keeps filling, and the client gets what it holds when it comes
 //! back.
 //!
@@ -175,7 +175,7 @@ impl Mailbox {
             client = &*self.name,
             dropped = queue.dropped,
             queued_bytes = queue.bytes,
-            // The words of the connection's own line (`publish.rs`): one
+            // The words of the connection's own line (`deliver.rs`): one
             // line to look for, whichever queue was full.
             "client is not reading: its queue is full (--max-queued-bytes), messages dropped"
         );
