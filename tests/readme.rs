@@ -102,6 +102,7 @@ fn commands(snippet: &str) -> Vec<Command> {
             .map(String::as_str)
             .skip_while(|word| word.contains('=') && !word.starts_with('-'))
             .collect();
+        let command = without_redirections(&command);
         let Some((&first, rest)) = command.split_first() else {
             continue;
         };
@@ -141,6 +142,23 @@ fn commands(snippet: &str) -> Vec<Command> {
     found
 }
 
+/// A command's words without its redirections (`< file`, `> file`,
+/// `2> file`, `2>&1`): the shell handles those, the program never sees them.
+fn without_redirections<'a>(words: &[&'a str]) -> Vec<&'a str> {
+    let mut kept = Vec::new();
+    let mut words = words.iter();
+    while let Some(&word) = words.next() {
+        match word {
+            "<" | ">" | ">>" | "2>" | "2>>" => {
+                words.next();
+            }
+            _ if word.starts_with("2>&") => {}
+            _ => kept.push(word),
+        }
+    }
+    kept
+}
+
 fn all_commands() -> Vec<Command> {
     let set: BTreeSet<Command> = snippets(&readme())
         .iter()
@@ -165,6 +183,8 @@ fn finds_commands_in_shell_lines() {
             source: found[0].source.clone(),
         }]
     );
+    let found = commands("cargo run -p tcp --bin tcp_server -- --stdio > copy.bin 2>&1 < in");
+    assert_eq!(found[0].args, ["--stdio"]);
     let found =
         commands("head -c 10 /dev/zero | tcp_client --port 9 && ls tcp/src/bin/tcp_client.rs");
     assert_eq!(found.len(), 1);

@@ -583,7 +583,7 @@ async fn client_prints_every_answer_before_eof() {
     let mut output = Vec::new();
     within(
         "the client",
-        tcp::client::run(stream.expect("connect"), input, &mut output),
+        tcp::client::run(stream.expect("connect"), input, &mut output, false),
     )
     .await
     .expect("client result");
@@ -637,7 +637,7 @@ async fn client_reports_a_reset() {
     let mut output = Vec::new();
     let error = within(
         "the client",
-        tcp::client::run(stream.expect("connect"), input, &mut output),
+        tcp::client::run(stream.expect("connect"), input, &mut output, false),
     )
     .await
     .expect_err("reset");
@@ -683,6 +683,7 @@ async fn client_against_a_server_that_says(
             stream.expect("connect"),
             tokio_stream_from(input_rx),
             &mut output,
+            false,
         ),
     )
     .await;

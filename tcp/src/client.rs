@@ -16,8 +16,10 @@ use futures_util::{Stream, StreamExt};
 use networking_protocols::tls::client::TlsStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::io::{InspectReader, InspectWriter};
 use tracing::{debug, info};
 
+use crate::hexdump::{Dump, OnChunk};
 use crate::{REFUSALS, SHUTDOWN_NOTICE};
 
 /// Opens a TCP connection: the kernel sends SYN, the server's kernel answers
@@ -54,19 +56,29 @@ pub async fn connect(host: &str, port: u16, wait: Duration) -> anyhow::Result<Tc
 /// printed as output), or `output` failed. A server that closes with
 /// [`SHUTDOWN_NOTICE`] as its last line announced an orderly shutdown: that
 /// ends the session normally, input or not.
-pub async fn run<I, O>(stream: TcpStream, input: I, output: O) -> anyhow::Result<()>
+///
+/// With `hexdump`, every chunk sent and received is also shown in hex on
+/// stderr (`-x`, see [`crate::hexdump`]).
+pub async fn run<I, O>(stream: TcpStream, input: I, output: O, hexdump: bool) -> anyhow::Result<()>
 where
     I: Stream<Item = io::Result<Bytes>>,
     O: AsyncWrite + Unpin,
 {
     let server = stream.peer_addr()?;
     let (from_server, to_server) = stream.into_split();
+    let (from_server, to_server) = tap(server, from_server, to_server, hexdump);
     exchange(server, from_server, to_server, input, output).await
 }
 
 /// [`run`] over TLS: the same lines, encrypted. Closing our sending half
-/// sends TLS's close_notify alert, then TCP's FIN.
-pub async fn run_tls<I, O>(stream: TlsStream<TcpStream>, input: I, output: O) -> anyhow::Result<()>
+/// sends TLS's close_notify alert, then TCP's FIN. With `hexdump`, the dump
+/// shows the lines before encryption.
+pub async fn run_tls<I, O>(
+    stream: TlsStream<TcpStream>,
+    input: I,
+    output: O,
+    hexdump: bool,
+) -> anyhow::Result<()>
 where
     I: Stream<Item = io::Result<Bytes>>,
     O: AsyncWrite + Unpin,
@@ -75,7 +87,29 @@ where
     // Both directions share one TLS session, so the halves share it through
     // a lock (`tokio::io::split`) rather than each owning the socket.
     let (from_server, to_server) = tokio::io::split(stream);
+    let (from_server, to_server) = tap(server, from_server, to_server, hexdump);
     exchange(server, from_server, to_server, input, output).await
+}
+
+/// The two halves, each showing what passes through it when `hexdump` is
+/// on: tokio-util's `InspectReader` and `InspectWriter` hand every chunk
+/// read or written to a callback.
+fn tap<R: AsyncRead, W: AsyncWrite>(
+    server: SocketAddr,
+    from_server: R,
+    to_server: W,
+    hexdump: bool,
+) -> (InspectReader<R, OnChunk>, InspectWriter<W, OnChunk>) {
+    let (received, sent): (OnChunk, OnChunk) = if hexdump {
+        let received = Dump::received(server).into_callback();
+        (received, Dump::sent(server).into_callback())
+    } else {
+        (Box::new(|_: &[u8]| {}), Box::new(|_: &[u8]| {}))
+    };
+    (
+        InspectReader::new(from_server, received),
+        InspectWriter::new(to_server, sent),
+    )
 }
 
 async fn exchange<R, W, I, O>(

@@ -5,9 +5,11 @@
 //!
 //! - [`LineCodec`] frames a TCP byte stream into newline-terminated lines;
 //! - [`server::run`] serves echo or chat on a listener until told to stop;
-//! - [`client::run`] connects standard input and output to a server.
+//! - [`client::run`] connects standard input and output to a server;
+//! - [`hexdump`] shows the bytes that cross a connection (`-x`).
 
 pub mod client;
+pub mod hexdump;
 pub mod server;
 
 /// The last line a chat server sends each client when it shuts down. An

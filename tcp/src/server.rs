@@ -20,14 +20,17 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast};
 use tokio::time::timeout;
+use tokio_util::io::InspectWriter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 mod chat;
 mod connection;
+pub mod stdio;
 mod stream;
 
+use crate::hexdump::Dump;
 use crate::{BUSY_NOTICE, TLS_ONLY_NOTICE};
 use chat::ChatLine;
 use connection::Connection;
@@ -57,6 +60,9 @@ pub struct Config {
     /// With a TLS config, every client must do a TLS handshake first, and
     /// all its lines travel encrypted (see `networking_protocols::tls`).
     pub tls: Option<Arc<ServerConfig>>,
+    /// Show every chunk read and written in hex on stderr (`-x`, see
+    /// [`crate::hexdump`]).
+    pub hex_dump: bool,
 }
 
 impl Default for Config {
@@ -68,6 +74,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(5),
             tls: None,
+            hex_dump: false,
         }
     }
 }
@@ -146,7 +153,8 @@ pub async fn run(
                 warn!(%peer, held_back, "refused: {open} already open");
             }
             let notice = format!("{BUSY_NOTICE}{open}); try again later\n");
-            tracker.spawn(close_gently(socket, Bytes::from(notice)));
+            let dump = config.hex_dump.then(|| Dump::sent(peer));
+            tracker.spawn(close_gently(socket, Bytes::from(notice), dump));
             continue;
         };
         // One task per connection: while one client is slow or silent, the
@@ -174,7 +182,8 @@ pub async fn run(
                 // gets one line it can read instead.
                 Handshake::NotTls(socket) => {
                     warn!(%peer, "refused: not TLS, and this server speaks TLS only");
-                    close_gently(socket, Bytes::from(TLS_ONLY_NOTICE)).await;
+                    let dump = config.hex_dump.then(|| Dump::sent(peer));
+                    close_gently(socket, Bytes::from(TLS_ONLY_NOTICE), dump).await;
                 }
                 Handshake::Failed(why) => warn!(%peer, "TLS handshake failed: {why}"),
             }
@@ -202,10 +211,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Sends a last line, then closes without losing it
+/// Sends a refusal's one line, then closes without losing it
 /// ([`networking_protocols::close_gently`]): at most [`LINGER`] to write it,
-/// and as long again for the client to close.
-async fn close_gently<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S, last_line: Bytes) {
+/// and as long again for the client to close. With `dump`, `-x` shows the
+/// line.
+async fn close_gently<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: S,
+    last_line: Bytes,
+    mut dump: Option<Dump>,
+) {
+    let mut socket = InspectWriter::new(socket, move |bytes: &[u8]| {
+        if let Some(dump) = &mut dump {
+            dump.chunk(bytes);
+        }
+    });
     if matches!(
         timeout(LINGER, socket.write_all(&last_line)).await,
         Ok(Ok(()))

@@ -23,6 +23,17 @@
 //! `-m ping --count 5 --interval-ms 200` sends five lines, 200 ms apart.
 //! Only what the server sends goes to stdout; status goes to stderr.
 //!
+//! `-x` shows the bytes themselves: `-m hi -x` prints on stderr
+//!
+//! ```text
+//! > 127.0.0.1:9999 length=3 from=0 to=2
+//!  68 69 0a                                         hi.
+//! < 127.0.0.1:9999 length=3 from=0 to=2
+//!  68 69 0a                                         hi.
+//! ```
+//!
+//! three bytes out (`>`) and the same three back (`<`), the newline as `0a`.
+//!
 //! Stop the server and run the client again to see what "nobody listening"
 //! looks like: the server's kernel answers our SYN with a reset, and we print
 //! `error: cannot connect to 127.0.0.1:9999: Connection refused ...`.
@@ -68,6 +79,9 @@ struct Args {
     /// Speak TLS: check the server's certificate, then encrypt everything
     #[arg(long)]
     tls: bool,
+    /// Show every chunk sent (>) and received (<) in hex on stderr, as socat -x does
+    #[arg(short = 'x', long)]
+    hex_dump: bool,
     #[command(flatten)]
     tls_options: ClientTlsArgs,
 }
@@ -107,7 +121,7 @@ async fn talk(args: Args) -> anyhow::Result<()> {
     let input = input.take_until(ctrl_c.clone().cancelled_owned());
     let stdout = tokio::io::stdout();
     let session = match tls_config {
-        None => client::run(stream, input, stdout).left_future(),
+        None => client::run(stream, input, stdout, args.hex_dump).left_future(),
         // With TLS, the handshake comes first: the server proves who it is
         // with its certificate, and both sides agree on keys.
         Some(config) => {
@@ -117,7 +131,7 @@ async fn talk(args: Args) -> anyhow::Result<()> {
                 "TLS handshake done: {}",
                 networking_protocols::tls::agreed(session)
             );
-            client::run_tls(tls, input, stdout).right_future()
+            client::run_tls(tls, input, stdout, args.hex_dump).right_future()
         }
     };
     // A TLS alert that arrives later (a server refusing our certificate

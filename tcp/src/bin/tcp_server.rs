@@ -38,13 +38,19 @@
 //! `cargo run -p tcp --bin tcp_client -- --tls --cafile <that ca.pem>`. The
 //! lines are the same; on the wire they are now encrypted records.
 //!
+//! Bytes instead of lines: `cargo run -p tcp --bin tcp_server -- --stdio`
+//! serves one client as `nc -l` does, its bytes to stdout and stdin's bytes
+//! to it, exactly (`listening on` goes to stderr then, since stdout is the
+//! data). `-x` on either binary shows every chunk that crosses, in hex.
+//!
 //! ## Read next
 //!
 //! `tcp/src/lib.rs` (how lines are found in a byte stream),
 //! `tcp/src/server.rs` (the accept loop, one task per connection, shutdown),
 //! `tcp/src/server/connection.rs` (echo with batched answers, limits),
 //! `tcp/src/server/chat.rs` (one line to every other client), then
-//! `tcp/src/bin/tcp_client.rs` and `tcp/src/client.rs`.
+//! `tcp/src/bin/tcp_client.rs` and `tcp/src/client.rs`; for `--stdio` and
+//! `-x`, `tcp/src/server/stdio.rs` and `tcp/src/hexdump.rs`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -78,6 +84,13 @@ struct Args {
     /// Disconnect a client that sends nothing (or reads nothing) for this many seconds
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_secs: u64,
+    /// Show every chunk received (<) and sent (>) in hex on stderr, as socat -x does
+    #[arg(short = 'x', long)]
+    hex_dump: bool,
+    /// Serve one client as `nc -l` does: its bytes to stdout, stdin's bytes to it,
+    /// no lines; then exit ("listening on" goes to stderr, stdout is the data)
+    #[arg(long, conflicts_with_all = ["chat", "max_line_bytes", "max_connections", "idle_timeout_secs"])]
+    stdio: bool,
     #[command(flatten)]
     tls: ServerTlsArgs,
 }
@@ -103,6 +116,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|error| networking_protocols::bind_error(addr, error))?;
+    if args.stdio {
+        return one_client(listener, tls, args.hex_dump).await;
+    }
     // Ctrl-C and SIGTERM are ours from here on, before anyone can learn
     // where we listen: then the server runs until one of them comes, and
     // shuts down gracefully.
@@ -115,8 +131,38 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         tls,
+        hex_dump: args.hex_dump,
         ..Config::default()
     };
     server::run(listener, config, shutdown).await?;
     Ok(())
+}
+
+/// `--stdio`: one client, joined to stdin and stdout (see
+/// `tcp/src/server/stdio.rs`). The first Ctrl-C ends our input, as Ctrl-D
+/// does, and we still take the rest of what the client sends; a second one
+/// quits at once. Before a client comes, Ctrl-C quits.
+async fn one_client(
+    listener: TcpListener,
+    tls: Option<std::sync::Arc<networking_protocols::tls::ServerConfig>>,
+    hex_dump: bool,
+) -> anyhow::Result<()> {
+    let first_signal = networking_protocols::shutdown_signal();
+    // stdout is the client's data: the address goes to stderr.
+    eprintln!("listening on {}", listener.local_addr()?);
+    let input_done = tokio_util::sync::CancellationToken::new();
+    let (input, output) = (tokio::io::stdin(), tokio::io::stdout());
+    let session =
+        server::stdio::one_client(listener, tls, hex_dump, input, output, input_done.clone());
+    tokio::pin!(session);
+    tokio::select! {
+        biased;
+        () = first_signal => input_done.cancel(),
+        result = &mut session => return result,
+    }
+    tokio::select! {
+        biased;
+        () = networking_protocols::shutdown_signal() => Ok(()),
+        result = session => result,
+    }
 }

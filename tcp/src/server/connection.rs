@@ -9,25 +9,27 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::timeout;
 use tokio_util::codec::{FramedRead, FramedWrite};
-use tokio_util::io::InspectReader;
+use tokio_util::io::{InspectReader, InspectWriter};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::stream::Split;
-use super::{ANSWER_QUEUE_BYTES, Config, LINGER, Mode, READ_BUFFER_BYTES, close_gently};
+use super::{ANSWER_QUEUE_BYTES, Config, LINGER, Mode, READ_BUFFER_BYTES};
+use crate::hexdump::{Dump, OnChunk};
 use crate::{LineCodec, LineError, SHUTDOWN_NOTICE};
 
 /// The reading half, with a look at each read as it happens (for the debug
-/// log).
-type Reader<S> = InspectReader<<S as Split>::Read, OnRead>;
-type OnRead = Box<dyn FnMut(&[u8]) + Send>;
+/// log, and `-x`).
+type Reader<S> = InspectReader<<S as Split>::Read, OnChunk>;
+/// The writing half, with a look at each write (for `-x`).
+type Writer<S> = InspectWriter<<S as Split>::Write, OnChunk>;
 
 /// One client's connection (plain TCP, or TLS): its two halves, framed into
 /// lines.
 pub(super) struct Connection<S: Split> {
     pub(super) peer: SocketAddr,
     pub(super) lines: FramedRead<Reader<S>, LineCodec>,
-    pub(super) answers: FramedWrite<S::Write, LineCodec>,
+    pub(super) answers: FramedWrite<Writer<S>, LineCodec>,
     pub(super) idle_timeout: Duration,
     pub(super) mode: Mode,
     pub(super) stop: CancellationToken,
@@ -74,11 +76,25 @@ impl<S: Split> Connection<S> {
         // returned, and how many line ends it held. Lines typed one by one
         // come one per read; piped lines arrive several to a read, and a
         // long line takes several reads.
-        let log_read: OnRead = Box::new(move |bytes: &[u8]| {
+        // With `-x`, every read and every write is also shown in hex.
+        let mut received = config.hex_dump.then(|| Dump::received(peer));
+        let log_read: OnChunk = Box::new(move |bytes: &[u8]| {
             let line_ends = bytes.iter().filter(|&&b| b == b'\n').count();
             debug!(%peer, bytes = bytes.len(), line_ends, "read");
+            if let Some(dump) = &mut received {
+                dump.chunk(bytes);
+            }
         });
         let reader = InspectReader::new(reader, log_read);
+        let mut sent = config.hex_dump.then(|| Dump::sent(peer));
+        let writer = InspectWriter::new(
+            writer,
+            Box::new(move |bytes: &[u8]| {
+                if let Some(dump) = &mut sent {
+                    dump.chunk(bytes);
+                }
+            }) as OnChunk,
+        );
         // The answer buffer starts empty and grows only when there is something
         // to send, so idle connections stay small. Once it holds 8 KiB, `feed`
         // writes it out before queuing more.
@@ -134,10 +150,17 @@ impl<S: Split> Connection<S> {
         }
         info!(%peer, lines, ?duration, reason = ?end, "disconnected");
         self.send_queued_answers(&end).await;
+        // The last line goes out as every answer did (so `-x` shows it too),
+        // and we wait at most LINGER for it.
+        let sent = notice.is_empty()
+            || matches!(
+                timeout(LINGER, self.answers.send(Bytes::from(notice))).await,
+                Ok(Ok(()))
+            );
         let reader = self.lines.into_inner().into_inner();
-        let writer = self.answers.into_inner();
-        if let Some(socket) = S::join(reader, writer) {
-            close_gently(socket, Bytes::from(notice)).await;
+        let writer = self.answers.into_inner().into_inner();
+        if let Some(socket) = S::join(reader, writer).filter(|_| sent) {
+            networking_protocols::close_gently(socket).await;
         }
     }
 
