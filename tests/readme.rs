@@ -1,4 +1,4 @@
-//! Every command in README.md works as written.
+//! README.md as written: every command works, and MQTT's reading order is one list.
 //!
 //! We find each command for one of our binaries in the README, in its code
 //! blocks and in its inline code: `cargo run -p <crate> --bin <binary> --
@@ -8,6 +8,11 @@
 //! reaches `--help`; with every argument accepted, `--help` prints the help
 //! and exits 0. (What `--help` cannot catch is a combination clap checks at
 //! the end, such as a flag that needs another.)
+//!
+//! The README also says in which order to read the source. MQTT's order is
+//! written in three places (the learning path, the MQTT section, and the
+//! `## Read next` of each MQTT binary): we check that all three name the
+//! same files in the same order, and that each file exists.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
 
@@ -270,4 +275,132 @@ fn readme_bench_command_names_a_bench() {
             "README.md runs bench {bench:?}, which Cargo.toml does not declare"
         );
     }
+}
+
+/// The source files a piece of prose names, in order: its inline code spans
+/// that are paths of `.rs` files (`mqtt/src/broker.rs`, not `--show-packets`).
+fn rs_paths(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|span| span.ends_with(".rs") && span.contains('/') && !span.contains(' '))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The README's section that starts with the heading `## {title}...`, up to
+/// the next `## ` heading (its `### ` subsections included).
+fn section<'a>(markdown: &'a str, title: &str) -> &'a str {
+    let heading = format!("\n## {title}");
+    let start = markdown
+        .find(&heading)
+        .unwrap_or_else(|| panic!("README.md has no section {heading:?}"))
+        + 1;
+    let end = markdown[start..]
+        .find("\n## ")
+        .map_or(markdown.len(), |at| start + at);
+    &markdown[start..end]
+}
+
+/// The paragraphs of some Markdown, each with its lines joined by spaces.
+fn paragraphs(markdown: &str) -> Vec<String> {
+    markdown
+        .split("\n\n")
+        .map(|paragraph| paragraph.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|paragraph| !paragraph.is_empty())
+        .collect()
+}
+
+/// The files a source file's `## Read next` names, in order; `None` when its
+/// opening `//!` block has no such heading.
+fn read_next(path: &str) -> Option<Vec<String>> {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let source = std::fs::read_to_string(&full)
+        .unwrap_or_else(|e| panic!("{path} is on a reading list, but: {e}"));
+    let doc: Vec<&str> = source
+        .lines()
+        .map_while(|line| line.strip_prefix("//!"))
+        .map(str::trim)
+        .collect();
+    let at = doc.iter().position(|line| *line == "## Read next")?;
+    let text: Vec<&str> = doc[at + 1..]
+        .iter()
+        .take_while(|line| !line.starts_with('#'))
+        .copied()
+        .collect();
+    Some(rs_paths(&text.join(" ")))
+}
+
+/// The reading order that `## Read next` sections give, from `start`: each
+/// file's list, then the list of its last file, and so on. Only the last file
+/// of a list may have a `## Read next` of its own, or the order would fork.
+fn read_next_walk(start: &str) -> Vec<String> {
+    let mut walk = vec![start.to_string()];
+    let mut at = start.to_string();
+    while let Some(next) = read_next(&at) {
+        assert!(!next.is_empty(), "{at}: its `## Read next` names no file");
+        for (i, file) in next.iter().enumerate() {
+            assert!(
+                !walk.contains(file),
+                "{at}: its `## Read next` names {file}, which comes earlier"
+            );
+            assert!(
+                i + 1 == next.len() || read_next(file).is_none(),
+                "{at}: {file} has a `## Read next` of its own, so it must come last"
+            );
+            walk.push(file.clone());
+        }
+        at = walk.last().cloned().unwrap_or_default();
+    }
+    walk
+}
+
+/// The MQTT reading order is one list: the learning path's step 4, the
+/// README's MQTT section and the `## Read next` of each MQTT binary, followed
+/// from `mqtt_broker`, name the same files in the same order, and each exists.
+#[test]
+fn mqtt_reading_order_is_the_same_everywhere() {
+    let readme = readme();
+    let step: Vec<String> = paragraphs(section(&readme, "Learning path"))
+        .into_iter()
+        .filter(|paragraph| {
+            paragraph
+                .strip_prefix("**")
+                .and_then(|rest| rest.split("**").next())
+                .is_some_and(|title| title.contains("MQTT"))
+        })
+        .collect();
+    assert_eq!(step.len(), 1, "one learning path step for MQTT: {step:?}");
+    let learning_path = rs_paths(&step[0]);
+
+    let reads: Vec<String> = paragraphs(section(&readme, "MQTT:"))
+        .into_iter()
+        .filter(|paragraph| paragraph.starts_with("Read `"))
+        .collect();
+    assert_eq!(
+        reads.len(),
+        1,
+        "one `Read ...` paragraph in the MQTT section: {reads:?}"
+    );
+    let mqtt_section = rs_paths(&reads[0]);
+
+    assert!(
+        learning_path.len() >= 5,
+        "only {learning_path:?} found in the learning path: is the parser still finding them?"
+    );
+    for path in &learning_path {
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(path).is_file(),
+            "the MQTT reading order names {path}, which does not exist"
+        );
+    }
+    assert_eq!(
+        learning_path, mqtt_section,
+        "README.md: the learning path (left) and the MQTT section (right) differ"
+    );
+    let binaries = read_next_walk(&learning_path[0]);
+    assert_eq!(
+        learning_path, binaries,
+        "README.md's MQTT reading order (left) and the binaries' `## Read next` (right) differ"
+    );
 }

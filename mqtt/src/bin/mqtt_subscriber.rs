@@ -63,7 +63,8 @@
 //! ## Read next
 //!
 //! `mqtt/src/subscriber.rs` (polling, reconnecting, resubscribing), then
-//! `mqtt/src/packets.rs`.
+//! `mqtt/src/packets.rs` (`--show-packets`) and `mqtt/src/lib.rs` (what both
+//! clients share: how they connect).
 
 use std::time::Duration;
 
