@@ -4,6 +4,12 @@
 //! [`run`] takes a listener that is already bound and a future that resolves
 //! when the server should stop, so the binary decides where to listen and what
 //! "stop" means (Ctrl-C), while tests pass `127.0.0.1:0` and a channel.
+//!
+//! The protocol itself (framing, masking, UTF-8 checks, answering pings) is
+//! done by [tungstenite](https://docs.rs/tungstenite), a WebSocket library,
+//! through its tokio adapter
+//! [tokio-tungstenite](https://docs.rs/tokio-tungstenite); here we choose its
+//! read buffer and message limits ([`WebSocketConfig`], in [`run`]).
 
 use std::future::Future;
 use std::io;
