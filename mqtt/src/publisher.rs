@@ -2,12 +2,12 @@
 //! broker has them.
 //!
 //! The classic MQTT bug is a publisher that calls `publish` and exits. With
-//! rumqttc, `publish` only puts the message in a queue; it reaches the wire
-//! later, when the event loop is polled. Exit right after `publish` and the
-//! message is lost, even at QoS 2. So [`run`] keeps polling until every
-//! message is out and, at QoS 1 and 2, acknowledged; only then does it send
-//! DISCONNECT, the polite goodbye that also tells the broker *not* to publish
-//! our last will.
+//! [rumqttc](https://docs.rs/rumqttc), our MQTT client library, `publish`
+//! only puts the message in a queue; it reaches the wire later, when the
+//! event loop is polled. Exit right after `publish` and the message is lost,
+//! even at QoS 2. So [`run`] keeps polling until every message is out and,
+//! at QoS 1 and 2, acknowledged; only then does it send DISCONNECT, the
+//! polite goodbye that also tells the broker *not* to publish our last will.
 //!
 //! The same loop speaks MQTT 3.1.1 and MQTT 5 (`-V 5`) through
 //! [`crate::client`]; with MQTT 5, [`run_with`] sends properties with every

@@ -176,6 +176,9 @@ async fn publish(args: Args) -> anyhow::Result<()> {
     client.login = args.username.clone().zip(args.password.clone());
     let properties = Properties::from_words(&args.properties, &["CONNECT", "PUBLISH"])?;
     client.take_properties(&properties)?;
+    // The last will travels in our CONNECT. `LastWill` is rumqttc's type:
+    // rumqttc (https://docs.rs/rumqttc) is the MQTT client library both our
+    // clients are built on; `mqtt/src/publisher.rs` shows how it is driven.
     let will = match &args.will_topic {
         Some(topic) => {
             let (message, qos) = (args.will_message.clone(), mqtt::qos(args.will_qos)?);
