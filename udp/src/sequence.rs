@@ -11,7 +11,11 @@
 //! `seq `, the number in decimal, then (if the sender asked for a size) a space
 //! and dots up to that size. Any other payload is not sequenced: it is shown
 //! and echoed like every datagram, but not counted here, even one that
-//! carries a number in a format of its own (`m00000042xxx`).
+//! carries a number in a format of its own. `m00000042xxx` is one: an `m`,
+//! the number 42 in eight digits, then `x`s up to the payload's size. It is
+//! how loadgen, a separate load-testing tool, numbers the datagrams it sends
+//! to an echo server (such as `udp_receiver --echo`), to match each answer
+//! to its datagram.
 //!
 //! The numbers come from the network, so any `u64` may arrive, up to
 //! 18446744073709551615 from each of many senders. What we count per
