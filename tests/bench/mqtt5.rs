@@ -11,16 +11,18 @@
 //!
 //! 1. **Throughput**: one publisher sends 20,000 messages of 64 bytes to one
 //!    subscriber through the broker, at QoS 0, 1 and 2 (QoS 1 and 2 with at
-//!    most 20 unacknowledged, as `loadgen mqtt` does); messages per second
-//!    from the first PUBLISH to the last delivery. The versions alternate,
-//!    3.1.1 then 5, five times on one broker; the table gives medians.
+//!    most 20 unacknowledged, as `loadgen mqtt` does; loadgen is the
+//!    separate load-testing tool that the README's "How far one machine
+//!    goes" describes); messages per second from the first PUBLISH to the
+//!    last delivery. The versions alternate, 3.1.1 then 5, five times on one
+//!    broker; the table gives medians.
 //! 2. **Memory per idle connection**: 2,000 clients connect and stay idle on
 //!    a fresh broker; the growth of its resident memory (RSS, from `/proc`)
 //!    per client. Three fresh brokers per version, alternating; medians.
 //!
 //! The last column is MQTT 5's figure over 3.1.1's.
 //!
-//! Why not `loadgen mqtt`, as the other benches use: it speaks 3.1.1 only
+//! Why not drive the broker with `loadgen mqtt` itself: it speaks 3.1.1 only
 //! (rumqttc's 3.1.1 client), and a second client library for MQTT 5 would
 //! put the two libraries' difference into the ratio.
 
