@@ -67,7 +67,7 @@ pub enum ConnectionError {
 }
 
 impl ConnectionError {
-    /// The error explained, as [`crate::explain`] does.
+    /// The error explained, as [`crate::explain()`] does.
     pub fn explain(&self, addr: &str, connected: bool) -> anyhow::Error {
         match self {
             ConnectionError::V311(error) => crate::explain(error, addr, connected),

@@ -3,7 +3,7 @@
 //! rumqttc has one error type per protocol version
 //! ([`rumqttc::ConnectionError`] for MQTT 3.1.1,
 //! [`rumqttc::v5::ConnectionError`] for MQTT 5), with different variants for
-//! the same troubles. We first reduce either one to the [`Facts`] that
+//! the same troubles. We first reduce either one to the `Facts` that
 //! matter to a user (an I/O error and its kind, a refusal, a packet too
 //! large...), so the explanations themselves are written once.
 

@@ -79,7 +79,7 @@ impl Dump {
     }
 }
 
-/// One chunk as `-x` shows it: the header line, then [`PER_LINE`] bytes a
+/// One chunk as `-x` shows it: the header line, then 16 bytes a
 /// line, in hex and as text (`.` for a byte that is not printable ASCII).
 /// `from` is the offset of the chunk's first byte in its direction.
 pub fn format(mark: char, peer: SocketAddr, from: u64, bytes: &[u8]) -> String {

@@ -116,7 +116,7 @@ struct Args {
     /// With --count: wait this long between messages
     #[arg(long, default_value_t = 0)]
     interval_ms: u64,
-    /// Client id [default: mqtt_publisher-<process id>]; two clients with the
+    /// Client id [default: mqtt_publisher-PID, with our process id]; two clients with the
     /// same id knock each other off the broker
     #[arg(short = 'i', long)]
     client_id: Option<String>,

@@ -130,7 +130,7 @@ struct Args {
     /// Exit with an error when no message arrives for this many seconds
     #[arg(short = 'W', long, value_parser = clap::value_parser!(u64).range(1..))]
     timeout_secs: Option<u64>,
-    /// Client id [default: mqtt_subscriber-<process id>]; two clients with the
+    /// Client id [default: mqtt_subscriber-PID, with our process id]; two clients with the
     /// same id knock each other off the broker
     #[arg(short = 'i', long)]
     client_id: Option<String>,

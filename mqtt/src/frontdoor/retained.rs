@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::topics::shrink_if_sparse;
 
 /// Retained messages by topic (spec §3.3.1.3), in a tree of levels like
-/// [`Topics`]: a new subscription gets those its filter matches.
+/// [`Topics`](super::topics::Topics): a new subscription gets those its filter matches.
 #[derive(Debug)]
 pub struct Retained<T> {
     root: RetainedNode<T>,

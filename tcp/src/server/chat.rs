@@ -2,7 +2,7 @@
 //!
 //! A [`broadcast`] channel is a queue that every connection reads at its own
 //! pace: each line is stored once, and each receiver keeps its own position.
-//! https://docs.rs/tokio/latest/tokio/sync/broadcast/index.html
+//! <https://docs.rs/tokio/latest/tokio/sync/broadcast/index.html>
 
 use std::net::SocketAddr;
 use std::time::Duration;

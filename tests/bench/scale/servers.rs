@@ -185,15 +185,16 @@ fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(target_dir().join("release").join(name))
 }
 
-/// The loadgen binary (`LOADGEN`, or where its README builds it).
+/// The loadgen binary: `LOADGEN`, or `target/loadgen/release/loadgen`.
 fn loadgen() -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("LOADGEN")
         .map(PathBuf::from)
         .unwrap_or_else(|| target_dir().join("loadgen/release/loadgen"));
     if !path.exists() {
+        // loadgen is a separate tool, not in this repository.
         bail!(
-            "not built: cargo build --release --manifest-path ../shared/tools/loadgen/Cargo.toml \
-             --target-dir target/loadgen"
+            "no loadgen at {}: set LOADGEN to its binary (a separate load-testing tool)",
+            path.display()
         );
     }
     Ok(path)
