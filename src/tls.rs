@@ -14,15 +14,19 @@
 //! a `TlsStream` that reads and writes like the stream it wraps: the code of a
 //! lesson above it does not change.
 //!
-//! - [`server`]: `--tls`, `--cert`/`--key`, `--require-client-cert`, and the
-//!   handshake on an accepted connection ([`server::accept`]);
+//! - [`server`]: `--tls`, `--cert`/`--key`, `--require-client-cert`,
+//!   `--issue-client-cert`, and the handshake on an accepted connection
+//!   ([`server::accept`]);
 //! - [`client`]: `--cafile`, `--cert`/`--key`, `--insecure`, and the
 //!   handshake after connecting ([`client::connect`]);
 //! - [`local`]: the local certificate authority and `localhost` certificate a
 //!   server makes for itself when given none;
+//! - [`client_cert`]: a client certificate for mutual TLS, signed by that
+//!   local CA (`--issue-client-cert NAME`);
 //! - this file: reading PEM files, and explaining rustls's errors.
 
 pub mod client;
+pub mod client_cert;
 pub mod local;
 pub mod server;
 

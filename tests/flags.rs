@@ -119,7 +119,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
 ];
 
 /// Flags that take a value that is not a number.
-const NOT_NUMERIC: [&str; 29] = [
+const NOT_NUMERIC: [&str; 30] = [
     "--host",
     "--url",
     "--message",
@@ -148,12 +148,14 @@ const NOT_NUMERIC: [&str; 29] = [
     // websocket_client -H 'Name: value' and --protocol NAME.
     "--header",
     "--protocol",
-    // TLS: files and directories, and the pages allowed to connect.
+    // TLS: files and directories, a client certificate's name, and the
+    // pages allowed to connect.
     "--cafile",
     "--cert",
     "--key",
     "--require-client-cert",
     "--tls-dir",
+    "--issue-client-cert",
     "--allow-origin",
 ];
 

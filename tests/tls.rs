@@ -4,6 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
 
 mod common;
+// `--issue-client-cert`, in a file of its own (tests/tls/ holds no main.rs,
+// so cargo does not take it for another test).
+#[path = "tls/client_cert.rs"]
+mod client_cert;
 
 use common::tls::{Ca, TempDir};
 use common::{Process, Server, run, within};

@@ -1,5 +1,6 @@
 //! TLS against independent implementations: OpenSSL's `s_client` against
-//! `tcp_server --tls`, Python's `ssl` and `websockets` on both sides of
+//! `tcp_server --tls`, OpenSSL's view of a certificate that
+//! `--issue-client-cert` made, Python's `ssl` and `websockets` on both sides of
 //! `wss://`, and our MQTT clients against a Mosquitto TLS listener, with and
 //! without a client certificate. Ignored unless the peers are installed
 //! (`.ci/run` installs them).
@@ -88,6 +89,51 @@ async fn openssl_s_client_against_tcp_server() {
     let with_cert = ["-CAfile", &cafile, "-cert", &cert, "-key", &key];
     assert_eq!(s_client(&mutual, &with_cert).await.unwrap(), "hello");
     assert!(s_client(&mutual, &["-CAfile", &cafile]).await.is_err());
+}
+
+/// Runs `openssl ARGS` and returns its stdout, failing the test if it fails.
+async fn openssl(args: &[&str]) -> String {
+    let run = Command::new("openssl")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = within("openssl", run)
+        .await
+        .expect("openssl; apt-get install openssl");
+    let (out, err) = (&output.stdout, &output.stderr);
+    let (out, err) = (String::from_utf8_lossy(out), String::from_utf8_lossy(err));
+    assert!(output.status.success(), "openssl {args:?}: {err}");
+    out.to_string()
+}
+
+/// OpenSSL agrees that what `--issue-client-cert alice` makes is a client
+/// certificate from the local CA: `openssl verify` follows its chain to
+/// ca.pem, `openssl x509 -purpose` finds it fit to be an "SSL client" and
+/// not an "SSL server", and s_client presenting it gets its echo from a
+/// server that requires one.
+#[tokio::test]
+#[ignore = "needs openssl: apt-get install openssl"]
+async fn openssl_accepts_an_issued_client_certificate() {
+    let dir = TempDir::new();
+    let (cafile, cert, key) = (
+        dir.path("local/ca.pem"),
+        dir.path("local/alice.pem"),
+        dir.path("local/alice-key.pem"),
+    );
+    let issuing = ["--issue-client-cert", "alice", "--require-client-cert"];
+    let mut args = issuing.to_vec();
+    args.push(&cafile);
+    let server = tls_server("tcp_server", &dir, &args).await;
+
+    let verified = openssl(&["verify", "-CAfile", &cafile, &cert]).await;
+    assert_eq!(verified, format!("{cert}: OK\n"));
+    let purposes = openssl(&["x509", "-in", &cert, "-noout", "-subject", "-purpose"]).await;
+    assert!(purposes.contains("subject=CN = alice\n"), "{purposes}");
+    assert!(purposes.contains("\nSSL client : Yes\n"), "{purposes}");
+    assert!(purposes.contains("\nSSL server : No\n"), "{purposes}");
+
+    let with_cert = ["-CAfile", &cafile, "-cert", &cert, "-key", &key];
+    assert_eq!(s_client(&server, &with_cert).await.unwrap(), "hello");
 }
 
 /// A Python client with an `ssl` context that trusts our CA (and checks the

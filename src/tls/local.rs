@@ -8,20 +8,32 @@
 //! (`localhost.pem`, with its key in `localhost-key.pem`). Clients trust the
 //! CA with `--cafile <dir>/ca.pem`, which the server prints.
 //!
-//! The CA's own private key is used once, to sign, and never written down: no
-//! program that reads your files later can make another certificate that
-//! `--cafile ca.pem` would trust. The files are made once and reused, so a
-//! client keeps trusting the server across restarts.
+//! The CA's own private key is kept beside them, in `ca-key.pem`, because it
+//! is what signs the client certificates for mutual TLS that
+//! `--issue-client-cert NAME` makes ([`super::client_cert`]), as `mkcert
+//! -client` signs with the CA key it keeps. (Earlier versions used the key
+//! once and never wrote it down; they could sign nothing later.) The key is
+//! as private as the directory: readable by you only (mode 0600, in a
+//! directory that only you may enter, 0700), and whoever reads it can make
+//! certificates for any name that `--cafile ca.pem` and
+//! `--require-client-cert ca.pem` trust. To revoke everything the CA ever
+//! signed, delete the directory: the next server started with `--tls` makes
+//! a new CA, and clients then need the new `ca.pem`.
+//!
+//! The files are made once and reused, so a client keeps trusting the server
+//! across restarts.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, anyhow};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 /// The CA's certificate, which clients pass to `--cafile`.
 pub const CA_FILE: &str = "ca.pem";
+/// The CA's private key, which signs client certificates; mode 0600.
+pub const CA_KEY_FILE: &str = "ca-key.pem";
 /// The server's certificate, signed by the CA.
 pub const CERT_FILE: &str = "localhost.pem";
 /// The server certificate's private key.
@@ -95,12 +107,11 @@ fn write_new(dir: &Path) -> anyhow::Result<()> {
     // is ECDSA P-256, rcgen's default: small, fast, and understood by every
     // TLS library and browser.
     let ca_key = KeyPair::generate().map_err(failed)?;
-    let mut ca = CertificateParams::default();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    (ca.distinguished_name).push(DnType::CommonName, "networking-protocols local CA");
+    let ca = ca_params();
     let ca_cert = ca.self_signed(&ca_key).map_err(failed)?;
-    let issuer = rcgen::Issuer::new(ca, ca_key);
+    // Written now, while we hold it; `ca_key` moves into the issuer below.
+    let ca_key_pem = ca_key.serialize_pem();
+    let issuer = Issuer::new(ca, ca_key);
 
     // The server's certificate: its names (IP addresses become IP entries),
     // its public key, and the CA's signature over both.
@@ -111,6 +122,7 @@ fn write_new(dir: &Path) -> anyhow::Result<()> {
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(failed)?;
 
     write_file(&dir.join(CA_FILE), ca_cert.pem().as_bytes(), false)?;
+    write_file(&dir.join(CA_KEY_FILE), ca_key_pem.as_bytes(), true)?;
     write_file(&dir.join(CERT_FILE), leaf_cert.pem().as_bytes(), false)?;
     write_file(
         &dir.join(KEY_FILE),
@@ -119,6 +131,51 @@ fn write_new(dir: &Path) -> anyhow::Result<()> {
     )
 }
 
+/// What the CA certificate says about itself. The issuer of every
+/// certificate it signs is this subject, so [`issuer`] rebuilds it from
+/// here, byte for byte, to sign more.
+fn ca_params() -> CertificateParams {
+    let mut ca = CertificateParams::default();
+    // pathLenConstraint 0: it signs end-entity certificates only, no other CA.
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    (ca.distinguished_name).push(DnType::CommonName, "networking-protocols local CA");
+    ca
+}
+
+/// The local CA in `dir`, ready to sign: its subject and its key from
+/// [`CA_KEY_FILE`].
+///
+/// Errors: the directory holds no CA (run [`ensure`] first); it has no
+/// [`CA_KEY_FILE`], as a directory made by an earlier version (the message
+/// says to delete the directory); the key file cannot be read or holds no key.
+pub fn issuer(dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
+    let key_path = dir.join(CA_KEY_FILE);
+    if !dir.join(CA_FILE).exists() {
+        return Err(anyhow!("no local CA in {}", dir.display()));
+    }
+    if !key_path.exists() {
+        return Err(anyhow!(
+            "the local CA in {dir} has no {CA_KEY_FILE} (versions before --issue-client-cert \
+             did not keep the CA's key), so it cannot issue client certificates: delete {dir} \
+             and start the server again to make a new CA (clients then need the new {ca})",
+            dir = dir.display(),
+            ca = dir.join(CA_FILE).display(),
+        ));
+    }
+    let pem = std::fs::read_to_string(&key_path)
+        .with_context(|| format!("cannot read the local CA's key {}", key_path.display()))?;
+    let key = KeyPair::from_pem(&pem).map_err(|error| {
+        anyhow!(
+            "{}: not the local CA's key ({error}): delete {} to make a new CA",
+            key_path.display(),
+            dir.display()
+        )
+    })?;
+    Ok(Issuer::new(ca_params(), key))
+}
+
+/// Makes `dir`, readable and enterable by its owner only (0700 on Unix).
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
@@ -128,8 +185,9 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", dir.display()))
 }
 
-/// Writes a file; a `secret` one is readable by its owner only.
-fn write_file(path: &Path, contents: &[u8], secret: bool) -> anyhow::Result<()> {
+/// Writes a new file (an existing one is an error); a `secret` one is
+/// readable by its owner only (0600 on Unix, else 0644).
+pub(super) fn write_file(path: &Path, contents: &[u8], secret: bool) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -19,7 +19,10 @@ use tokio_rustls::TlsAcceptor;
 pub use tokio_rustls::server::TlsStream;
 use tracing::info;
 
-use super::{cert_and_key_error, local, provider, read_certificates, read_private_key, read_roots};
+use super::{
+    cert_and_key_error, client_cert, local, provider, read_certificates, read_private_key,
+    read_roots,
+};
 
 /// The TLS flags every server shares.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -42,15 +45,29 @@ pub struct ServerTlsArgs {
     /// once and kept [default: ~/.local/share/networking-protocols/tls]
     #[arg(long, value_name = "DIR", requires = "tls", conflicts_with = "cert")]
     pub tls_dir: Option<PathBuf>,
+    /// With --tls and no --cert: also make a client certificate for mutual
+    /// TLS, signed by the local CA, as NAME.pem and NAME-key.pem in the TLS
+    /// directory (once; later starts reuse it), and log the flags that use it
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "tls",
+        conflicts_with = "cert",
+        value_parser = client_cert::parse_name
+    )]
+    pub issue_client_cert: Option<String>,
 }
 
 impl ServerTlsArgs {
     /// The acceptor for `--tls`, or `None` without it.
     ///
     /// Without `--cert`, uses the local certificate in `--tls-dir`, making it
-    /// first if needed, and logs where the CA is, for clients' `--cafile`.
+    /// first if needed, and logs where the CA is, for clients' `--cafile`;
+    /// with `--issue-client-cert NAME`, also makes (or reuses) a client
+    /// certificate there and logs the flags that use it.
     /// Errors: a file cannot be read or holds no certificate or key, or the
-    /// key does not belong to the certificate.
+    /// key does not belong to the certificate; a client certificate cannot
+    /// be issued ([`client_cert::issue`]).
     pub fn acceptor(&self) -> anyhow::Result<Option<TlsAcceptor>> {
         Ok(self.config()?.map(TlsAcceptor::from))
     }
@@ -76,6 +93,18 @@ impl ServerTlsArgs {
                     dir.display(),
                     ca.display()
                 );
+                if let Some(name) = &self.issue_client_cert {
+                    let issued = client_cert::issue(&dir, name)?;
+                    let how = if issued.made { "made" } else { "using" };
+                    info!(
+                        "TLS: {how} a client certificate for {name} in {}: a client passes \
+                         --cert {} --key {}, to a server started with --require-client-cert {}",
+                        dir.display(),
+                        issued.cert.display(),
+                        issued.key.display(),
+                        ca.display()
+                    );
+                }
                 (dir.join(local::CERT_FILE), dir.join(local::KEY_FILE))
             }
         };
