@@ -91,6 +91,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
             ("--max-queued-bytes", USIZE),
             ("--max-subscriptions", U32),
             ("--max-keep-alive", U16),
+            ("--ws-port", U16),
         ],
     ),
     (
@@ -168,10 +169,12 @@ async fn every_numeric_flag_is_walked() {
         assert!(status.success());
         let mut taking_values = BTreeSet::new();
         for line in help.lines() {
-            // `  -C, --count <COUNT>` or `      --port <PORT>`
+            // `  -C, --count <COUNT>`, `      --port <PORT>`, or a value
+            // that may be left out, `      --ws-port [<PORT>]`
             let words: Vec<&str> = line.split_whitespace().collect();
             for pair in words.windows(2) {
-                if pair[0].starts_with("--") && pair[1].starts_with('<') {
+                let value = pair[1].trim_start_matches('[');
+                if pair[0].starts_with("--") && value.starts_with('<') {
                     taking_values.insert(pair[0].trim_end_matches(','));
                 }
             }

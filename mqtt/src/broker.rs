@@ -41,6 +41,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rumqttd::RouterConfig;
 use tokio_util::sync::CancellationToken;
+use websocket::origin::AllowedOrigins;
 
 use crate::frontdoor::{self, FrontDoorConfig, relay::Limits, router::Router};
 
@@ -96,6 +97,12 @@ pub struct BrokerConfig {
     pub max_keep_alive: Option<u16>,
     /// With `Some`, clients speak MQTT over TLS (see `frontdoor/relay/tls.rs`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// With `Some`, a second port where clients speak MQTT over WebSocket
+    /// (`ws://`, see `frontdoor/websocket.rs`). Port 0 means "any free port".
+    pub websocket_addr: Option<SocketAddr>,
+    /// The web pages whose WebSocket may connect there, besides programs
+    /// and the broker's own (`--allow-origin`).
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// The default for `--max-queued-bytes`: 8 MiB per client.
@@ -122,6 +129,8 @@ impl Default for BrokerConfig {
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_keep_alive: None,
             tls: None,
+            websocket_addr: None,
+            allowed_origins: AllowedOrigins::own_only(),
         }
     }
 }
@@ -163,6 +172,8 @@ pub fn router_config() -> RouterConfig {
 pub struct RunningBroker {
     /// The address clients connect to (the real port, also for `--port 0`).
     pub addr: SocketAddr,
+    /// The WebSocket port's address, if there is one.
+    pub websocket_addr: Option<SocketAddr>,
     /// Resolves when the router thread has ended.
     router_ended: tokio::task::JoinHandle<()>,
     front_door: tokio::task::JoinHandle<()>,
@@ -185,10 +196,11 @@ impl RunningBroker {
     }
 }
 
-/// Binds `config.addr`, starts rumqttd's router, and serves clients through
-/// the front door until `shutdown` resolves.
+/// Binds `config.addr` (and `config.websocket_addr`), starts rumqttd's
+/// router, and serves clients through the front door until `shutdown`
+/// resolves.
 ///
-/// Errors: the address cannot be bound (in use, not ours), or the router
+/// Errors: an address cannot be bound (in use, not ours), or the router
 /// does not start.
 pub async fn start(
     config: &BrokerConfig,
@@ -199,6 +211,15 @@ pub async fn start(
         .await
         .map_err(|error| networking_protocols::bind_error(config.addr, error))?;
     let addr = listener.local_addr()?;
+    let websocket = match config.websocket_addr {
+        Some(ws_addr) => Some(
+            tokio::net::TcpListener::bind(ws_addr)
+                .await
+                .map_err(|error| networking_protocols::bind_error(ws_addr, error))?,
+        ),
+        None => None,
+    };
+    let websocket_addr = websocket.as_ref().map(|l| l.local_addr()).transpose()?;
     let settings = router_config();
     let (router, watchdog) = tokio::task::spawn_blocking(move || Router::start(settings))
         .await
@@ -220,6 +241,7 @@ pub async fn start(
     });
     let front_door = tokio::spawn(frontdoor::run(
         listener,
+        websocket,
         front_door_config(config),
         router,
         dispatcher,
@@ -227,6 +249,7 @@ pub async fn start(
     ));
     Ok(RunningBroker {
         addr,
+        websocket_addr,
         router_ended,
         front_door,
     })
@@ -284,6 +307,7 @@ pub fn front_door_config(config: &BrokerConfig) -> FrontDoorConfig {
             max_keep_alive: config.max_keep_alive,
         },
         tls: config.tls.clone(),
+        websocket_origins: config.allowed_origins.clone(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The front door: what a broker checks before it trusts a client, and the
 //! path every message takes through it.
 //!
-//! `mqtt_broker` has one listening socket, ours. rumqttd's router runs in
+//! `mqtt_broker` listens on our sockets only (MQTT's port, and with
+//! `--ws-port` a second one for MQTT over WebSocket). rumqttd's router runs in
 //! this process on a thread of its own and carries every message, in the
 //! order it takes them, to the front door's dispatcher, which routes each to
 //! the sessions that subscribed (`dispatch.rs`); clients never reach the
@@ -25,7 +26,10 @@
 //! The connection limit is ours too: one client too many gets CONNACK 3.
 //! With `--tls`, TLS ends here as well: each connection's TLS handshake
 //! comes before step 1, and the relay decrypts and encrypts in place
-//! ([`relay::tls`]), so the checks are the same with TLS or without.
+//! ([`relay::tls`]), so the checks are the same with TLS or without. The
+//! same holds for MQTT over WebSocket: the HTTP upgrade comes before step 1
+//! ([`websocket`]), and the relay unwraps and wraps binary messages
+//! ([`relay::websocket`]).
 //!
 //! ## The path of one PUBLISH
 //!
@@ -73,12 +77,14 @@ pub mod router;
 pub mod session;
 mod subscribe;
 pub mod topics;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ::websocket::origin::AllowedOrigins;
 use networking_protocols::accept::{Acceptor, Incoming, Throttle};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -90,7 +96,7 @@ use tracing::{error, info, warn};
 use congestion::Congestion;
 use connack::Admitted;
 use dispatch::Shared;
-use handshake::ClientStream;
+use handshake::{ClientStream, Transport, accept};
 use relay::Limits;
 use router::Router;
 use session::Sessions;
@@ -108,6 +114,9 @@ pub struct FrontDoorConfig {
     pub limits: Limits,
     /// With `Some`, clients speak MQTT over TLS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The web pages whose WebSocket may connect at the WebSocket port,
+    /// besides programs and the broker's own (see `websocket.rs`).
+    pub websocket_origins: AllowedOrigins,
 }
 
 /// Ends the sessions whose expiry has come and publishes the wills whose
@@ -137,10 +146,13 @@ async fn sweep(door: Arc<Door>) {
     }
 }
 
-/// Serves clients on `listener` until `shutdown` resolves, then closes them
-/// all and returns. `dispatcher` is the link [`dispatch::subscribe`] made.
+/// Serves clients on `listener` (MQTT over TCP, or over TLS with
+/// `config.tls`) and on `websocket` (MQTT over WebSocket, `websocket.rs`)
+/// until `shutdown` resolves, then closes them all and returns.
+/// `dispatcher` is the link [`dispatch::subscribe`] made.
 pub async fn run(
     listener: TcpListener,
+    websocket: Option<TcpListener>,
     config: FrontDoorConfig,
     router: Router,
     dispatcher: link::Link,
@@ -164,6 +176,7 @@ pub async fn run(
     });
     let tasks = TaskTracker::new();
     let mut acceptor = Acceptor::new(listener);
+    let mut websocket = websocket.map(Acceptor::new);
     let mut busy = Throttle::default();
     tokio::pin!(shutdown);
     tokio::pin!(dispatcher);
@@ -172,7 +185,7 @@ pub async fn run(
     // sleeps until the next such moment (`session.rs`).
     tokio::spawn(sweep(door.clone()));
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, transport) = tokio::select! {
             () = &mut shutdown => break,
 
             ended = &mut dispatcher => {
@@ -181,8 +194,12 @@ pub async fn run(
                 break;
             }
             incoming = acceptor.accept() => match incoming {
-                Incoming::Open(stream, peer) => (stream, peer),
+                Incoming::Open(stream, peer) => (stream, peer, Transport::Mqtt),
                 // No descriptor to spare for a CONNECT exchange: close.
+                Incoming::OutOfDescriptors(..) => continue,
+            },
+            incoming = accept(&mut websocket) => match incoming {
+                Incoming::Open(stream, peer) => (stream, peer, Transport::WebSocket),
                 Incoming::OutOfDescriptors(..) => continue,
             },
         };
@@ -191,7 +208,7 @@ pub async fn run(
         match door.slots.clone().try_acquire_owned() {
             Ok(slot) => {
                 tasks.spawn(async move {
-                    if let Some(client) = Box::pin(door.handshake(stream, peer)).await {
+                    if let Some(client) = Box::pin(door.open(stream, peer, transport)).await {
                         door.serve(client, peer, slot).await;
                     }
                 });
@@ -199,7 +216,7 @@ pub async fn run(
             Err(_) => match door.refusals.clone().try_acquire_owned() {
                 Ok(permit) => {
                     tasks.spawn(async move {
-                        if let Some(client) = door.handshake(stream, peer).await {
+                        if let Some(client) = door.open(stream, peer, transport).await {
                             door.refuse_busy(client, peer).await;
                         }
                         drop(permit);

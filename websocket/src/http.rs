@@ -44,7 +44,8 @@ use crate::origin::{AllowedOrigins, ForeignOrigin};
 pub const PAGE: &str = include_str!("page.html");
 
 const HTML: &str = "text/html; charset=utf-8";
-const TEXT: &str = "text/plain; charset=utf-8";
+/// The content type of our plain-text answers.
+pub const TEXT: &str = "text/plain; charset=utf-8";
 
 /// A request head larger than this is refused (431): without a limit, a
 /// client could make us buffer without end.
@@ -228,8 +229,10 @@ async fn read_head(stream: &mut Stream) -> io::Result<Head> {
     }
 }
 
-/// Sends a complete HTTP answer and closes the connection.
-async fn answer(
+/// Sends a complete HTTP answer (`status`, then `body` of `content_type`)
+/// and closes the connection; `path` is the request's, for the result.
+/// Errors: the stream's.
+pub async fn answer(
     mut stream: Stream,
     status: &'static str,
     path: &str,

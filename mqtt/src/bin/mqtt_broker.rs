@@ -36,6 +36,11 @@
 //! CA is; `mqtt_publisher --tls --cafile <that ca.pem>` connects to it
 //! (the front door ends TLS itself: `mqtt/src/frontdoor/relay/tls.rs`).
 //!
+//! For web pages: `mqtt_broker --ws-port` also serves MQTT over WebSocket
+//! on 9001 (`ws://127.0.0.1:9001/mqtt`, subprotocol `mqtt`), as browsers
+//! and MQTT.js speak it, through the same front door
+//! (`mqtt/src/frontdoor/websocket.rs`).
+//!
 //! ## Read next
 //!
 //! `mqtt/src/frontdoor.rs` (what a broker checks before it trusts a client),
@@ -50,6 +55,7 @@ use clap::Parser;
 use mqtt::broker::{self, BrokerConfig};
 use networking_protocols::tls::server::ServerTlsArgs;
 use tracing::info;
+use websocket::origin::AllowedOrigins;
 
 /// An MQTT 3.1.1 and MQTT 5 broker (rumqttd's router, embedded): forwards every
 /// published message to the clients subscribed to its topic.
@@ -91,6 +97,16 @@ struct Args {
     #[arg(long, value_name = "SECONDS",
           value_parser = clap::value_parser!(u16).range(1..))]
     max_keep_alive: Option<u16>,
+    /// Also serve MQTT over WebSocket (ws://HOST:PORT/mqtt, subprotocol mqtt),
+    /// as browsers and MQTT.js speak it, on this port [default: 9001 when given
+    /// without a value; 0 picks a free one]
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "9001")]
+    ws_port: Option<u16>,
+    /// With --ws-port: also let WebSocket connections from this web page's
+    /// origin in (repeat for more; '*' for any page)
+    #[arg(long = "allow-origin", value_name = "ORIGIN", requires = "ws_port",
+          value_parser = websocket::origin::parse)]
+    allow_origins: Vec<String>,
     /// MQTT over TLS (clients connect with --tls, mosquitto_pub with --cafile)
     #[command(flatten)]
     tls: ServerTlsArgs,
@@ -134,12 +150,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_subscriptions: args.max_subscriptions as usize,
         max_keep_alive: args.max_keep_alive,
         tls,
+        websocket_addr: args.ws_port.map(|port| SocketAddr::new(args.host, port)),
+        allowed_origins: AllowedOrigins::new(args.allow_origins),
     };
     // Ctrl-C and SIGTERM are ours before anyone can learn where we listen.
     let shutdown = networking_protocols::shutdown_signal();
     // `start` binds the port, starts rumqttd's router and opens the front door.
     let running = broker::start(&config, shutdown).await?;
     networking_protocols::print_listening(running.addr);
+    // The WebSocket port's line comes second, in a form of its own that
+    // also says where a browser or MQTT.js connects.
+    if let Some(addr) = running.websocket_addr {
+        println!("listening on {addr} for MQTT over WebSocket: ws://{addr}/mqtt");
+    }
 
     // On Ctrl-C or SIGTERM the front door closes every client's connection
     // and returns. rumqttd's router has no stop method: its thread ends with

@@ -20,7 +20,7 @@ use super::aliases::TOPIC_ALIAS_MAXIMUM;
 use super::connect::Connect;
 use super::handshake::{ClientStream, write_flushed};
 use super::relay::tls::TlsSession;
-use super::relay::{Connection, Parts};
+use super::relay::{Connection, Layer, Parts};
 use super::session::{Resend, Session};
 use crate::wire::properties::{Builder, id};
 use crate::wire::{self, ConnackCode, kind};
@@ -126,7 +126,7 @@ impl Door {
             stream: mut client,
             name,
             connect,
-            early,
+            mut early,
             kick,
         } = client;
         let session_present = kept.is_some();
@@ -150,12 +150,18 @@ impl Door {
         );
 
         // From here on the connection reads and writes the socket itself,
-        // with rustls's state beside it for a TLS client.
-        let (socket, tls) = match client {
-            Either::Left(tcp) => (tcp, None),
-            Either::Right(tls) => {
+        // with rustls's state beside it for a TLS client, and tungstenite's
+        // for a WebSocket client.
+        let (socket, layer) = match client {
+            Either::Left(Either::Left(tcp)) => (tcp, Layer::Plain),
+            Either::Left(Either::Right(tls)) => {
                 let (tcp, conn) = tls.into_inner();
-                (tcp, Some(TlsSession::new(conn)))
+                (tcp, Layer::Tls(TlsSession::new(conn)))
+            }
+            Either::Right(ws) => {
+                let (tcp, session, unread) = ws.into_parts();
+                early.extend_from_slice(&unread);
+                (tcp, Layer::WebSocket(session))
             }
         };
         let session = kept.unwrap_or_else(|| {
@@ -168,7 +174,7 @@ impl Door {
         });
         let mut connection = Connection::new(Parts {
             socket: &socket,
-            tls,
+            layer,
             router: &self.router,
             shared: &self.shared,
             limits: &self.config.limits,

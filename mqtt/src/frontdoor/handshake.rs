@@ -1,12 +1,14 @@
 //! A new connection, up to a CONNECT we accept: the TLS handshake (with
-//! `--tls`), the CONNECT read within the connect timeout and checked
-//! (`connect.rs`), and the refusals, each with the CONNACK code the spec
-//! names, or a close without a word where the spec says so.
+//! `--tls`) or the WebSocket upgrade (`websocket.rs`), the CONNECT read
+//! within the connect timeout and checked (`connect.rs`), and the refusals,
+//! each with the CONNACK code the spec names, or a close without a word
+//! where the spec says so.
 
 use std::io;
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
+use networking_protocols::accept::{Acceptor, Incoming};
 use networking_protocols::tls::server::{self as tls_server, Handshake, TlsStream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -16,6 +18,7 @@ use tracing::{info, warn};
 
 use super::Door;
 use super::connect::{self, Connect, Refusal};
+use super::websocket::WsStream;
 use crate::wire::{self, ConnackCode, kind};
 
 /// MQTT 5's CONNACK 0x89, Server busy (spec §3.2.2.2).
@@ -46,10 +49,43 @@ impl std::fmt::Display for NoConnect {
 }
 
 /// A client's connection until its CONNACK: plain TCP, or TLS over TCP
-/// (tokio-rustls, which reads and writes like a socket).
-pub(super) type ClientStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+/// (tokio-rustls, which reads and writes like a socket), or a WebSocket
+/// (`websocket.rs`, which reads and writes like a socket too).
+pub(super) type ClientStream = Either<Either<TcpStream, Box<TlsStream<TcpStream>>>, Box<WsStream>>;
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Transport {
+    /// MQTT over TCP, or over TLS with `--tls`.
+    Mqtt,
+    /// MQTT over WebSocket (`websocket.rs`).
+    WebSocket,
+}
+
+/// The next connection on `listener`, or never, without one.
+pub(super) async fn accept(listener: &mut Option<Acceptor>) -> Incoming {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
 
 impl Door {
+    /// What comes before MQTT's first packet on a new connection: the TLS
+    /// handshake (`handshake.rs`), or the WebSocket upgrade
+    /// (`websocket.rs`). `None`, logged, if it failed.
+    pub(super) async fn open(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> Option<ClientStream> {
+        match transport {
+            Transport::Mqtt => self.handshake(stream, peer).await,
+            Transport::WebSocket => self.upgrade(stream, peer).await,
+        }
+    }
+
     /// Reads and checks the CONNECT. `None` (logged, answered where the spec
     /// says so) if there is none, it is malformed, or it is refused.
     /// Otherwise the connection, the CONNECT, and any bytes the client sent
@@ -121,11 +157,11 @@ impl Door {
     /// speaks plaintext at the TLS port.
     pub(super) async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> Option<ClientStream> {
         let Some(config) = &self.config.tls else {
-            return Some(Either::Left(tcp));
+            return Some(Either::Left(Either::Left(tcp)));
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
         match tls_server::accept(&acceptor, tcp).await {
-            Handshake::Done(tls) => Some(Either::Right(tls)),
+            Handshake::Done(tls) => Some(Either::Left(Either::Right(tls))),
             Handshake::NotTls(_) => {
                 warn!(
                     %peer,

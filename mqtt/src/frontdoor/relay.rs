@@ -14,12 +14,14 @@
 //! happens when they fill).
 //!
 //! Reading and writing the socket is in `relay/socket.rs`; with TLS,
-//! `relay/tls.rs` decrypts and encrypts on the way, and the packets are the
+//! `relay/tls.rs` decrypts and encrypts on the way, and over WebSocket
+//! `relay/websocket.rs` unwraps and wraps messages, and the packets are the
 //! same.
 
 pub(crate) mod buffers;
 mod socket;
 pub mod tls;
+pub mod websocket;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -39,7 +41,7 @@ use super::router::Router;
 use super::session::Session;
 use crate::wire::{self, Frame, Violation, kind};
 use buffers::Outbox;
-use tls::TlsSession;
+pub use socket::Layer;
 
 /// At most this many bytes read from one socket per turn, so one busy
 /// client cannot hold its connection's loop.
@@ -98,9 +100,9 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Connection<'a> {
     /// The client's socket; with TLS, what crosses it is encrypted, and
-    /// `tls` decrypts and encrypts it.
+    /// over WebSocket wrapped in messages: `layer` undoes either.
     socket: &'a TcpStream,
-    tls: Option<TlsSession>,
+    layer: Layer,
     pub(super) router: &'a Router,
     /// The broker's table of subscriptions and mailboxes (`dispatch.rs`).
     pub(super) shared: &'a Shared,
@@ -150,7 +152,7 @@ pub struct Connection<'a> {
 #[derive(Debug)]
 pub struct Parts<'a> {
     pub socket: &'a TcpStream,
-    pub tls: Option<TlsSession>,
+    pub layer: Layer,
     pub router: &'a Router,
     pub shared: &'a Shared,
     pub limits: &'a Limits,
@@ -169,7 +171,7 @@ impl<'a> Connection<'a> {
     pub fn new(parts: Parts<'a>) -> Self {
         Connection {
             socket: parts.socket,
-            tls: parts.tls,
+            layer: parts.layer,
             router: parts.router,
             shared: parts.shared,
             limits: parts.limits,
@@ -222,8 +224,10 @@ impl<'a> Connection<'a> {
             self.to_client.copy(&[&wire::disconnect_v5(code)]);
             let _ = self.write_client();
         }
-        if let Some(tls) = &mut self.tls {
-            tls.close(self.socket);
+        match &mut self.layer {
+            Layer::Plain => {}
+            Layer::Tls(tls) => tls.close(self.socket),
+            Layer::WebSocket(ws) => ws.close(self.socket),
         }
         end
     }
@@ -231,8 +235,9 @@ impl<'a> Connection<'a> {
     async fn serve(&mut self, kick: &CancellationToken) -> End {
         let mut first = self.client_packets();
         // rustls may hold more that it decrypted while the CONNECT was read,
-        // which the socket will not announce again.
-        if first.is_ok() && self.tls.is_some() {
+        // and tungstenite more that it read ahead, which the socket will not
+        // announce again.
+        if first.is_ok() && !matches!(self.layer, Layer::Plain) {
             first = self.read_client();
         }
         if let Err(end) = self.settle(first).await {
@@ -251,8 +256,7 @@ impl<'a> Connection<'a> {
                 && (self.to_client.bytes < self.limits.max_queued_bytes
                     || self.pressure.stalled(Instant::now()));
             let mailbox = self.session.mailbox.clone();
-            let write_client = !self.to_client.is_empty()
-                || self.tls.as_ref().is_some_and(TlsSession::wants_write);
+            let write_client = !self.to_client.is_empty() || self.layer.wants_write();
             let turn = tokio::select! {
                 () = kick.cancelled() => Err(End::Kicked),
                 ready = self.socket.readable(), if read_client => match ready {

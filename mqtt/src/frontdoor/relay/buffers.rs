@@ -2,7 +2,7 @@
 //! holding memory while idle.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Read, Write};
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
@@ -135,5 +135,29 @@ pub(super) fn read_some(stream: &TcpStream, buffer: &mut BytesMut) -> io::Result
 pub(super) fn release_if_empty(buffer: &mut BytesMut) {
     if buffer.is_empty() && buffer.capacity() > 0 {
         *buffer = BytesMut::new();
+    }
+}
+
+/// The socket as rustls and tungstenite see it: `std::io` reads and
+/// writes that never wait, and return `WouldBlock` instead.
+pub(crate) struct Nonblocking<'a>(pub(crate) &'a TcpStream);
+
+impl Read for Nonblocking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl Write for Nonblocking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }

@@ -16,14 +16,14 @@
 //! So a TLS client costs the broker one socket, as a plaintext one does,
 //! and its bytes are encrypted or decrypted once, where they are relayed.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 
 use bytes::BytesMut;
 use rustls::ServerConnection;
 use tokio::net::TcpStream;
 
 use super::READ_PER_TURN;
-use super::buffers::Outbox;
+use super::buffers::{Nonblocking, Outbox};
 
 /// One client's TLS session once the handshake is done.
 #[derive(Debug)]
@@ -147,29 +147,5 @@ impl TlsSession {
                 break;
             }
         }
-    }
-}
-
-/// The socket as rustls sees it: `std::io` reads and writes that never
-/// wait, and return `WouldBlock` instead.
-struct Nonblocking<'a>(&'a TcpStream);
-
-impl Read for Nonblocking<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
-    }
-}
-
-impl Write for Nonblocking<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.try_write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
