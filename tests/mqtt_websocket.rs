@@ -9,6 +9,7 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::chromium::Chromium;
 use common::mqtt::{connect_packet, packet, read_more, split, string};
 use common::{Server, within};
 use futures_util::{SinkExt, StreamExt};
@@ -330,4 +331,44 @@ async fn mqttjs_over_websocket() {
             "MQTT.js {version}"
         );
     }
+}
+
+/// The page at `GET /` of the WebSocket port, in headless Chromium: its
+/// hand-written MQTT client connects back over `/mqtt`, subscribes to the
+/// filter typed in, shows what `mqtt_publisher` sends over TCP, and
+/// publishes what is typed (which comes back to it, being subscribed).
+#[tokio::test]
+#[ignore = "needs chromium: apt-get install chromium"]
+async fn page_speaks_mqtt_in_headless_chromium() {
+    let (server, ws_addr) = broker(&[]).await;
+    let mut chromium = Chromium::start().await;
+    chromium.open(&format!("http://{ws_addr}/")).await;
+    let log = chromium.log_with("connected to").await;
+    assert!(
+        log.starts_with(&format!("connected to ws://{ws_addr}/mqtt as page-")),
+        "{log}"
+    );
+    chromium.type_into("filter", "page/#").await;
+    chromium.log_with("subscribed to page/#").await;
+
+    let (status, _, err) = common::run(
+        "mqtt_publisher",
+        &[
+            "--port",
+            &server.port(),
+            "-t",
+            "page/news",
+            "-m",
+            "from tcp",
+        ],
+        b"",
+    )
+    .await;
+    assert!(status.success(), "{err}");
+    chromium.log_with("|page/news: from tcp").await;
+
+    chromium.type_into("topic", "page/typed").await;
+    chromium.type_into("text", "hello from chromium").await;
+    let log = chromium.log_with("|page/typed: hello from chromium").await;
+    assert!(log.contains("|> page/typed: hello from chromium|"), "{log}");
 }

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // In a test, a panic is a failure report.
 
 pub mod cargo;
+pub mod chromium;
 pub mod hexdump;
 pub mod mqtt;
 pub mod tls;

@@ -43,7 +43,8 @@ use crate::origin::{AllowedOrigins, ForeignOrigin};
 /// The browser page served at `/`: one self-contained HTML file.
 pub const PAGE: &str = include_str!("page.html");
 
-const HTML: &str = "text/html; charset=utf-8";
+/// The content type of the page.
+pub const HTML: &str = "text/html; charset=utf-8";
 /// The content type of our plain-text answers.
 pub const TEXT: &str = "text/plain; charset=utf-8";
 

@@ -82,7 +82,9 @@ impl Door {
     ) -> Option<ClientStream> {
         match transport {
             Transport::Mqtt => self.handshake(stream, peer).await,
-            Transport::WebSocket => self.upgrade(stream, peer).await,
+            Transport::WebSocket => {
+                (self.upgrade(stream, peer).await).map(|ws| Either::Right(Box::new(ws)))
+            }
         }
     }
 

@@ -208,7 +208,9 @@ impl<'a> Connection<'a> {
     /// returns how it ended. `early` holds bytes the client sent right after
     /// its CONNECT; `stop` is cancelled when the broker stops. At the end,
     /// an MQTT 5 client that we close on is told why, in a DISCONNECT
-    /// (spec §3.14), and a TLS client is sent `close_notify`.
+    /// (spec §3.14), a TLS client is sent `close_notify`, and a WebSocket
+    /// client a Close frame, whose answer we wait for (at most
+    /// `networking_protocols::LINGER`).
     pub async fn run(
         &mut self,
         early: BytesMut,
@@ -227,7 +229,7 @@ impl<'a> Connection<'a> {
         match &mut self.layer {
             Layer::Plain => {}
             Layer::Tls(tls) => tls.close(self.socket),
-            Layer::WebSocket(ws) => ws.close(self.socket),
+            Layer::WebSocket(ws) => ws.close(self.socket, networking_protocols::LINGER).await,
         }
         end
     }

@@ -11,10 +11,14 @@
 //! binary messages, and go through the same front door as a TCP client's:
 //! the same CONNECT checks, limits, sessions and log lines.
 //!
+//! A browser that asks for `/` without upgrading gets a page
+//! (`page.html`) whose own MQTT client, a few dozen lines of JavaScript,
+//! connects back to `/mqtt`: subscribe, publish, and watch messages arrive.
+//!
 //! What a refused upgrade gets, in plain HTTP before the connection closes:
 //! 404 for another path, 403 for a page from another site (`--allow-origin`
-//! lets it in), 400 for a request without `Upgrade: websocket` or with
-//! subprotocols of which none is MQTT's.
+//! lets it in), 400 for a request to `/mqtt` without `Upgrade: websocket`
+//! or with subprotocols of which none is MQTT's.
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,19 +29,21 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_response};
-use tokio_util::either::Either;
 use tracing::{info, warn};
 use websocket::http::{self, Head};
 use websocket::origin::ForeignOrigin;
 
 use super::Door;
-use super::handshake::ClientStream;
 use super::relay::websocket::WsSession;
 
 /// The subprotocols we agree on, in our order of preference: `mqtt` is MQTT
 /// 3.1.1's and 5's name [MQTT-6.0.0-4], `mqttv3.1` the one clients of MQTT
 /// 3.1 offered (and some still do).
 pub const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
+
+/// The page served at `GET /`: MQTT in the browser, its client written by
+/// hand in a few dozen lines of JavaScript.
+pub const PAGE: &str = include_str!("page.html");
 
 /// The paths MQTT is served at: `/mqtt`, where clients look by default, and
 /// `/`.
@@ -48,7 +54,7 @@ impl Door {
     /// request head within `websocket::http::HEAD_TIMEOUT`). `None`, logged
     /// and answered in plain HTTP where the client can read it, if it is
     /// not a WebSocket upgrade we accept.
-    pub(super) async fn upgrade(&self, tcp: TcpStream, peer: SocketAddr) -> Option<ClientStream> {
+    pub(super) async fn upgrade(&self, tcp: TcpStream, peer: SocketAddr) -> Option<WsStream> {
         let mut stream = websocket::Stream::Left(tcp);
         let head = match http::read_request(&mut stream).await {
             Ok(head) => head,
@@ -86,6 +92,12 @@ impl Door {
             return refuse(stream, peer, "404 Not Found", why).await;
         }
         if !request.headers().contains_key("upgrade") {
+            // A browser asking for the page: it connects back to /mqtt.
+            if path == "/" {
+                info!(%peer, "served the page (GET /)");
+                let _ = http::answer(stream, "200 OK", path, http::HTML, PAGE).await;
+                return None;
+            }
             let why = "not a WebSocket upgrade: this port speaks MQTT over WebSocket \
                        (ws://HOST:PORT/mqtt, subprotocol mqtt)";
             return refuse(stream, peer, "400 Bad Request", why.into()).await;
@@ -143,7 +155,7 @@ impl Door {
         // and the 5 bytes of its fixed header, or a few small packets.
         let max_message = (self.config.limits.max_packet_bytes + 5).max(64 * 1024);
         let session = WsSession::new(leftover, max_message);
-        Some(Either::Right(Box::new(WsStream::new(tcp, session))))
+        Some(WsStream::new(tcp, session))
     }
 }
 
@@ -153,7 +165,7 @@ async fn refuse(
     peer: SocketAddr,
     status: &'static str,
     why: String,
-) -> Option<ClientStream> {
+) -> Option<WsStream> {
     info!(%peer, "refused a WebSocket upgrade: {why} ({status})");
     let _ = http::answer(stream, status, "", http::TEXT, &why).await;
     None
@@ -248,7 +260,7 @@ impl AsyncWrite for WsStream {
         let me = self.get_mut();
         if !me.closing {
             me.closing = true;
-            me.session.close(&me.tcp);
+            me.session.send_close(&me.tcp);
         }
         ready!(me.poll_drain(cx))?;
         Pin::new(&mut me.tcp).poll_shutdown(cx)

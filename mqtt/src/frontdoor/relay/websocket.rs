@@ -22,6 +22,7 @@
 //! ```
 
 use std::io::{self, IoSlice};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
@@ -183,15 +184,45 @@ impl WsSession {
         }
     }
 
-    /// Ends the WebSocket the polite way: a Close frame (RFC 6455 §5.5.1),
-    /// only if the socket takes it now.
-    pub(crate) fn close(&mut self, tcp: &TcpStream) {
+    /// Sends our Close frame (RFC 6455 §5.5.1), as far as the socket takes
+    /// it now.
+    pub(crate) fn send_close(&mut self, tcp: &TcpStream) {
         let frame = CloseFrame {
             code: CloseCode::Normal,
             reason: "".into(),
         };
         let _ = self.context.close(&mut Nonblocking(tcp), Some(frame));
         let _ = self.flush(tcp);
+    }
+
+    /// Ends the WebSocket as RFC 6455 §7.1.1 asks: our Close frame, then up
+    /// to `wait` for the client's Close (or its end of the stream), whatever
+    /// it sends meanwhile discarded. Closing TCP while the client still
+    /// writes (its Close, in answer to ours) would make our kernel reset the
+    /// connection, and the client see an error instead of a close.
+    pub(crate) async fn close(&mut self, tcp: &TcpStream, wait: Duration) {
+        self.send_close(tcp);
+        let _ = tokio::time::timeout(wait, async {
+            let mut discarded = BytesMut::new();
+            loop {
+                match self.read(tcp, &mut discarded) {
+                    Ok(0) => return,
+                    Ok(_) => discarded.clear(),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        let ready = if self.pending {
+                            tcp.writable().await
+                        } else {
+                            tcp.readable().await
+                        };
+                        if ready.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
     }
 }
 
