@@ -120,7 +120,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
 ];
 
 /// Flags that take a value that is not a number.
-const NOT_NUMERIC: [&str; 30] = [
+const NOT_NUMERIC: [&str; 31] = [
     "--host",
     "--url",
     "--message",
@@ -158,6 +158,8 @@ const NOT_NUMERIC: [&str; 30] = [
     "--tls-dir",
     "--issue-client-cert",
     "--allow-origin",
+    // mqtt_broker --persistence-file PATH.
+    "--persistence-file",
 ];
 
 /// Every flag that takes a value in `bin --help` is in [`NUMERIC`] or in

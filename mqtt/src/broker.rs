@@ -35,6 +35,7 @@
 //! - Retained messages and sessions live in memory: a restart loses them.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,7 @@ use rumqttd::RouterConfig;
 use tokio_util::sync::CancellationToken;
 use websocket::origin::AllowedOrigins;
 
+use crate::frontdoor::persist::Persistence;
 use crate::frontdoor::{self, FrontDoorConfig, relay::Limits, router::Router};
 
 /// Which log lines a learner sees when `RUST_LOG` is unset: ours at info
@@ -103,6 +105,10 @@ pub struct BrokerConfig {
     /// The web pages whose WebSocket may connect there, besides programs
     /// and the broker's own (`--allow-origin`).
     pub allowed_origins: AllowedOrigins,
+    /// With `Some`, retained messages are saved to this file within a
+    /// second of a change and read back at start (see
+    /// `frontdoor/persist.rs`).
+    pub persistence_file: Option<PathBuf>,
 }
 
 /// The default for `--max-queued-bytes`: 8 MiB per client.
@@ -131,6 +137,7 @@ impl Default for BrokerConfig {
             tls: None,
             websocket_addr: None,
             allowed_origins: AllowedOrigins::own_only(),
+            persistence_file: None,
         }
     }
 }
@@ -207,6 +214,13 @@ pub async fn start(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningBroker> {
     let config = &fit_open_file_limit(config, networking_protocols::raise_open_file_limit())?;
+    // The persistence file first: one that cannot be read stops the start
+    // before we take a port.
+    let persistence = config
+        .persistence_file
+        .clone()
+        .map(Persistence::open)
+        .transpose()?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|error| networking_protocols::bind_error(config.addr, error))?;
@@ -239,10 +253,12 @@ pub async fn start(
         shutdown.await;
         stopping.cancel();
     });
+    let mut door_config = front_door_config(config);
+    door_config.persistence = persistence;
     let front_door = tokio::spawn(frontdoor::run(
         listener,
         websocket,
-        front_door_config(config),
+        door_config,
         router,
         dispatcher,
         stop.cancelled_owned(),
@@ -308,6 +324,7 @@ pub fn front_door_config(config: &BrokerConfig) -> FrontDoorConfig {
         },
         tls: config.tls.clone(),
         websocket_origins: config.allowed_origins.clone(),
+        persistence: None,
     }
 }
 

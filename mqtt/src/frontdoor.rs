@@ -69,6 +69,7 @@ mod expiry;
 mod handshake;
 pub mod link;
 pub mod mailbox;
+pub mod persist;
 mod publish;
 mod publish5;
 pub mod relay;
@@ -97,6 +98,7 @@ use congestion::Congestion;
 use connack::Admitted;
 use dispatch::Shared;
 use handshake::{ClientStream, Transport, accept};
+use persist::Persistence;
 use relay::Limits;
 use router::Router;
 use session::Sessions;
@@ -117,6 +119,9 @@ pub struct FrontDoorConfig {
     /// The web pages whose WebSocket may connect at the WebSocket port,
     /// besides programs and the broker's own (see `websocket.rs`).
     pub websocket_origins: AllowedOrigins,
+    /// With `Some`, retained messages are kept in a file across restarts
+    /// (`persist.rs`).
+    pub persistence: Option<Persistence>,
 }
 
 /// Ends the sessions whose expiry has come and publishes the wills whose
@@ -153,12 +158,24 @@ async fn sweep(door: Arc<Door>) {
 pub async fn run(
     listener: TcpListener,
     websocket: Option<TcpListener>,
-    config: FrontDoorConfig,
+    mut config: FrontDoorConfig,
     router: Router,
     dispatcher: link::Link,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let shared = Arc::new(Shared::default());
+    // Retained messages from the persistence file are back before the
+    // first client comes, and saved from then on.
+    let mut saver = None;
+    let saver_stop = CancellationToken::new();
+    if let Some(Persistence { path, restored }) = config.persistence.take() {
+        shared.table().restore_retained(restored);
+        saver = Some(tokio::spawn(persist::run(
+            shared.clone(),
+            path,
+            saver_stop.clone(),
+        )));
+    }
     let congestion = Congestion::default();
     let dispatcher = tokio::spawn(dispatch::run(router.clone(), dispatcher, shared.clone()));
     let door = Arc::new(Door {
@@ -237,6 +254,11 @@ pub async fn run(
     door.stop.cancel();
     tasks.close();
     let _ = timeout(Duration::from_secs(2), tasks.wait()).await;
+    // The last save, with what the last clients published.
+    saver_stop.cancel();
+    if let Some(saver) = saver {
+        let _ = saver.await;
+    }
 }
 
 /// Who is connected, by client id, so a new connection can take over.

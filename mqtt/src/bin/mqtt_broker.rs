@@ -107,6 +107,10 @@ struct Args {
     #[arg(long = "allow-origin", value_name = "ORIGIN", requires = "ws_port",
           value_parser = websocket::origin::parse)]
     allow_origins: Vec<String>,
+    /// Keep retained messages in this file: saved within a second of a change
+    /// (atomically) and read back at start, so they survive a restart
+    #[arg(long, value_name = "PATH")]
+    persistence_file: Option<std::path::PathBuf>,
     /// MQTT over TLS (clients connect with --tls, mosquitto_pub with --cafile)
     #[command(flatten)]
     tls: ServerTlsArgs,
@@ -152,6 +156,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         tls,
         websocket_addr: args.ws_port.map(|port| SocketAddr::new(args.host, port)),
         allowed_origins: AllowedOrigins::new(args.allow_origins),
+        persistence_file: args.persistence_file,
     };
     // Ctrl-C and SIGTERM are ours before anyone can learn where we listen.
     let shutdown = networking_protocols::shutdown_signal();

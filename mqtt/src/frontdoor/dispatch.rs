@@ -45,6 +45,9 @@ pub struct Table {
     retained: Retained<Message>,
     mailboxes: HashMap<ClientKey, Arc<Mailbox>>,
     next_key: ClientKey,
+    /// How many times a retained message was set or cleared, for the
+    /// persistence file's saver (`persist.rs`).
+    retained_changes: u64,
     /// Scratch space, kept to save an allocation per message.
     routes: Vec<Route>,
     found: Vec<Message>,
@@ -132,6 +135,7 @@ impl Table {
         if message.retain {
             let kept = (!message.payload.is_empty()).then(|| message.clone());
             self.retained.set(topic, kept);
+            self.retained_changes += 1;
         }
         self.topics.route(topic, &mut self.routes);
         for Route { key, options, ids } in self.routes.drain(..) {
@@ -149,6 +153,28 @@ impl Table {
                     subscription_ids: ids.into_boxed_slice(),
                 });
             }
+        }
+    }
+
+    /// How many times a retained message was set or cleared so far.
+    pub fn retained_changes(&self) -> u64 {
+        self.retained_changes
+    }
+
+    /// Every retained message, but those whose Message Expiry has passed.
+    pub fn retained_messages(&self) -> Vec<Message> {
+        let mut all = Vec::new();
+        self.retained.all(&mut all);
+        let now = std::time::Instant::now();
+        all.retain(|message| message.expires.is_none_or(|at| at > now));
+        all
+    }
+
+    /// Puts back retained messages read from the persistence file.
+    pub fn restore_retained(&mut self, messages: Vec<Message>) {
+        for message in messages {
+            let topic = String::from_utf8_lossy(&message.topic).into_owned();
+            self.retained.set(&topic, Some(message));
         }
     }
 

@@ -74,6 +74,11 @@ impl<T: Clone> Retained<T> {
         self.count == 0
     }
 
+    /// Every retained message, added to `out`.
+    pub fn all(&self, out: &mut Vec<T>) {
+        everything(&self.root, out);
+    }
+
     /// The retained messages whose topics `filter` matches (§4.7), added to
     /// `out`.
     pub fn matching(&self, filter: &str, out: &mut Vec<T>) {
