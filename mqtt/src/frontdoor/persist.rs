@@ -107,7 +107,7 @@ fn aside(path: &Path) -> PathBuf {
 }
 
 /// Saves the retained messages whenever they changed, at most once per
-/// [`EVERY`], and once more when `stop` is cancelled; then returns.
+/// one second, and once more when `stop` is cancelled; then returns.
 pub async fn run(shared: Arc<Shared>, path: PathBuf, stop: CancellationToken) {
     let mut saved = shared.table().retained_changes();
     let mut failing = false;
