@@ -106,8 +106,8 @@ fn aside(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Saves the retained messages whenever they changed, at most once per
-/// one second, and once more when `stop` is cancelled; then returns.
+/// Saves the retained messages whenever they changed, at most once a
+/// second, and once more when `stop` is cancelled; then returns.
 pub async fn run(shared: Arc<Shared>, path: PathBuf, stop: CancellationToken) {
     let mut saved = shared.table().retained_changes();
     let mut failing = false;
