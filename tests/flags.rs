@@ -92,6 +92,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
             ("--max-subscriptions", U32),
             ("--max-keep-alive", U16),
             ("--ws-port", U16),
+            ("--sys-interval", U64),
         ],
     ),
     (

@@ -109,6 +109,9 @@ pub struct BrokerConfig {
     /// second of a change and read back at start (see
     /// `frontdoor/persist.rs`).
     pub persistence_file: Option<PathBuf>,
+    /// How often the `$SYS/broker/...` statistics are published; `None` for
+    /// never (see `frontdoor/sys.rs`).
+    pub sys_interval: Option<Duration>,
 }
 
 /// The default for `--max-queued-bytes`: 8 MiB per client.
@@ -138,6 +141,7 @@ impl Default for BrokerConfig {
             websocket_addr: None,
             allowed_origins: AllowedOrigins::own_only(),
             persistence_file: None,
+            sys_interval: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -325,6 +329,7 @@ pub fn front_door_config(config: &BrokerConfig) -> FrontDoorConfig {
         tls: config.tls.clone(),
         websocket_origins: config.allowed_origins.clone(),
         persistence: None,
+        sys_interval: config.sys_interval,
     }
 }
 

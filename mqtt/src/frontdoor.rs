@@ -77,6 +77,7 @@ pub mod retained;
 pub mod router;
 pub mod session;
 mod subscribe;
+pub mod sys;
 pub mod topics;
 pub mod websocket;
 
@@ -122,6 +123,9 @@ pub struct FrontDoorConfig {
     /// With `Some`, retained messages are kept in a file across restarts
     /// (`persist.rs`).
     pub persistence: Option<Persistence>,
+    /// How often the `$SYS` statistics are published (`sys.rs`); `None`
+    /// for never.
+    pub sys_interval: Option<Duration>,
 }
 
 /// Ends the sessions whose expiry has come and publishes the wills whose
@@ -201,6 +205,9 @@ pub async fn run(
     // client is away end, and delayed wills go, on a task of their own that
     // sleeps until the next such moment (`session.rs`).
     tokio::spawn(sweep(door.clone()));
+    if let Some(every) = door.config.sys_interval {
+        tokio::spawn(sys::run(door.clone(), every));
+    }
     loop {
         let (stream, peer, transport) = tokio::select! {
             () = &mut shutdown => break,

@@ -49,6 +49,7 @@
 //! `mqtt/src/bin/mqtt_publisher.rs`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Parser;
@@ -111,6 +112,11 @@ struct Args {
     /// (atomically) and read back at start, so they survive a restart
     #[arg(long, value_name = "PATH")]
     persistence_file: Option<std::path::PathBuf>,
+    /// Publish the broker's statistics under $SYS/broker/... (Mosquitto's names)
+    /// every this many seconds; 0 for never
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    sys_interval: u64,
     /// MQTT over TLS (clients connect with --tls, mosquitto_pub with --cafile)
     #[command(flatten)]
     tls: ServerTlsArgs,
@@ -157,6 +163,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         websocket_addr: args.ws_port.map(|port| SocketAddr::new(args.host, port)),
         allowed_origins: AllowedOrigins::new(args.allow_origins),
         persistence_file: args.persistence_file,
+        sys_interval: (args.sys_interval > 0).then(|| Duration::from_secs(args.sys_interval)),
     };
     // Ctrl-C and SIGTERM are ours before anyone can learn where we listen.
     let shutdown = networking_protocols::shutdown_signal();

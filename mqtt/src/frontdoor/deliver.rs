@@ -19,6 +19,7 @@ use super::mailbox::Delivery;
 use super::publish::COPY_UP_TO;
 use super::relay::Connection;
 use super::session::Stage;
+use super::sys::Stats;
 use crate::wire::properties::{id, put_varint};
 use crate::wire::{self, kind};
 
@@ -142,6 +143,7 @@ impl Connection<'_> {
             });
             self.session.sent(id, stage, packet);
         }
+        Stats::add(&self.shared.stats.publish_sent, 1);
         // A short message is copied in with the others; a long payload goes
         // out as the publisher's bytes, without a copy.
         if payload.len() <= COPY_UP_TO {

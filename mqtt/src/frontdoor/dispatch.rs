@@ -31,6 +31,7 @@ use super::link::{Failed, Link};
 use super::mailbox::{Delivery, Mailbox, Message};
 use super::retained::Retained;
 use super::router::{ROUTER_TOPIC, Router, pipe_cost, router_subscribe};
+use super::sys::{self, Stats};
 use super::topics::options::{NO_LOCAL, QOS, RETAIN_AS_PUBLISHED};
 use super::topics::{ClientKey, Route, Subscription, Topics};
 
@@ -135,7 +136,10 @@ impl Table {
         if message.retain {
             let kept = (!message.payload.is_empty()).then(|| message.clone());
             self.retained.set(topic, kept);
-            self.retained_changes += 1;
+            // `$SYS` is the broker's own, made anew at every start.
+            if !topic.starts_with(sys::PREFIX) {
+                self.retained_changes += 1;
+            }
         }
         self.topics.route(topic, &mut self.routes);
         for Route { key, options, ids } in self.routes.drain(..) {
@@ -161,13 +165,23 @@ impl Table {
         self.retained_changes
     }
 
-    /// Every retained message, but those whose Message Expiry has passed.
+    /// Every retained message, but those whose Message Expiry has passed
+    /// and `$SYS`'s.
     pub fn retained_messages(&self) -> Vec<Message> {
         let mut all = Vec::new();
         self.retained.all(&mut all);
         let now = std::time::Instant::now();
-        all.retain(|message| message.expires.is_none_or(|at| at > now));
+        all.retain(|message| {
+            message.expires.is_none_or(|at| at > now) && !message.topic.starts_with(b"$SYS/")
+        });
         all
+    }
+
+    /// How many topics hold a retained message, but `$SYS`'s.
+    pub fn retained_count_without_sys(&self) -> usize {
+        let mut sys = Vec::new();
+        self.retained.matching("$SYS/#", &mut sys);
+        self.retained.len() - sys.len()
     }
 
     /// Puts back retained messages read from the persistence file.
@@ -188,6 +202,8 @@ impl Table {
 #[derive(Debug, Default)]
 pub struct Shared {
     table: Mutex<Table>,
+    /// The counters behind `$SYS` (`sys.rs`).
+    pub stats: Stats,
 }
 
 impl Shared {

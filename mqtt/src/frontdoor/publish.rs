@@ -19,6 +19,7 @@ use super::carry;
 use super::relay::{Connection, End};
 use super::router;
 use super::session::Stage;
+use super::sys::Stats;
 use crate::wire::properties::{allowed, id};
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
@@ -34,6 +35,7 @@ const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
 impl Connection<'_> {
     /// A PUBLISH from the client (spec §3.3).
     pub(super) fn publish(&mut self, frame: Frame) -> Result<(), End> {
+        Stats::add(&self.shared.stats.publish_received, 1);
         let qos = frame.qos();
         let retain = frame.flags & 1 != 0;
         let mut reader = Reader::new(frame.body(), "PUBLISH");

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use super::dispatch::Retain;
 use super::relay::{Connection, End};
+use super::sys;
 use super::topics::{Subscription, shrink_if_sparse};
 use crate::wire::properties::{Properties, Value, allowed, id};
 use crate::wire::{self, Frame, Reader, Violation, kind};
@@ -24,9 +25,9 @@ const QUOTA_EXCEEDED: u8 = 0x97;
 
 impl Connection<'_> {
     /// SUBSCRIBE: every filter checked; `$` filters other than `$share/...`
-    /// (`$SYS/#`) answered with a failure code, since this broker has no
-    /// such topics, and so is a new filter past `--max-subscriptions`; the
-    /// rest subscribed.
+    /// and `$SYS/...` (`sys.rs`) answered with a failure code, since this
+    /// broker has no such topics, and so is a new filter past
+    /// `--max-subscriptions`; the rest subscribed.
     pub(super) fn subscribe(&mut self, frame: &Frame) -> Result<(), End> {
         let v5 = self.version == wire::V5;
         let mut reader = Reader::new(frame.body(), "SUBSCRIBE");
@@ -61,7 +62,10 @@ impl Connection<'_> {
         let mut refused = 0;
         let mut granted = Vec::new();
         for &(filter, options) in &filters {
-            if filter.starts_with('$') && !filter.starts_with("$share/") {
+            if filter.starts_with('$')
+                && !filter.starts_with("$share/")
+                && !filter.starts_with(sys::PREFIX)
+            {
                 info!(
                     client = self.name,
                     filter, "no such topics here: SUBACK failure"

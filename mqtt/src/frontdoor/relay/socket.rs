@@ -11,6 +11,7 @@ use super::buffers::{read_some, release_if_empty};
 use super::tls::TlsSession;
 use super::websocket::WsSession;
 use super::{Connection, End};
+use crate::frontdoor::sys::Stats;
 use crate::wire;
 
 /// What lies between a client's socket and its MQTT bytes.
@@ -48,7 +49,10 @@ impl Connection<'_> {
                 Layer::WebSocket(ws) => ws.write(self.socket, &mut self.to_client),
             };
             match written {
-                Ok(n) => progressed = n > 0,
+                Ok(n) => {
+                    progressed = n > 0;
+                    Stats::add(&self.shared.stats.bytes_sent, n as u64);
+                }
                 Err(error) => return Err(End::ClientGone(Some(error))),
             }
         }
@@ -69,7 +73,10 @@ impl Connection<'_> {
         };
         match read {
             Ok(0) => return Err(End::ClientGone(None)),
-            Ok(_) => self.last_heard = Instant::now(),
+            Ok(n) => {
+                self.last_heard = Instant::now();
+                Stats::add(&self.shared.stats.bytes_received, n as u64);
+            }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(error) => return Err(End::ClientGone(Some(error))),
         }
