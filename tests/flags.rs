@@ -121,7 +121,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
 ];
 
 /// Flags that take a value that is not a number.
-const NOT_NUMERIC: [&str; 31] = [
+const NOT_NUMERIC: [&str; 33] = [
     "--host",
     "--url",
     "--message",
@@ -159,8 +159,11 @@ const NOT_NUMERIC: [&str; 31] = [
     "--tls-dir",
     "--issue-client-cert",
     "--allow-origin",
-    // mqtt_broker --persistence-file PATH.
+    // mqtt_broker --persistence-file PATH, --password-file PATH and
+    // --add-user NAME:PASSWORD.
     "--persistence-file",
+    "--password-file",
+    "--add-user",
 ];
 
 /// Every flag that takes a value in `bin --help` is in [`NUMERIC`] or in

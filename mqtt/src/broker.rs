@@ -44,6 +44,7 @@ use rumqttd::RouterConfig;
 use tokio_util::sync::CancellationToken;
 use websocket::origin::AllowedOrigins;
 
+use crate::frontdoor::logins::Logins;
 use crate::frontdoor::persist::Persistence;
 use crate::frontdoor::{self, FrontDoorConfig, relay::Limits, router::Router};
 
@@ -84,6 +85,9 @@ pub struct BrokerConfig {
     /// If not empty, clients must log in with one of these (name, password);
     /// anyone else gets CONNACK 5.
     pub users: Vec<(String, String)>,
+    /// A password file in `mosquitto_passwd`'s format, whose users may log
+    /// in too (see `frontdoor/logins.rs`).
+    pub password_file: Option<PathBuf>,
     /// Bytes queued for one client that reads slower than messages arrive;
     /// past this, a client that is not reading loses messages (logged). See
     /// `frontdoor/congestion.rs`. A TLS client's encrypted records waiting
@@ -134,6 +138,7 @@ impl Default for BrokerConfig {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_connections: 1000,
             users: Vec::new(),
+            password_file: None,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_keep_alive: None,
@@ -259,6 +264,9 @@ pub async fn start(
     });
     let mut door_config = front_door_config(config);
     door_config.persistence = persistence;
+    if let Some(path) = &config.password_file {
+        door_config.logins.read_password_file(path)?;
+    }
     let front_door = tokio::spawn(frontdoor::run(
         listener,
         websocket,
@@ -317,7 +325,7 @@ pub fn fit_open_file_limit(
 pub fn front_door_config(config: &BrokerConfig) -> FrontDoorConfig {
     FrontDoorConfig {
         max_connections: config.max_connections,
-        users: config.users.clone(),
+        logins: Logins::new(config.users.clone()),
         connect_timeout: CONNECT_TIMEOUT,
         limits: Limits {
             // A PUBLISH's remaining length: topic, packet id and payload.

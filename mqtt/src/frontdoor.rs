@@ -68,6 +68,7 @@ mod end;
 mod expiry;
 mod handshake;
 pub mod link;
+pub mod logins;
 pub mod mailbox;
 pub mod persist;
 mod publish;
@@ -99,6 +100,7 @@ use congestion::Congestion;
 use connack::Admitted;
 use dispatch::Shared;
 use handshake::{ClientStream, Transport, accept};
+use logins::Logins;
 use persist::Persistence;
 use relay::Limits;
 use router::Router;
@@ -109,8 +111,8 @@ use session::Sessions;
 pub struct FrontDoorConfig {
     /// Most clients connected at once; one more gets CONNACK 3.
     pub max_connections: usize,
-    /// If not empty, clients must log in with one of these (name, password).
-    pub users: Vec<(String, String)>,
+    /// If not empty, clients must log in with one of these (`logins.rs`).
+    pub logins: Logins,
     /// How long a new connection may take to send its CONNECT.
     pub connect_timeout: Duration,
     /// The limits on packet size and queued bytes per client.

@@ -176,6 +176,12 @@ impl Mosquitto {
         Mosquitto { child, addr, dir }
     }
 
+    /// The password file `start` made with `mosquitto_passwd` (there is
+    /// one only when it was given a user).
+    pub fn password_file(&self) -> PathBuf {
+        self.dir.join("passwords")
+    }
+
     pub fn port(&self) -> String {
         self.addr.port().to_string()
     }

@@ -108,6 +108,14 @@ struct Args {
     #[arg(long = "allow-origin", value_name = "ORIGIN", requires = "ws_port",
           value_parser = websocket::origin::parse)]
     allow_origins: Vec<String>,
+    /// Let the users of this password file log in too (mosquitto_passwd's
+    /// format: NAME:$7$...; a file it wrote works as it is)
+    #[arg(long, value_name = "PATH")]
+    password_file: Option<std::path::PathBuf>,
+    /// With --password-file: add this user to the file (or change its
+    /// password), as mosquitto_passwd -b does, then start
+    #[arg(long, value_name = "NAME:PASSWORD", value_parser = user, requires = "password_file")]
+    add_user: Option<(String, String)>,
     /// Keep retained messages in this file: saved within a second of a change
     /// (atomically) and read back at start, so they survive a restart
     #[arg(long, value_name = "PATH")]
@@ -143,6 +151,10 @@ async fn main() {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    if let (Some((name, password)), Some(path)) = (&args.add_user, &args.password_file) {
+        mqtt::frontdoor::logins::add_user(path, name, password)?;
+        info!("added {name} to {}", path.display());
+    }
     // Certificates first: a bad --cert is reported before we take the port.
     let tls = args.tls.config()?;
     let port = args.port.unwrap_or(if tls.is_some() {
@@ -156,6 +168,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_payload_bytes: args.max_payload_bytes as usize,
         max_connections: args.max_connections as usize,
         users: args.user,
+        password_file: args.password_file.clone(),
         max_queued_bytes: usize::try_from(args.max_queued_bytes).unwrap_or(usize::MAX),
         max_subscriptions: args.max_subscriptions as usize,
         max_keep_alive: args.max_keep_alive,

@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 
+use super::logins::Logins;
 use crate::wire::properties::{allowed, id};
 use crate::wire::{self, ConnackCode, Frame, Reader, Violation, kind};
 
@@ -276,16 +277,12 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
 /// Mosquitto answers a missing or wrong login with return code 5 (not
 /// authorized) under MQTT 3.1.1, and so do we; code 4 is for a user name
 /// or password that is malformed, which UTF-8 checks already close on.
-pub fn check_login(connect: &Connect, users: &[(String, String)]) -> Result<(), Refusal> {
-    if users.is_empty() {
+pub fn check_login(connect: &Connect, logins: &Logins) -> Result<(), Refusal> {
+    if logins.is_empty() {
         return Ok(());
     }
     let given = connect.username.as_deref().zip(connect.password.as_deref());
-    let known = given.is_some_and(|(name, password)| {
-        users
-            .iter()
-            .any(|(user, secret)| user == name && secret.as_bytes() == password)
-    });
+    let known = given.is_some_and(|(name, password)| logins.check(name, password));
     if known {
         return Ok(());
     }

@@ -109,7 +109,7 @@ impl Door {
             }
         };
         let checked = connect::parse(&frame)
-            .and_then(|c| connect::check_login(&c, &self.config.users).map(|()| c));
+            .and_then(|c| connect::check_login(&c, &self.config.logins).map(|()| c));
         let v5 = connect::level(&frame) == Some(wire::V5);
         // The packet's buffer is not needed past here; an idle client should
         // not keep it.
