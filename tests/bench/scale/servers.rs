@@ -168,7 +168,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The path of one of the workspace's binaries, in release build, built once.
-fn binary(name: &str) -> anyhow::Result<PathBuf> {
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let status = crate::cargo::command()
