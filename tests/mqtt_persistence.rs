@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::mqtt::{connect_packet, packet, read_more, split, string};
+use common::mqtt::{connect_packet, next_packet, packet, string};
 use common::tls::TempDir;
 use common::{Server, within};
 use tokio::io::AsyncWriteExt;
@@ -25,19 +25,11 @@ async fn client(addr: SocketAddr, id: &str) -> (TcpStream, Vec<u8>) {
         .await
         .expect("write");
     let mut buffer = Vec::new();
-    assert_eq!(next(&mut stream, &mut buffer).await, (0x20, vec![0, 0]));
+    assert_eq!(
+        next_packet(&mut stream, &mut buffer).await,
+        (0x20, vec![0, 0])
+    );
     (stream, buffer)
-}
-
-/// The next whole packet.
-async fn next(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> (u8, Vec<u8>) {
-    loop {
-        if let Some((first, body, used)) = split(buffer) {
-            buffer.drain(..used);
-            return (first, body);
-        }
-        assert!(read_more(stream, buffer).await, "closed");
-    }
 }
 
 /// Publishes `payload` to `topic` with RETAIN at QoS 1 and waits for the
@@ -48,7 +40,10 @@ async fn retain(addr: SocketAddr, topic: &str, payload: &[u8]) {
     body.extend_from_slice(&[0, 1]);
     body.extend_from_slice(payload);
     stream.write_all(&packet(0x33, &body)).await.expect("write");
-    assert_eq!(next(&mut stream, &mut buffer).await, (0x40, vec![0, 1]));
+    assert_eq!(
+        next_packet(&mut stream, &mut buffer).await,
+        (0x40, vec![0, 1])
+    );
     stream.write_all(&packet(0xe0, &[])).await.expect("write");
 }
 
@@ -61,11 +56,14 @@ async fn retained_now(addr: SocketAddr, filter: &str) -> Vec<(String, Vec<u8>)> 
     body.extend_from_slice(&string(filter.as_bytes()));
     body.push(0);
     stream.write_all(&packet(0x82, &body)).await.expect("write");
-    assert_eq!(next(&mut stream, &mut buffer).await, (0x90, vec![0, 1, 0]));
+    assert_eq!(
+        next_packet(&mut stream, &mut buffer).await,
+        (0x90, vec![0, 1, 0])
+    );
     stream.write_all(&packet(0xc0, &[])).await.expect("write");
     let mut found = Vec::new();
     loop {
-        match next(&mut stream, &mut buffer).await {
+        match next_packet(&mut stream, &mut buffer).await {
             (0xd0, _) => return found,
             // PUBLISH, QoS 0, RETAIN set [MQTT-3.3.1-8].
             (0x31, body) => {

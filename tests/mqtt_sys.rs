@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use common::mqtt::{Mosquitto, connect_packet, packet, read_more, split, string};
+use common::mqtt::{Mosquitto, connect_packet, next_packet, packet, string};
 use common::{Server, within};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -43,24 +43,20 @@ async fn subscriber(addr: SocketAddr, id: &str, filter: &str) -> (TcpStream, Vec
     body.push(0);
     stream.write_all(&packet(0x82, &body)).await.expect("write");
     let mut buffer = Vec::new();
-    assert_eq!(next(&mut stream, &mut buffer).await, (0x20, vec![0, 0]));
-    assert_eq!(next(&mut stream, &mut buffer).await, (0x90, vec![0, 1, 0]));
+    assert_eq!(
+        next_packet(&mut stream, &mut buffer).await,
+        (0x20, vec![0, 0])
+    );
+    assert_eq!(
+        next_packet(&mut stream, &mut buffer).await,
+        (0x90, vec![0, 1, 0])
+    );
     (stream, buffer)
-}
-
-async fn next(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> (u8, Vec<u8>) {
-    loop {
-        if let Some((first, body, used)) = split(buffer) {
-            buffer.drain(..used);
-            return (first, body);
-        }
-        assert!(read_more(stream, buffer).await, "closed");
-    }
 }
 
 /// The next PUBLISH's topic and payload (QoS 0, RETAIN either way).
 async fn next_publish(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> (String, String) {
-    let (first, body) = next(stream, buffer).await;
+    let (first, body) = next_packet(stream, buffer).await;
     assert_eq!(first & 0xfe, 0x30, "not a QoS 0 PUBLISH: {first:#x}");
     let length = usize::from(u16::from_be_bytes([body[0], body[1]]));
     let topic = String::from_utf8(body[2..2 + length].to_vec()).unwrap();

@@ -12,8 +12,8 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Server, hexdump, run, within};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use common::{Server, feed_and_collect, hexdump, run, within};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
@@ -207,22 +207,4 @@ async fn netcat_and_tcp_server_stdio_copy_both_ways() {
         "tcp_server --stdio's stdout differs"
     );
     assert!(nc_out.1 == to_nc, "nc's stdout differs");
-}
-
-/// Writes `input` to the child's stdin and closes it while reading all of
-/// its stdout; returns its exit code and stdout.
-async fn feed_and_collect(
-    mut child: tokio::process::Child,
-    input: Vec<u8>,
-) -> (Option<i32>, Vec<u8>) {
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let write = tokio::spawn(async move { stdin.write_all(&input).await.expect("write stdin") });
-    let mut out = Vec::new();
-    within("stdout to end", stdout.read_to_end(&mut out))
-        .await
-        .expect("read stdout");
-    write.await.expect("stdin writer");
-    let status = within("exit", child.wait()).await.expect("wait");
-    (status.code(), out)
 }

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::hexdump::{self, Chunk};
-use common::{Server, within};
+use common::{Server, feed_and_collect, within};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStderr, Command};
@@ -62,24 +62,6 @@ async fn wait_for(stderr: &mut BufReader<ChildStderr>, text: &str) -> String {
     })
     .await;
     seen
-}
-
-/// Writes `input` to the child's stdin and closes it, while reading all of
-/// its stdout (both at once: a child blocked on a full stdout pipe reads no
-/// more stdin). Returns its exit code and stdout.
-async fn feed_and_collect(mut child: Child, input: Vec<u8>) -> (Option<i32>, Vec<u8>) {
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let write = tokio::spawn(async move {
-        stdin.write_all(&input).await.expect("write stdin");
-    });
-    let mut out = Vec::new();
-    within("stdout to end", stdout.read_to_end(&mut out))
-        .await
-        .expect("read stdout");
-    write.await.expect("stdin writer");
-    let status = within("exit", child.wait()).await.expect("wait");
-    (status.code(), out)
 }
 
 /// The pair copies binary data exactly, both ways at once: what the client

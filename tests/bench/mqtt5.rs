@@ -33,12 +33,15 @@ mod servers;
 // Cargo without the bench's own variables, for `servers.rs`.
 #[path = "../common/cargo.rs"]
 mod cargo;
+mod pair;
+
+use pair::{row, string, within};
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use servers::{Program, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
@@ -50,8 +53,6 @@ const WINDOW: u32 = 20;
 const ROUNDS: usize = 5;
 const IDLE_CLIENTS: usize = 2000;
 const MEMORY_ROUNDS: usize = 3;
-/// How long one measurement may take before the bench gives up on it.
-const LIMIT: Duration = Duration::from_secs(120);
 
 /// The two versions, by CONNECT's Protocol Level byte.
 const V311: u8 = 4;
@@ -117,29 +118,6 @@ async fn run() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, usize::from),
     );
     Ok(())
-}
-
-/// One table row: both versions' medians and their ratio.
-fn row(label: String, figures: &mut [Vec<f64>; 2], show: impl Fn(f64) -> String) -> String {
-    let [old, new] = figures.each_mut().map(|values| median(values));
-    format!(
-        "| {label} | {} | {} | {:.2} |",
-        show(old),
-        show(new),
-        new / old
-    )
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// `future`, or an error once it has taken [`LIMIT`].
-async fn within<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
-    tokio::time::timeout(LIMIT, future)
-        .await
-        .with_context(|| format!("took longer than {LIMIT:?}"))?
 }
 
 /// Measurement 1: messages per second from one publisher to one subscriber.
@@ -308,19 +286,9 @@ impl Client {
         Ok(())
     }
 
-    /// The first whole packet in the buffer: its first byte, its body, and
-    /// the bytes it takes.
+    /// The first whole packet in the buffer (see [`pair::whole_packet`]).
     fn buffered(&self) -> Option<(u8, usize, usize)> {
-        let mut length = 0usize;
-        for at in 1..5 {
-            let byte = *self.buffer.get(at)?;
-            length |= usize::from(byte & 0x7f) << (7 * (at - 1));
-            if byte & 0x80 == 0 {
-                let end = at + 1 + length;
-                return (self.buffer.len() >= end).then_some((self.buffer[0], at + 1, end));
-            }
-        }
-        None
+        pair::whole_packet(&self.buffer)
     }
 
     /// The next packet: its first byte and its body.
@@ -344,11 +312,4 @@ impl Client {
 /// Packet ids 1 to 65,535, in turn.
 fn packet_id(n: u32) -> u16 {
     (n % 65_535 + 1) as u16
-}
-
-/// An MQTT string: two-byte length, then the bytes (spec §1.5.4).
-fn string(text: &[u8]) -> Vec<u8> {
-    let mut out = (text.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(text);
-    out
 }

@@ -26,6 +26,9 @@ mod servers;
 // Cargo without the bench's own variables, for `servers.rs`.
 #[path = "../common/cargo.rs"]
 mod cargo;
+mod pair;
+
+use pair::{row, string, within};
 
 use std::net::SocketAddr;
 use std::process::{ExitCode, Stdio};
@@ -47,7 +50,6 @@ const ROUNDS: usize = 5;
 const ROUND_TRIPS: usize = 2_000;
 const IDLE_CLIENTS: usize = 2000;
 const MEMORY_ROUNDS: usize = 3;
-const LIMIT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Copy)]
 enum Transport {
@@ -138,27 +140,6 @@ async fn run() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, usize::from),
     );
     Ok(())
-}
-
-fn row(label: String, figures: &mut [Vec<f64>; 2], show: impl Fn(f64) -> String) -> String {
-    let [tcp, ws] = figures.each_mut().map(|values| median(values));
-    format!(
-        "| {label} | {} | {} | {:.2} |",
-        show(tcp),
-        show(ws),
-        ws / tcp
-    )
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-async fn within<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
-    tokio::time::timeout(LIMIT, future)
-        .await
-        .with_context(|| format!("took longer than {LIMIT:?}"))?
 }
 
 /// `mqtt_broker --port 0 --ws-port 0`, release build, no `$SYS`, quiet log.
@@ -424,17 +405,9 @@ impl Client {
         Ok(())
     }
 
+    /// The first whole packet in the buffer (see [`pair::whole_packet`]).
     fn buffered(&self) -> Option<(u8, usize, usize)> {
-        let mut length = 0usize;
-        for at in 1..5 {
-            let byte = *self.buffer.get(at)?;
-            length |= usize::from(byte & 0x7f) << (7 * (at - 1));
-            if byte & 0x80 == 0 {
-                let end = at + 1 + length;
-                return (self.buffer.len() >= end).then_some((self.buffer[0], at + 1, end));
-            }
-        }
-        None
+        pair::whole_packet(&self.buffer)
     }
 
     /// The next packet: its first byte and its body.
@@ -462,11 +435,4 @@ impl Client {
             }
         }
     }
-}
-
-/// An MQTT string: two-byte length, then the bytes (spec §1.5.4).
-fn string(text: &[u8]) -> Vec<u8> {
-    let mut out = (text.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(text);
-    out
 }

@@ -325,3 +325,24 @@ impl InProcess {
             .expect("server result");
     }
 }
+
+/// Writes `input` to the child's stdin and closes it, while reading all of
+/// its stdout (both at once: a child blocked on a full stdout pipe reads no
+/// more stdin). Returns its exit code and stdout.
+pub async fn feed_and_collect(
+    mut child: tokio::process::Child,
+    input: Vec<u8>,
+) -> (Option<i32>, Vec<u8>) {
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let write = tokio::spawn(async move {
+        stdin.write_all(&input).await.expect("write stdin");
+    });
+    let mut out = Vec::new();
+    within("stdout to end", stdout.read_to_end(&mut out))
+        .await
+        .expect("read stdout");
+    write.await.expect("stdin writer");
+    let status = within("exit", child.wait()).await.expect("wait");
+    (status.code(), out)
+}

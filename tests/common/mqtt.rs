@@ -62,6 +62,25 @@ pub async fn read_more(stream: &mut (impl AsyncRead + Unpin), buffer: &mut Vec<u
     }
 }
 
+/// The next whole packet from `stream` (first byte, body), reading into
+/// `buffer` as needed, within the tests' timeout per read. Panics if the
+/// peer closes first.
+pub async fn next_packet(
+    stream: &mut (impl AsyncRead + Unpin),
+    buffer: &mut Vec<u8>,
+) -> (u8, Vec<u8>) {
+    loop {
+        if let Some((first, body, used)) = split(buffer) {
+            buffer.drain(..used);
+            return (first, body);
+        }
+        assert!(
+            read_more(stream, buffer).await,
+            "closed before a whole packet"
+        );
+    }
+}
+
 /// An MQTT string: two-byte length, then the bytes (spec §1.5.3).
 pub fn string(text: &[u8]) -> Vec<u8> {
     let mut out = (text.len() as u16).to_be_bytes().to_vec();
