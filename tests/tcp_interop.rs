@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Server, feed_and_collect, hexdump, run, within};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
@@ -168,25 +168,8 @@ async fn tcp_client_hex_dump_agrees_with_socats() {
 #[tokio::test]
 #[ignore = "needs nc.openbsd: apt-get install netcat-openbsd"]
 async fn netcat_and_tcp_server_stdio_copy_both_ways() {
-    let mut server = Command::new(common::binary("tcp_server"))
-        .args(["--stdio", "--port", "0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start tcp_server --stdio");
-    let mut stderr = BufReader::new(server.stderr.take().expect("stderr"));
-    let mut first = String::new();
-    within("listening on", stderr.read_line(&mut first))
-        .await
-        .expect("stderr");
-    let port = first
-        .trim_end()
-        .rsplit(':')
-        .next()
-        .expect("a port")
-        .to_string();
+    let (server, addr, _stderr) = common::stdio_server(&[]).await;
+    let port = addr.port().to_string();
     let nc = Command::new("nc.openbsd")
         .args(["-N", "127.0.0.1", &port])
         .stdin(Stdio::piped())

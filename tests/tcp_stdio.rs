@@ -5,15 +5,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::hexdump::{self, Chunk};
-use common::{Server, feed_and_collect, within};
+use common::{Server, feed_and_collect, stdio_server, within};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, ChildStderr, Command};
+use tokio::process::{ChildStderr, Command};
 
 /// Bytes no line-based or text-based path would keep: every byte value,
 /// NUL, `\r` and `\xff` among them, and no newline at the end.
@@ -21,31 +20,6 @@ fn binary_payload(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
-}
-
-/// `tcp_server --stdio --port 0`, with raw pipes: stdout is data, and the
-/// address comes on stderr. Returns the child, its address, and its stderr.
-async fn stdio_server(args: &[&str]) -> (Child, SocketAddr, BufReader<ChildStderr>) {
-    let mut server = Command::new(common::binary("tcp_server"))
-        .args(["--stdio", "--port", "0"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start tcp_server --stdio");
-    let mut stderr = BufReader::new(server.stderr.take().expect("stderr"));
-    let mut first = String::new();
-    within("listening on", stderr.read_line(&mut first))
-        .await
-        .expect("read stderr");
-    let addr = first
-        .trim_end()
-        .strip_prefix("listening on ")
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("the first stderr line was {first:?}"));
-    (server, addr, stderr)
 }
 
 /// Reads `stderr` until a line contains `text`; returns everything read.

@@ -346,3 +346,34 @@ pub async fn feed_and_collect(
     let status = within("exit", child.wait()).await.expect("wait");
     (status.code(), out)
 }
+
+/// `tcp_server --stdio --port 0`, with raw pipes: stdout is data, and the
+/// address comes on stderr. Returns the child, its address, and its stderr.
+pub async fn stdio_server(
+    args: &[&str],
+) -> (
+    tokio::process::Child,
+    SocketAddr,
+    BufReader<tokio::process::ChildStderr>,
+) {
+    let mut server = Command::new(binary("tcp_server"))
+        .args(["--stdio", "--port", "0"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tcp_server --stdio");
+    let mut stderr = BufReader::new(server.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    within("listening on", stderr.read_line(&mut first))
+        .await
+        .expect("read stderr");
+    let addr = first
+        .trim_end()
+        .strip_prefix("listening on ")
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("the first stderr line was {first:?}"));
+    (server, addr, stderr)
+}
