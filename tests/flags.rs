@@ -121,7 +121,7 @@ const NUMERIC: [(&str, &[(&str, &str)]); 9] = [
 ];
 
 /// Flags that take a value that is not a number.
-const NOT_NUMERIC: [&str; 33] = [
+const NOT_NUMERIC: [&str; 34] = [
     "--host",
     "--url",
     "--message",
@@ -159,11 +159,12 @@ const NOT_NUMERIC: [&str; 33] = [
     "--tls-dir",
     "--issue-client-cert",
     "--allow-origin",
-    // mqtt_broker --persistence-file PATH, --password-file PATH and
-    // --add-user NAME:PASSWORD.
+    // mqtt_broker --persistence-file PATH, --password-file PATH,
+    // --add-user NAME:PASSWORD and --acl-file PATH.
     "--persistence-file",
     "--password-file",
     "--add-user",
+    "--acl-file",
 ];
 
 /// Every flag that takes a value in `bin --help` is in [`NUMERIC`] or in

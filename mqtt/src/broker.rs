@@ -44,6 +44,7 @@ use rumqttd::RouterConfig;
 use tokio_util::sync::CancellationToken;
 use websocket::origin::AllowedOrigins;
 
+use crate::frontdoor::acl::Acl;
 use crate::frontdoor::logins::Logins;
 use crate::frontdoor::persist::Persistence;
 use crate::frontdoor::{self, FrontDoorConfig, relay::Limits, router::Router};
@@ -116,6 +117,9 @@ pub struct BrokerConfig {
     /// How often the `$SYS/broker/...` statistics are published; `None` for
     /// never (see `frontdoor/sys.rs`).
     pub sys_interval: Option<Duration>,
+    /// An ACL file in Mosquitto's syntax: what each client may read and
+    /// write (see `frontdoor/acl.rs`).
+    pub acl_file: Option<PathBuf>,
 }
 
 /// The default for `--max-queued-bytes`: 8 MiB per client.
@@ -147,6 +151,7 @@ impl Default for BrokerConfig {
             allowed_origins: AllowedOrigins::own_only(),
             persistence_file: None,
             sys_interval: Some(Duration::from_secs(10)),
+            acl_file: None,
         }
     }
 }
@@ -267,6 +272,9 @@ pub async fn start(
     if let Some(path) = &config.password_file {
         door_config.logins.read_password_file(path)?;
     }
+    if let Some(path) = &config.acl_file {
+        door_config.acl = Some(Arc::new(Acl::read_file(path)?));
+    }
     let front_door = tokio::spawn(frontdoor::run(
         listener,
         websocket,
@@ -338,6 +346,7 @@ pub fn front_door_config(config: &BrokerConfig) -> FrontDoorConfig {
         websocket_origins: config.allowed_origins.clone(),
         persistence: None,
         sys_interval: config.sys_interval,
+        acl: None,
     }
 }
 

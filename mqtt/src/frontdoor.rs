@@ -57,6 +57,7 @@
 //! `congestion.rs`, and how the router is started and watched in
 //! `router.rs`.
 
+pub mod acl;
 mod aliases;
 mod carry;
 pub mod congestion;
@@ -96,6 +97,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use acl::{Acl, Want};
 use congestion::Congestion;
 use connack::Admitted;
 use dispatch::Shared;
@@ -128,6 +130,8 @@ pub struct FrontDoorConfig {
     /// How often the `$SYS` statistics are published (`sys.rs`); `None`
     /// for never.
     pub sys_interval: Option<Duration>,
+    /// With `Some`, what each client may read and write (`acl.rs`).
+    pub acl: Option<Arc<Acl>>,
 }
 
 /// Ends the sessions whose expiry has come and publishes the wills whose
@@ -318,6 +322,19 @@ impl Door {
         } else {
             connect.client_id.clone()
         };
+        // A will whose topic the client may not write is never published
+        // (Mosquitto checks it when it would go, with the same outcome).
+        let mut connect = connect;
+        if let (Some(acl), Some(will)) = (&self.config.acl, &connect.will)
+            && !acl.allows(connect.username.as_deref(), &name, &will.topic, Want::Write)
+        {
+            info!(
+                client = name,
+                topic = will.topic,
+                "the ACL does not let the client write its will's topic: no will"
+            );
+            connect.will = None;
+        }
 
         let me = Arc::new(Occupant {
             kick: self.stop.child_token(),

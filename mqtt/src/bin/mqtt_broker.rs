@@ -116,6 +116,10 @@ struct Args {
     /// password), as mosquitto_passwd -b does, then start
     #[arg(long, value_name = "NAME:PASSWORD", value_parser = user, requires = "password_file")]
     add_user: Option<(String, String)>,
+    /// What each client may read and write, in Mosquitto's acl_file syntax
+    /// (user, topic [read|write|readwrite|deny], pattern with %c and %u)
+    #[arg(long, value_name = "PATH")]
+    acl_file: Option<std::path::PathBuf>,
     /// Keep retained messages in this file: saved within a second of a change
     /// (atomically) and read back at start, so they survive a restart
     #[arg(long, value_name = "PATH")]
@@ -169,6 +173,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_connections: args.max_connections as usize,
         users: args.user,
         password_file: args.password_file.clone(),
+        acl_file: args.acl_file,
         max_queued_bytes: usize::try_from(args.max_queued_bytes).unwrap_or(usize::MAX),
         max_subscriptions: args.max_subscriptions as usize,
         max_keep_alive: args.max_keep_alive,

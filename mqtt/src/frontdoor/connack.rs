@@ -179,6 +179,8 @@ impl Door {
             shared: &self.shared,
             limits: &self.config.limits,
             name,
+            username: connect.username.as_deref(),
+            acl: self.config.acl.as_deref(),
             session_expiry: connect.session_expiry,
             version: connect.version,
             max_packet_size: connect.max_packet_size,

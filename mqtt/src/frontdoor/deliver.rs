@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::acl::Want;
 use super::expiry;
 use super::mailbox::Delivery;
 use super::publish::COPY_UP_TO;
@@ -35,6 +36,11 @@ impl Connection<'_> {
             subscription_ids,
         } = delivery;
         let (topic, payload) = (message.topic, message.payload);
+        // A message the ACL does not let this client read is left out for
+        // it alone (`acl.rs`).
+        if !self.may(std::str::from_utf8(&topic).unwrap_or(""), Want::Read) {
+            return;
+        }
         // A message past its Message Expiry Interval is not sent; one that
         // is carries the seconds it has left (`publish5.rs`).
         let mut properties = message.properties;

@@ -14,7 +14,9 @@
 
 use bytes::Bytes;
 use rumqttd::protocol::Packet;
+use tracing::info;
 
+use super::acl::Want;
 use super::carry;
 use super::relay::{Connection, End};
 use super::router;
@@ -31,6 +33,9 @@ pub(super) const COPY_UP_TO: usize = 2048;
 /// MQTT 5's PUBACK and PUBREC 0x10: the message was accepted, and no
 /// session subscribed to its topic (spec §3.4.2.1).
 const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
+
+/// MQTT 5's PUBACK and PUBREC 0x87, Not authorized (spec §3.4.2.1).
+const NOT_AUTHORIZED: u8 = 0x87;
 
 impl Connection<'_> {
     /// A PUBLISH from the client (spec §3.3).
@@ -60,6 +65,8 @@ impl Connection<'_> {
         // MQTT 5's acknowledgement can say that nobody subscribed (0x10,
         // spec §3.4.2.1); 0x00 is Success.
         let mut reason = 0x00;
+        // Whether the ACL lets the client write this topic (`acl.rs`).
+        let allowed;
         let packet = if self.version == wire::V5 {
             let properties = reader
                 .properties(allowed::PUBLISH)
@@ -70,7 +77,11 @@ impl Connection<'_> {
                 )));
             }
             let topic = self.resolve_alias(topic, &properties)?;
-            if qos > 0 && !self.shared.table().any_subscriber(&topic) {
+            allowed = self.may(&topic, Want::Write);
+            if !allowed {
+                self.log_denial(&topic);
+                reason = NOT_AUTHORIZED;
+            } else if qos > 0 && !self.shared.table().any_subscriber(&topic) {
                 reason = NO_MATCHING_SUBSCRIBERS;
             }
             carry::v5_layout(
@@ -83,8 +94,23 @@ impl Connection<'_> {
             )
         } else {
             wire::check_topic_name(topic).map_err(End::Violation)?;
+            allowed = self.may(topic, Want::Write);
+            if !allowed {
+                self.log_denial(topic);
+            }
             own_bytes(frame, retain)
         };
+        // Denied: the message goes nowhere. MQTT 5 says so in the
+        // acknowledgement (0x87, Not authorized); 3.1.1 cannot, and its
+        // client gets the usual one, as Mosquitto's does.
+        if !allowed {
+            match qos {
+                1 => self.acknowledge(kind::PUBACK, id, reason),
+                2 => self.acknowledge(kind::PUBREC, id, reason),
+                _ => {}
+            }
+            return Ok(());
+        }
         if qos == 2 {
             self.session.awaiting_pubrel.insert(id);
         }
@@ -95,6 +121,19 @@ impl Connection<'_> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Logs the first PUBLISH the ACL denies this client; later ones are
+    /// not logged, so that a client cannot flood the log.
+    fn log_denial(&mut self, topic: &str) {
+        if !self.denial_logged {
+            self.denial_logged = true;
+            info!(
+                client = self.name,
+                topic,
+                "the ACL does not let the client write this topic: dropped (further denials are not logged)"
+            );
+        }
     }
 
     /// Queues PUBACK or PUBREC for packet `id`: with MQTT 5, a reason code

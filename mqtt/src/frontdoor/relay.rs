@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::acl::{Acl, Want};
 use super::aliases::OutgoingAliases;
 use super::congestion::Pressure;
 use super::dispatch::Shared;
@@ -109,6 +110,12 @@ pub struct Connection<'a> {
     pub(super) limits: &'a Limits,
     /// The client id, for log lines.
     pub name: &'a str,
+    /// The user name it logged in with, and the ACL that says what it may
+    /// read and write (`acl.rs`); without one, everything.
+    pub(super) username: Option<&'a str>,
+    pub(super) acl: Option<&'a Acl>,
+    /// Whether a denied PUBLISH was logged already (once per connection).
+    pub(super) denial_logged: bool,
     /// Clean session: nothing outlives the connection.
     pub clean_session: bool,
     /// How long the session outlives the connection, in seconds (MQTT 5's
@@ -157,6 +164,8 @@ pub struct Parts<'a> {
     pub shared: &'a Shared,
     pub limits: &'a Limits,
     pub name: &'a str,
+    pub username: Option<&'a str>,
+    pub acl: Option<&'a Acl>,
     pub session_expiry: u32,
     pub version: u8,
     pub max_packet_size: Option<u32>,
@@ -176,6 +185,9 @@ impl<'a> Connection<'a> {
             shared: parts.shared,
             limits: parts.limits,
             name: parts.name,
+            username: parts.username,
+            acl: parts.acl,
+            denial_logged: false,
             clean_session: parts.session_expiry == 0,
             session_expiry: parts.session_expiry,
             version: parts.version,
@@ -196,6 +208,13 @@ impl<'a> Connection<'a> {
             dropped: 0,
             dropped_logged: None,
         }
+    }
+
+    /// Whether the ACL lets this client have `want` on `topic` (always,
+    /// without an ACL).
+    pub(super) fn may(&self, topic: &str, want: Want) -> bool {
+        self.acl
+            .is_none_or(|acl| acl.allows(self.username, self.name, topic, want))
     }
 
     /// Queues bytes for the client (CONNACK, or what a kept session sends
