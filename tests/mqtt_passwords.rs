@@ -120,6 +120,18 @@ async fn a_malformed_line_stops_the_start() {
     );
 }
 
+/// A password file that lists nobody yet lets nobody in, as Mosquitto's
+/// does: not everybody, as no file at all would.
+#[tokio::test]
+async fn a_password_file_with_no_users_lets_nobody_in() {
+    let dir = TempDir::new();
+    let file = dir.path("passwords");
+    std::fs::write(&file, "# nobody yet\n").unwrap();
+    let broker = Server::start("mqtt_broker", &["--password-file", &file]).await;
+    assert_eq!(login(broker.addr, "alice", "secret").await, 5);
+    assert_eq!(login(broker.addr, "", "").await, 5);
+}
+
 /// The same password file, written by `mosquitto_passwd`, in both brokers:
 /// every login gets the same CONNACK code. Then a file our `--add-user`
 /// wrote lets its user into Mosquitto.

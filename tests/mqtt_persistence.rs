@@ -106,6 +106,13 @@ async fn retained_messages_survive_a_restart() {
     let (status, _, log) = broker.process.finish().await;
     assert!(status.success(), "{log}");
     assert!(log.contains("saved 2 retained message(s)"), "{log}");
+    // Retained messages may be private: the file is its owner's only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     let broker = Server::start("mqtt_broker", &["--persistence-file", &file]).await;
     let mut found = retained_now(broker.addr, "#").await;
@@ -143,7 +150,7 @@ async fn a_crash_keeps_what_was_saved() {
     process.exit().await;
     // A save cut short by a crash leaves only the temporary file behind:
     // it is ignored.
-    std::fs::write(format!("{file}.tmp"), b"half a file").unwrap();
+    std::fs::write(format!("{file}.12345.tmp"), b"half a file").unwrap();
 
     let broker = Server::start("mqtt_broker", &["--persistence-file", &file]).await;
     let found = retained_now(broker.addr, "door").await;

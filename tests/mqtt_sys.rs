@@ -139,6 +139,39 @@ async fn every_name_is_published_and_hash_does_not_match_them() {
     assert_eq!(first, ("after/sys".to_string(), "ours".to_string()));
 }
 
+/// A client cannot write under `$SYS/`: its PUBLISH is acknowledged as
+/// usual (3.1.1 has no way to refuse one) and dropped, so the broker's own
+/// values stay.
+#[tokio::test]
+async fn clients_cannot_forge_sys_values() {
+    let server = Server::start("mqtt_broker", &["--sys-interval", "3600"]).await;
+    let mut forger = within("connect", TcpStream::connect(server.addr))
+        .await
+        .expect("connect");
+    forger
+        .write_all(&connect_packet("forger", "u", "p"))
+        .await
+        .expect("write");
+    let mut buffer = Vec::new();
+    assert_eq!(
+        next_packet(&mut forger, &mut buffer).await,
+        (0x20, vec![0, 0])
+    );
+    let mut body = string(b"$SYS/broker/version");
+    body.extend_from_slice(&[0, 1]);
+    body.extend_from_slice(b"forged");
+    // QoS 1, RETAIN.
+    forger.write_all(&packet(0x33, &body)).await.expect("write");
+    assert_eq!(
+        next_packet(&mut forger, &mut buffer).await,
+        (0x40, vec![0, 1])
+    );
+    let (mut reader, mut buffer) = subscriber(server.addr, "reader", "$SYS/broker/version").await;
+    let (topic, value) = next_publish(&mut reader, &mut buffer).await;
+    assert_eq!(topic, "$SYS/broker/version");
+    assert!(value.starts_with("mqtt_broker version "), "{value}");
+}
+
 /// Mosquitto, with `sys_interval 1`, publishes every name we do (their
 /// values are its own).
 #[tokio::test]

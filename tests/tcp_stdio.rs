@@ -150,6 +150,24 @@ async fn stdio_ctrl_c_ends_our_input_not_the_clients() {
     assert_eq!((code, out), (Some(0), Vec::new()));
 }
 
+/// SIGTERM (`kill`) stops a `--stdio` server at once, client or not,
+/// where Ctrl-C only ends its input.
+#[tokio::test]
+async fn stdio_sigterm_quits_at_once() {
+    let (mut server, addr, _stderr) = stdio_server(&[]).await;
+    let _client = within("connect", TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let _stdin = server.stdin.take();
+    let pid = server.id().expect("running").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(kill.expect("kill").success());
+    let status = within("exit", server.wait()).await.expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
+
 /// `--stdio` serves bytes, not lines, and one client: the flags of the line
 /// server are refused with it, not silently ignored.
 #[tokio::test]

@@ -29,10 +29,11 @@
 //! run each against Mosquitto too). What remains, each pinned down by a
 //! test:
 //!
-//! - It has no `$SYS/` topics: a SUBSCRIBE to a `$` filter (other than
-//!   `$share/group/...`) gets the failure code 0x80 in its SUBACK, where
-//!   Mosquitto grants it and publishes its statistics there.
-//! - Retained messages and sessions live in memory: a restart loses them.
+//! - A SUBSCRIBE to a `$` filter other than `$SYS/...` and
+//!   `$share/group/...` gets the failure code 0x80 in its SUBACK: the
+//!   broker has no other `$` topics.
+//! - Sessions live in memory: a restart loses them. (Retained messages
+//!   survive one with `--persistence-file`.)
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,11 +84,13 @@ pub struct BrokerConfig {
     pub max_payload_bytes: usize,
     /// Most clients connected at once; one more gets CONNACK 3.
     pub max_connections: usize,
-    /// If not empty, clients must log in with one of these (name, password);
-    /// anyone else gets CONNACK 5.
+    /// Logins (name, password) clients may use. With some, or with a
+    /// password file, clients must log in with one of them or one of the
+    /// file's; anyone else gets CONNACK 5.
     pub users: Vec<(String, String)>,
     /// A password file in `mosquitto_passwd`'s format, whose users may log
-    /// in too (see `frontdoor/logins.rs`).
+    /// in too (see `frontdoor/logins.rs`); with one, even an empty one, a
+    /// login is required.
     pub password_file: Option<PathBuf>,
     /// Bytes queued for one client that reads slower than messages arrive;
     /// past this, a client that is not reading loses messages (logged). See
@@ -221,15 +224,30 @@ impl RunningBroker {
 /// router, and serves clients through the front door until `shutdown`
 /// resolves.
 ///
-/// Errors: an address cannot be bound (in use, not ours), or the router
-/// does not start.
+/// Errors: the password file, the ACL file or the persistence file cannot
+/// be read (or, for a corrupt persistence file, set aside), an address
+/// cannot be bound (in use, not ours), or the router does not start.
 pub async fn start(
     config: &BrokerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningBroker> {
     let config = &fit_open_file_limit(config, networking_protocols::raise_open_file_limit())?;
-    // The persistence file first: one that cannot be read stops the start
-    // before we take a port.
+    // The files first: one that cannot be read stops the start before we
+    // take a port or start the router.
+    let mut logins = Logins::new(config.users.clone());
+    if let Some(path) = &config.password_file {
+        logins.read_password_file(path)?;
+    }
+    let acl = match &config.acl_file {
+        Some(path) => Some(Arc::new(Acl::read_file(path)?)),
+        None => None,
+    };
+    if acl.is_some() && !logins.required() {
+        tracing::warn!(
+            "--acl-file without --password-file or --user: user names are not checked, \
+             so any client may claim any user's rules"
+        );
+    }
     let persistence = config
         .persistence_file
         .clone()
@@ -269,12 +287,8 @@ pub async fn start(
     });
     let mut door_config = front_door_config(config);
     door_config.persistence = persistence;
-    if let Some(path) = &config.password_file {
-        door_config.logins.read_password_file(path)?;
-    }
-    if let Some(path) = &config.acl_file {
-        door_config.acl = Some(Arc::new(Acl::read_file(path)?));
-    }
+    door_config.logins = Arc::new(logins);
+    door_config.acl = acl;
     let front_door = tokio::spawn(frontdoor::run(
         listener,
         websocket,
@@ -333,7 +347,7 @@ pub fn fit_open_file_limit(
 pub fn front_door_config(config: &BrokerConfig) -> FrontDoorConfig {
     FrontDoorConfig {
         max_connections: config.max_connections,
-        logins: Logins::new(config.users.clone()),
+        logins: Arc::new(Logins::new(config.users.clone())),
         connect_timeout: CONNECT_TIMEOUT,
         limits: Limits {
             // A PUBLISH's remaining length: topic, packet id and payload.

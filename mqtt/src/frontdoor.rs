@@ -113,8 +113,8 @@ use session::Sessions;
 pub struct FrontDoorConfig {
     /// Most clients connected at once; one more gets CONNACK 3.
     pub max_connections: usize,
-    /// If not empty, clients must log in with one of these (`logins.rs`).
-    pub logins: Logins,
+    /// Who may log in (`logins.rs`); with nobody required, everybody.
+    pub logins: Arc<Logins>,
     /// How long a new connection may take to send its CONNECT.
     pub connect_timeout: Duration,
     /// The limits on packet size and queued bytes per client.

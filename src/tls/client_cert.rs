@@ -78,15 +78,20 @@ pub fn parse_name(name: &str) -> Result<String, String> {
     if name.starts_with(['.', '-']) {
         return Err("a name may not start with '.' or '-'".to_string());
     }
+    // Neither file NAME makes (NAME.pem, NAME-key.pem) may be one of the
+    // local CA's or the server's own: `ca-key` would name the CA's key.
     // Compared without case: on a case-insensitive file system (macOS,
     // Windows) CA.pem is ca.pem.
-    for (taken, whose) in [
-        (local::CA_FILE, "the local CA's"),
-        (local::CERT_FILE, "the server's"),
-    ] {
-        if taken.trim_end_matches(".pem").eq_ignore_ascii_case(name) {
+    let ours = [
+        local::CA_FILE,
+        local::CA_KEY_FILE,
+        local::CERT_FILE,
+        local::KEY_FILE,
+    ];
+    for made in [format!("{name}.pem"), format!("{name}-key.pem")] {
+        if let Some(taken) = ours.iter().find(|taken| taken.eq_ignore_ascii_case(&made)) {
             return Err(format!(
-                "{taken} is {whose} own certificate: choose another name"
+                "{taken} is one of the local CA's or the server's own files: choose another name"
             ));
         }
     }

@@ -185,8 +185,9 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", dir.display()))
 }
 
-/// Writes a new file (an existing one is an error); a `secret` one is
-/// readable by its owner only (0600 on Unix, else 0644).
+/// Writes a new file (an existing one is an error). On Unix a `secret`
+/// file is readable by its owner only (0600), any other by everyone (0644);
+/// elsewhere the system's defaults apply.
 pub(super) fn write_file(path: &Path, contents: &[u8], secret: bool) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -83,7 +83,8 @@ impl Dump {
 /// line, in hex and as text (`.` for a byte that is not printable ASCII).
 /// `from` is the offset of the chunk's first byte in its direction.
 pub fn format(mark: char, peer: SocketAddr, from: u64, bytes: &[u8]) -> String {
-    let to = from + bytes.len() as u64 - 1;
+    // An empty chunk has no last byte: `to` is then `from`, and no hex follows.
+    let to = (from + bytes.len() as u64).saturating_sub(1).max(from);
     let mut text = format!("{mark} {peer} length={} from={from} to={to}\n", bytes.len());
     for line in bytes.chunks(PER_LINE) {
         let mut hex = String::with_capacity(3 * PER_LINE);
@@ -132,6 +133,14 @@ mod tests {
         assert!(lines[2].starts_with(" 71 72 73 74 "), "{}", lines[2]);
         assert!(lines[2].ends_with("  qrst"), "{}", lines[2]);
         assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn an_empty_chunk_is_a_header_alone() {
+        assert_eq!(
+            format('>', PEER, 0, b""),
+            "> 127.0.0.1:9999 length=0 from=0 to=0\n"
+        );
     }
 
     #[test]

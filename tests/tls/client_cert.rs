@@ -113,7 +113,17 @@ async fn bad_names_and_a_directory_without_the_ca_key_are_one_error_line() {
         ("../alice", "'/' is not allowed"),
         (".alice", "may not start with '.'"),
         ("", "give a name"),
-        ("ca", "ca.pem is the local CA's own certificate"),
+        (
+            "ca",
+            "ca.pem is one of the local CA's or the server's own files",
+        ),
+        // NAME-key.pem or NAME.pem would be the CA's or the server's key.
+        ("ca-key", "ca-key.pem is one of the local CA's"),
+        (
+            "Localhost-KEY",
+            "localhost-key.pem is one of the local CA's",
+        ),
+        ("localhost", "localhost.pem is one of the local CA's"),
     ];
     for (name, says) in names {
         let flag = format!("--issue-client-cert={name}");

@@ -133,7 +133,8 @@ impl Acl {
             Some(name) => self.users.get(name).map_or(&[][..], Vec::as_slice),
             None => &self.anonymous,
         };
-        if let Some(decided) = decide(own.iter().map(|rule| Some(rule.clone())), topic, want) {
+        let own = own.iter().map(|rule| (rule.access, rule.filter.as_str()));
+        if let Some(decided) = decide(own, topic, want) {
             return decided;
         }
         // A `+` or `#` in the client id or user name could widen a pattern
@@ -142,21 +143,43 @@ impl Acl {
         if dangerous(client_id) || username.is_some_and(dangerous) {
             return false;
         }
-        let substituted = self.patterns.iter().map(|rule| {
-            if rule.filter.contains("%u") && username.is_none() {
-                return None;
-            }
-            let filter = rule
-                .filter
-                .replace("%c", client_id)
-                .replace("%u", username.unwrap_or(""));
-            Some(Rule {
-                access: rule.access,
-                filter,
+        let patterns: Vec<(Access, String)> = self
+            .patterns
+            .iter()
+            .filter_map(|rule| {
+                let filter = substitute(&rule.filter, client_id, username)?;
+                Some((rule.access, filter))
             })
-        });
-        decide(substituted, topic, want).unwrap_or(false)
+            .collect();
+        let patterns = patterns
+            .iter()
+            .map(|(access, filter)| (*access, filter.as_str()));
+        decide(patterns, topic, want).unwrap_or(false)
     }
+}
+
+/// A pattern with `%c` and `%u` replaced, in one pass (a client id that
+/// holds `%u` stays as it is); `None` for a `%u` pattern and a client
+/// without a user name, which it does not apply to.
+fn substitute(pattern: &str, client_id: &str, username: Option<&str>) -> Option<String> {
+    let mut out = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        if let Some(tail) = after.strip_prefix("%c") {
+            out.push_str(client_id);
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("%u") {
+            out.push_str(username?);
+            rest = tail;
+        } else {
+            out.push('%');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// `[ACCESS] FILTER`: an access word and the rest of the line, or one
@@ -205,20 +228,18 @@ fn check_filter(filter: &str) -> Result<(), String> {
 }
 
 /// One list's decision for `topic`: a matching `deny` refuses; else the
-/// first matching rule that grants `want` allows; else undecided. `None`
-/// entries (patterns that do not apply) are skipped.
-fn decide(
-    rules: impl Iterator<Item = Option<Rule>> + Clone,
+/// first matching rule that grants `want` allows; else undecided.
+fn decide<'r>(
+    rules: impl Iterator<Item = (Access, &'r str)> + Clone,
     topic: &str,
     want: Want,
 ) -> Option<bool> {
-    let matching = rules.flatten().filter(|rule| matches(&rule.filter, topic));
-    if matching.clone().any(|rule| rule.access == Access::Deny) {
+    let mut matching = rules.filter(|(_, filter)| matches(filter, topic));
+    if matching.clone().any(|(access, _)| access == Access::Deny) {
         return Some(false);
     }
     matching
-        .into_iter()
-        .any(|rule| rule.access.grants(want))
+        .any(|(access, _)| access.grants(want))
         .then_some(true)
 }
 
@@ -278,6 +299,11 @@ mod tests {
         assert!(!anonymous("public/x", Want::Write));
         assert!(!anonymous("users//inbox", Want::Read));
         assert!(anonymous("devices/anon/x", Want::Read));
+        // One pass: a client id holding %u is not substituted again.
+        assert_eq!(
+            substitute("d/%c/%u", "x%u", Some("bob")).as_deref(),
+            Some("d/x%u/bob")
+        );
         // A wildcard in the client id: no pattern applies.
         assert!(!acl.allows(Some("alice"), "a+", "devices/a+/x", Want::Read));
         assert!(acl.allows(Some("alice"), "a+", "alice/x", Want::Read));

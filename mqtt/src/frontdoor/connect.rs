@@ -278,7 +278,7 @@ pub fn parse(frame: &Frame) -> Result<Connect, Refusal> {
 /// authorized) under MQTT 3.1.1, and so do we; code 4 is for a user name
 /// or password that is malformed, which UTF-8 checks already close on.
 pub fn check_login(connect: &Connect, logins: &Logins) -> Result<(), Refusal> {
-    if logins.is_empty() {
+    if !logins.required() {
         return Ok(());
     }
     let given = connect.username.as_deref().zip(connect.password.as_deref());

@@ -108,8 +108,22 @@ impl Door {
                 return None;
             }
         };
-        let checked = connect::parse(&frame)
-            .and_then(|c| connect::check_login(&c, &self.config.logins).map(|()| c));
+        let checked = match connect::parse(&frame) {
+            // A password file's hashes take PBKDF2's rounds to check: on a
+            // thread for such work, not on one that serves clients.
+            Ok(c) if self.config.logins.required() => {
+                let logins = self.config.logins.clone();
+                tokio::task::spawn_blocking(move || connect::check_login(&c, &logins).map(|()| c))
+                    .await
+                    .unwrap_or_else(|error| {
+                        Err(Refusal::Connack(
+                            ConnackCode::ServerUnavailable,
+                            format!("the login check failed: {error}"),
+                        ))
+                    })
+            }
+            parsed => parsed,
+        };
         let v5 = connect::level(&frame) == Some(wire::V5);
         // The packet's buffer is not needed past here; an idle client should
         // not keep it.

@@ -2,7 +2,7 @@
 //! `--password-file PATH` in the format Mosquitto's `mosquitto_passwd`
 //! writes, so an existing file works as it is.
 //!
-//! A password file never holds a password, only a salted, slow hash of it:
+//! A password file never holds a password, only a salted hash of it:
 //! whoever reads the file cannot log in with what it holds, and must guess
 //! each password separately (the salt, random per user, keeps one guess from
 //! testing every user at once). One line per user:
@@ -12,8 +12,12 @@
 //! ```
 //!
 //! `$7$` is Mosquitto 2's format: PBKDF2 with HMAC-SHA-512, the iteration
-//! count (101), the salt and the 64-byte result, both in base64. `$6$`
-//! (Mosquitto 1.x: one SHA-512 of the password and the salt) is read too.
+//! count (101), the salt and the 64-byte result, both in base64. PBKDF2 is
+//! slow on purpose, so that guessing costs; 101 rounds, Mosquitto's default
+//! kept here so that files move between the brokers, is far below what is
+//! advised today (OWASP: 210,000), so keep the file as private as a
+//! password. `$6$` (Mosquitto 1.x: one SHA-512 of the password and the
+//! salt, fast to guess) is read too.
 //! `--add-user NAME:PASSWORD` writes a `$7$` line, as `mosquitto_passwd -b`
 //! does, replacing the user's line if there is one.
 
@@ -35,6 +39,10 @@ const ITERATIONS: u32 = 101;
 /// The salt `--add-user` makes, in bytes: `mosquitto_passwd`'s.
 const SALT_BYTES: usize = 12;
 
+/// The most PBKDF2 iterations a line may ask for: each login check runs
+/// them, so a file cannot make one check take seconds.
+const MAX_ITERATIONS: u32 = 1_000_000;
+
 /// The logins the broker accepts. With none, everybody gets in.
 #[derive(Debug, Clone, Default)]
 pub struct Logins {
@@ -42,6 +50,9 @@ pub struct Logins {
     plain: Vec<(String, String)>,
     /// From `--password-file`, by user name.
     hashed: HashMap<String, Hash>,
+    /// Whether a password file was given: then a login is required even
+    /// if the file lists nobody yet (nobody gets in, rather than everybody).
+    file_given: bool,
 }
 
 /// A password as a password file keeps it.
@@ -63,6 +74,7 @@ impl Logins {
         Logins {
             plain,
             hashed: HashMap::new(),
+            file_given: false,
         }
     }
 
@@ -74,6 +86,7 @@ impl Logins {
     pub fn read_password_file(&mut self, path: &Path) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the password file {}", path.display()))?;
+        self.file_given = true;
         for (number, line) in text.lines().enumerate() {
             let line = line.trim_end_matches('\r');
             if line.trim().is_empty() || line.starts_with('#') {
@@ -86,9 +99,10 @@ impl Logins {
         Ok(())
     }
 
-    /// Whether a login is required.
-    pub fn is_empty(&self) -> bool {
-        self.plain.is_empty() && self.hashed.is_empty()
+    /// Whether a login is required: some `--user`, or a password file
+    /// (even one that lists nobody).
+    pub fn required(&self) -> bool {
+        !self.plain.is_empty() || self.file_given
     }
 
     /// Whether `name` may log in with `password`.
@@ -97,11 +111,15 @@ impl Logins {
             .plain
             .iter()
             .any(|(user, secret)| user == name && bool::from(secret.as_bytes().ct_eq(password)));
-        plain
-            || self
-                .hashed
-                .get(name)
-                .is_some_and(|hash| hash.matches(password))
+        match self.hashed.get(name) {
+            Some(hash) => hash.matches(password) || plain,
+            // An unknown name costs what a known one does, so that the time
+            // a refusal takes does not tell which names exist.
+            None => {
+                let _ = dummy().matches(password);
+                plain
+            }
+        }
     }
 }
 
@@ -130,6 +148,15 @@ impl Hash {
     }
 }
 
+/// A hash that matches no password, checked for an unknown user name.
+fn dummy() -> Hash {
+    Hash::Pbkdf2 {
+        iterations: NonZeroU32::new(ITERATIONS).unwrap_or(NonZeroU32::MIN),
+        salt: vec![0; SALT_BYTES],
+        hash: vec![0; 64],
+    }
+}
+
 /// One line of a password file: the user and the hash.
 fn parse_line(line: &str) -> Result<(&str, Hash), String> {
     let (name, hash) = line
@@ -150,7 +177,10 @@ fn parse_line(line: &str) -> Result<(&str, Hash), String> {
                 .parse::<u32>()
                 .ok()
                 .and_then(NonZeroU32::new)
-                .ok_or("the iteration count is not a number above 0")?;
+                .filter(|n| n.get() <= MAX_ITERATIONS)
+                .ok_or(format!(
+                    "the iteration count is not a number from 1 to {MAX_ITERATIONS}"
+                ))?;
             let hash = decode(hash, "the hash")?;
             if hash.len() != 64 {
                 return Err(format!("a $7$ hash is 64 bytes, not {}", hash.len()));
@@ -185,9 +215,9 @@ fn parse_line(line: &str) -> Result<(&str, Hash), String> {
 }
 
 /// Adds `name` with `password` to the password file at `path` as a `$7$`
-/// line, replacing the user's line if there is one; makes the file (read
-/// and written by its owner only) if there is none. The new file is written
-/// beside the old one and renamed over it.
+/// line, replacing the user's line if there is one. The new file is written
+/// beside the old one (under a name of its own) and renamed over it, so it
+/// always ends up read and written by its owner only (0600).
 ///
 /// Errors: `name` is empty or holds a `:`; the file cannot be read or
 /// written, or a line of it does not parse.
@@ -230,9 +260,10 @@ pub fn add_user(path: &Path, name: &str, password: &str) -> anyhow::Result<()> {
         .collect();
     lines.push(&entry);
     let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&temporary);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options

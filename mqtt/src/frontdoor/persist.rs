@@ -6,7 +6,8 @@
 //! file the broker writes every retained message to it within a second of a
 //! change (and at shutdown), and reads them back when it starts.
 //!
-//! Writing is atomic: the new contents go to `PATH.tmp`, which is flushed
+//! Writing is atomic: the new contents go to `PATH.<pid>.tmp` (readable by
+//! the owner only), which is flushed
 //! to the disk (`fsync`) and then renamed over `PATH`. A rename replaces a
 //! file in one step, so a crash at any moment leaves either the old file or
 //! the new one, never half of one. A file that does not read back (not
@@ -61,8 +62,22 @@ impl Persistence {
     /// not read back is renamed to `PATH.corrupt`, with a warning, and
     /// counts as empty.
     ///
-    /// Errors: the file exists but cannot be read, or cannot be set aside.
+    /// Errors: its folder does not exist, or the file exists but cannot be
+    /// read, or cannot be set aside.
     pub fn open(path: PathBuf) -> anyhow::Result<Persistence> {
+        // Saving writes beside the file: a folder that is not there would
+        // make every save fail, quietly but for one warning.
+        let folder = match path.parent() {
+            Some(folder) if !folder.as_os_str().is_empty() => folder,
+            _ => Path::new("."),
+        };
+        if !folder.is_dir() {
+            anyhow::bail!(
+                "cannot keep retained messages in {}: {} is not a directory",
+                path.display(),
+                folder.display()
+            );
+        }
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
@@ -153,10 +168,17 @@ pub async fn run(shared: Arc<Shared>, path: PathBuf, stop: CancellationToken) {
 /// Writes `messages` to `path` atomically (see the module's doc). Errors:
 /// the file system's.
 pub fn save(path: &Path, messages: &[Message]) -> io::Result<()> {
+    // A name of this process's own, made new (never through a link), and
+    // readable by the owner only: retained messages may be private.
     let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
+    temporary.push(format!(".{}.tmp", std::process::id()));
     let temporary = PathBuf::from(temporary);
-    let mut file = std::fs::File::create(&temporary)?;
+    let _ = std::fs::remove_file(&temporary);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&temporary)?;
     file.write_all(&encode(messages))?;
     file.sync_all()?;
     drop(file);
@@ -240,7 +262,14 @@ fn decode(bytes: &[u8]) -> Result<Vec<Message>, String> {
             retain: true,
             properties: Bytes::copy_from_slice(properties),
             publisher: None,
-            expires: (expires != 0).then(|| now + Duration::from_secs(expires - wall)),
+            expires: match expires {
+                0 => None,
+                // Further than an Instant reaches: a record we cannot use.
+                _ => Some(
+                    now.checked_add(Duration::from_secs(expires - wall))
+                        .ok_or("an expiry beyond what this system can count")?,
+                ),
+            },
         });
     }
     if !reader.0.is_empty() {

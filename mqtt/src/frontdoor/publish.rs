@@ -21,7 +21,7 @@ use super::carry;
 use super::relay::{Connection, End};
 use super::router;
 use super::session::Stage;
-use super::sys::Stats;
+use super::sys::{self, Stats};
 use crate::wire::properties::{allowed, id};
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
@@ -77,7 +77,7 @@ impl Connection<'_> {
                 )));
             }
             let topic = self.resolve_alias(topic, &properties)?;
-            allowed = self.may(&topic, Want::Write);
+            allowed = self.may_publish(&topic);
             if !allowed {
                 self.log_denial(&topic);
                 reason = NOT_AUTHORIZED;
@@ -94,7 +94,7 @@ impl Connection<'_> {
             )
         } else {
             wire::check_topic_name(topic).map_err(End::Violation)?;
-            allowed = self.may(topic, Want::Write);
+            allowed = self.may_publish(topic);
             if !allowed {
                 self.log_denial(topic);
             }
@@ -123,6 +123,13 @@ impl Connection<'_> {
         Ok(())
     }
 
+    /// Whether the client may publish to `topic`: never under `$SYS/`,
+    /// which is the broker's own (`sys.rs`), as in Mosquitto; elsewhere as
+    /// the ACL says (everywhere, without one).
+    fn may_publish(&self, topic: &str) -> bool {
+        !topic.starts_with(sys::PREFIX) && self.may(topic, Want::Write)
+    }
+
     /// Logs the first PUBLISH the ACL denies this client; later ones are
     /// not logged, so that a client cannot flood the log.
     fn log_denial(&mut self, topic: &str) {
@@ -131,7 +138,8 @@ impl Connection<'_> {
             info!(
                 client = self.name,
                 topic,
-                "the ACL does not let the client write this topic: dropped (further denials are not logged)"
+                "the client may not publish to this topic ($SYS/, or the ACL): dropped \
+                 (further denials are not logged)"
             );
         }
     }

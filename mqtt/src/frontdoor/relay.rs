@@ -248,7 +248,15 @@ impl<'a> Connection<'a> {
         match &mut self.layer {
             Layer::Plain => {}
             Layer::Tls(tls) => tls.close(self.socket),
-            Layer::WebSocket(ws) => ws.close(self.socket, networking_protocols::LINGER).await,
+            // A connection taken over, or closed as the broker stops, does
+            // not wait for an answer: its successor (or the stop) would.
+            Layer::WebSocket(ws) => {
+                let wait = match end {
+                    End::Kicked => std::time::Duration::ZERO,
+                    _ => networking_protocols::LINGER,
+                };
+                ws.close(self.socket, wait).await;
+            }
         }
         end
     }

@@ -16,8 +16,8 @@
 //! | `$SYS/broker/retained messages/count` | topics with a retained message (but `$SYS`'s own) |
 //! | `$SYS/broker/publish/messages/received` | PUBLISH packets from clients |
 //! | `$SYS/broker/publish/messages/sent` | PUBLISH packets to clients |
-//! | `$SYS/broker/bytes/received` | MQTT bytes from clients after CONNECT (after TLS or WebSocket are undone) |
-//! | `$SYS/broker/bytes/sent` | MQTT bytes to clients after CONNACK |
+//! | `$SYS/broker/bytes/received` | MQTT bytes read from clients once their CONNECT was accepted, but those read together with the CONNECT (after TLS or WebSocket are undone) |
+//! | `$SYS/broker/bytes/sent` | MQTT bytes written to clients after their CONNACK |
 //!
 //! Mosquitto's `$SYS/broker/messages/received` and `.../sent` (packets of
 //! every type) are not published.

@@ -137,13 +137,20 @@ impl Door {
             Ok(response) => response,
             Err(error) => return refuse(stream, peer, "400 Bad Request", error.to_string()).await,
         };
-        if let Some(agreed) = agreed {
+        // `agreed` is one of our constants, always a valid header value.
+        if let Some(value) = agreed.and_then(|agreed| agreed.parse().ok()) {
             response
                 .headers_mut()
-                .insert("sec-websocket-protocol", agreed.parse().ok()?);
+                .insert("sec-websocket-protocol", value);
         }
         let mut head = Vec::new();
-        write_response(&mut head, &response).ok()?;
+        // Writing into a Vec fails only for a malformed response, which
+        // create_response does not make; if it ever did, we close.
+        if let Err(error) = write_response(&mut head, &response) {
+            info!(%peer, "closed a WebSocket connection: {error}");
+            return None;
+        }
+        // This port is plain TCP: the stream is always `Left`.
         let websocket::Stream::Left(mut tcp) = stream else {
             return None;
         };
@@ -153,7 +160,7 @@ impl Door {
         }
         // A message is at most one whole packet of the largest size we take,
         // and the 5 bytes of its fixed header, or a few small packets.
-        let max_message = (self.config.limits.max_packet_bytes + 5).max(64 * 1024);
+        let max_message = (self.config.limits.max_packet_bytes.saturating_add(5)).max(64 * 1024);
         let session = WsSession::new(leftover, max_message);
         Some(WsStream::new(tcp, session))
     }

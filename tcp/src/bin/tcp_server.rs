@@ -139,15 +139,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 }
 
 /// `--stdio`: one client, joined to stdin and stdout (see
-/// `tcp/src/server/stdio.rs`). The first Ctrl-C ends our input, as Ctrl-D
-/// does, and we still take the rest of what the client sends; a second one
-/// quits at once. Before a client comes, Ctrl-C quits.
+/// `tcp/src/server/stdio.rs`). Ctrl-C ends our input, as Ctrl-D does, and
+/// we still take the rest of what the client sends; a second Ctrl-C, or
+/// SIGTERM (`kill`), quits at once. Before a client comes, Ctrl-C quits.
 async fn one_client(
     listener: TcpListener,
     tls: Option<std::sync::Arc<networking_protocols::tls::ServerConfig>>,
     hex_dump: bool,
 ) -> anyhow::Result<()> {
-    let first_signal = networking_protocols::shutdown_signal();
+    // The handlers are in place before anyone can learn where we listen.
+    let mut signals = Signals::install()?;
     // stdout is the client's data: the address goes to stderr.
     eprintln!("listening on {}", listener.local_addr()?);
     let input_done = tokio_util::sync::CancellationToken::new();
@@ -157,12 +158,65 @@ async fn one_client(
     tokio::pin!(session);
     tokio::select! {
         biased;
-        () = first_signal => input_done.cancel(),
+        signal = signals.next() => match signal {
+            Signal::Terminate => return Ok(()),
+            Signal::Interrupt => {
+                tracing::info!("Ctrl-C: our input ends (Ctrl-C again quits now)");
+                input_done.cancel();
+            }
+        },
         result = &mut session => return result,
     }
     tokio::select! {
         biased;
-        () = networking_protocols::shutdown_signal() => Ok(()),
+        _ = signals.next() => Ok(()),
         result = session => result,
+    }
+}
+
+/// Which signal came.
+enum Signal {
+    /// Ctrl-C (SIGINT).
+    Interrupt,
+    /// SIGTERM, as `kill` sends.
+    Terminate,
+}
+
+/// Ctrl-C and SIGTERM, told apart (`networking_protocols::shutdown_signal`
+/// takes either as "stop").
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => Signal::Interrupt,
+                _ = self.terminate.recv() => Signal::Terminate,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Interrupt
+        }
     }
 }

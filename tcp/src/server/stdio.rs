@@ -10,7 +10,8 @@
 //! for. When the client closes its sending side (its FIN), we have
 //! everything it will send; when our stdin ends, we have sent everything
 //! we will send. Only when both have happened do we close the connection.
-//! We do not send our FIN when our stdin ends, as `nc -l` does not: many
+//! We do not send our FIN when our stdin ends, as OpenBSD's `nc -l` does
+//! not without `-N` (ncat and GNU netcat do): many
 //! clients (`tcp_client` among them) take a FIN that comes while they are
 //! still sending as the end of the conversation, and a client still
 //! sending a file would stop halfway.
@@ -62,9 +63,22 @@ where
 {
     let acceptor = tls.map(TlsAcceptor::from);
     loop {
-        let (socket, peer) = tokio::select! {
+        let accepted = tokio::select! {
             () = input_done.cancelled() => return Ok(()),
-            accepted = listener.accept() => accepted.context("cannot accept")?,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            // A client that gave up while queued: wait for the next.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                continue;
+            }
+            Err(error) => return Err(error).context("cannot accept"),
         };
         info!(%peer, "connected");
         let Some(acceptor) = &acceptor else {

@@ -44,6 +44,9 @@ pub struct WsSession {
     context: Box<WebSocketContext>,
     /// Whether frames wait in tungstenite's write buffer for the socket.
     pending: bool,
+    /// The code our Close frame will carry: 1000, or why we close
+    /// (RFC 6455 §7.4.1).
+    close_code: CloseCode,
 }
 
 impl std::fmt::Debug for WsSession {
@@ -57,8 +60,8 @@ impl std::fmt::Debug for WsSession {
 impl WsSession {
     /// The server's side of a WebSocket whose upgrade is done: `leftover`
     /// holds the bytes the client sent right behind its request, and
-    /// `max_message_bytes` bounds one incoming message (tungstenite answers
-    /// a larger one with close code 1009 and an error).
+    /// `max_message_bytes` bounds one incoming message (a larger one is an
+    /// error, and our Close says 1009, Message Too Big).
     pub fn new(leftover: Vec<u8>, max_message_bytes: usize) -> Self {
         let config = WebSocketConfig::default()
             // Allocated per connection for its whole life: small, as a
@@ -73,6 +76,7 @@ impl WsSession {
         WsSession {
             context: Box::new(context),
             pending: false,
+            close_code: CloseCode::Normal,
         }
     }
 
@@ -103,6 +107,7 @@ impl WsSession {
                     }
                 }
                 Ok(Message::Text(_)) => {
+                    self.close_code = CloseCode::Unsupported;
                     break Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "a text message: MQTT travels in binary messages only [MQTT-6.0.0-1]",
@@ -121,7 +126,13 @@ impl WsSession {
                     | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
                 ) => break Ok(total),
                 Err(Error::Io(error)) => break Err(error),
-                Err(error) => break Err(io::Error::new(io::ErrorKind::InvalidData, error)),
+                Err(error) => {
+                    self.close_code = match &error {
+                        Error::Capacity(_) => CloseCode::Size,
+                        _ => CloseCode::Protocol,
+                    };
+                    break Err(io::Error::new(io::ErrorKind::InvalidData, error));
+                }
             }
         };
         // A pong or a Close owed to the client goes out now, as far as the
@@ -163,6 +174,12 @@ impl WsSession {
                 self.pending = true;
                 Ok(())
             }
+            // The client closed first: the connection is ending anyway.
+            Err(
+                Error::ConnectionClosed
+                | Error::AlreadyClosed
+                | Error::Protocol(ProtocolError::SendAfterClosing),
+            ) => Ok(()),
             Err(error) => Err(as_io(error)),
         }
     }
@@ -185,10 +202,11 @@ impl WsSession {
     }
 
     /// Sends our Close frame (RFC 6455 §5.5.1), as far as the socket takes
-    /// it now.
+    /// it now: 1000, or 1003 after a text message, 1009 after one too
+    /// large, 1002 after a frame that breaks the protocol.
     pub(crate) fn send_close(&mut self, tcp: &TcpStream) {
         let frame = CloseFrame {
-            code: CloseCode::Normal,
+            code: self.close_code,
             reason: "".into(),
         };
         let _ = self.context.close(&mut Nonblocking(tcp), Some(frame));
