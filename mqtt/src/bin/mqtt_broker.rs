@@ -39,7 +39,14 @@
 //! For web pages: `mqtt_broker --ws-port` also serves MQTT over WebSocket
 //! on 9001 (`ws://127.0.0.1:9001/mqtt`, subprotocol `mqtt`), as browsers
 //! and MQTT.js speak it, through the same front door
-//! (`mqtt/src/frontdoor/websocket.rs`).
+//! (`mqtt/src/frontdoor/websocket.rs`), and a page at
+//! `http://127.0.0.1:9001/` whose own MQTT client connects back.
+//!
+//! As people run Mosquitto: `--password-file` (mosquitto_passwd's files),
+//! `--acl-file` (who reads and writes which topics), `--persistence-file`
+//! (retained messages survive a restart), and statistics under
+//! `$SYS/broker/...` every `--sys-interval` seconds. The README's "Running
+//! the broker for real" tries each.
 //!
 //! ## Read next
 //!
@@ -108,8 +115,9 @@ struct Args {
     #[arg(long = "allow-origin", value_name = "ORIGIN", requires = "ws_port",
           value_parser = websocket::origin::parse)]
     allow_origins: Vec<String>,
-    /// Let the users of this password file log in too (mosquitto_passwd's
-    /// format: NAME:$7$...; a file it wrote works as it is)
+    /// Require a login as one of this password file's users (or a --user):
+    /// mosquitto_passwd's format, NAME:$7$..., so a file it wrote works as it
+    /// is; a file that lists nobody lets nobody in
     #[arg(long, value_name = "PATH")]
     password_file: Option<std::path::PathBuf>,
     /// With --password-file: add this user to the file (or change its
