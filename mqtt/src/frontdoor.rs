@@ -60,6 +60,7 @@
 pub mod acl;
 mod aliases;
 mod carry;
+mod config;
 pub mod congestion;
 mod connack;
 pub mod connect;
@@ -88,7 +89,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::websocket::origin::AllowedOrigins;
 use networking_protocols::accept::{Acceptor, Incoming, Throttle};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -97,69 +97,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use acl::{Acl, Want};
+pub use config::FrontDoorConfig;
 use congestion::Congestion;
 use connack::Admitted;
 use dispatch::Shared;
 use handshake::{ClientStream, Transport, accept};
-use logins::Logins;
 use persist::Persistence;
-use relay::Limits;
 use router::Router;
 use session::Sessions;
-
-/// The front door's settings.
-#[derive(Debug, Clone)]
-pub struct FrontDoorConfig {
-    /// Most clients connected at once; one more gets CONNACK 3.
-    pub max_connections: usize,
-    /// Who may log in (`logins.rs`); with nobody required, everybody.
-    pub logins: Arc<Logins>,
-    /// How long a new connection may take to send its CONNECT.
-    pub connect_timeout: Duration,
-    /// The limits on packet size and queued bytes per client.
-    pub limits: Limits,
-    /// With `Some`, clients speak MQTT over TLS with this configuration.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// The web pages whose WebSocket may connect at the WebSocket port,
-    /// besides programs and the broker's own (see `websocket.rs`).
-    pub websocket_origins: AllowedOrigins,
-    /// With `Some`, retained messages are kept in a file across restarts
-    /// (`persist.rs`).
-    pub persistence: Option<Persistence>,
-    /// How often the `$SYS` statistics are published (`sys.rs`); `None`
-    /// for never.
-    pub sys_interval: Option<Duration>,
-    /// With `Some`, what each client may read and write (`acl.rs`).
-    pub acl: Option<Arc<Acl>>,
-}
-
-/// Ends the sessions whose expiry has come and publishes the wills whose
-/// delay has run out, each at its moment, until the broker stops. An idle
-/// broker with nothing to expire never wakes for it.
-async fn sweep(door: Arc<Door>) {
-    loop {
-        let next = door.sessions.next_deadline();
-        let wait = async {
-            match next {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = door.stop.cancelled() => return,
-            () = door.sessions.changed() => {}
-            () = wait => {}
-        }
-        let now = std::time::Instant::now();
-        for session in door.sessions.expired(now) {
-            door.end_session(session);
-        }
-        for will in door.sessions.due_wills(now) {
-            door.publish_will(will);
-        }
-    }
-}
 
 /// Serves clients on `listener` (MQTT over TCP, or over TLS with
 /// `config.tls`) and on `websocket` (MQTT over WebSocket, `websocket.rs`)
@@ -210,7 +155,7 @@ pub async fn run(
     // Sessions whose MQTT 5 Session Expiry Interval runs out while their
     // client is away end, and delayed wills go, on a task of their own that
     // sleeps until the next such moment (`session.rs`).
-    tokio::spawn(sweep(door.clone()));
+    tokio::spawn(session::sweep(door.clone()));
     if let Some(every) = door.config.sys_interval {
         tokio::spawn(sys::run(door.clone(), every));
     }
@@ -322,18 +267,21 @@ impl Door {
         } else {
             connect.client_id.clone()
         };
-        // A will whose topic the client may not write is never published
-        // (Mosquitto checks it when it would go, with the same outcome).
+        // A will to a topic the client may not publish to is never
+        // published (Mosquitto checks it when it would go, with the same
+        // outcome): the same rule as for its PUBLISHes (`acl.rs`).
         let mut connect = connect;
-        if let (Some(acl), Some(will)) = (&self.config.acl, &connect.will)
-            && !acl.allows(connect.username.as_deref(), &name, &will.topic, Want::Write)
-        {
-            info!(
-                client = name,
-                topic = will.topic,
-                "the ACL does not let the client write its will's topic: no will"
-            );
-            connect.will = None;
+        if let Some(will) = &connect.will {
+            let acl = self.config.acl.as_deref();
+            let username = connect.username.as_deref();
+            if !acl::may_publish(acl, username, &name, &will.topic) {
+                info!(
+                    client = name,
+                    topic = will.topic,
+                    "the client may not publish to its will's topic ($SYS/, or the ACL): no will"
+                );
+                connect.will = None;
+            }
         }
 
         let me = Arc::new(Occupant {

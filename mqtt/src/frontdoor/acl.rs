@@ -34,6 +34,8 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow};
 
+use super::sys;
+
 /// The access one check asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
@@ -180,6 +182,20 @@ fn substitute(pattern: &str, client_id: &str, username: Option<&str>) -> Option<
     }
     out.push_str(rest);
     Some(out)
+}
+
+/// Whether a client may publish to `topic` (a PUBLISH, or its will):
+/// never under `$SYS/`, which is the broker's own (`sys.rs`), with an ACL
+/// or without, as in Mosquitto; elsewhere as `acl` says (everywhere,
+/// without one).
+pub fn may_publish(
+    acl: Option<&Acl>,
+    username: Option<&str>,
+    client_id: &str,
+    topic: &str,
+) -> bool {
+    !topic.starts_with(sys::PREFIX)
+        && acl.is_none_or(|acl| acl.allows(username, client_id, topic, Want::Write))
 }
 
 /// `[ACCESS] FILTER`: an access word and the rest of the line, or one

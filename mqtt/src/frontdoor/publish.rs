@@ -16,12 +16,12 @@ use bytes::Bytes;
 use rumqttd::protocol::Packet;
 use tracing::info;
 
-use super::acl::Want;
+use super::acl;
 use super::carry;
 use super::relay::{Connection, End};
 use super::router;
 use super::session::Stage;
-use super::sys::{self, Stats};
+use super::sys::Stats;
 use crate::wire::properties::{allowed, id};
 use crate::wire::{self, Frame, Reader, Violation, kind};
 
@@ -123,11 +123,9 @@ impl Connection<'_> {
         Ok(())
     }
 
-    /// Whether the client may publish to `topic`: never under `$SYS/`,
-    /// which is the broker's own (`sys.rs`), as in Mosquitto; elsewhere as
-    /// the ACL says (everywhere, without one).
+    /// Whether the client may publish to `topic` ([`acl::may_publish`]).
     fn may_publish(&self, topic: &str) -> bool {
-        !topic.starts_with(sys::PREFIX) && self.may(topic, Want::Write)
+        acl::may_publish(self.acl, self.username, self.name, topic)
     }
 
     /// Logs the first PUBLISH the ACL denies this client; later ones are

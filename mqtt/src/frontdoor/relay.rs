@@ -19,6 +19,7 @@
 //! same.
 
 pub(crate) mod buffers;
+mod parts;
 mod socket;
 pub mod tls;
 pub mod websocket;
@@ -42,6 +43,7 @@ use super::router::Router;
 use super::session::Session;
 use crate::wire::{self, Frame, Violation, kind};
 use buffers::Outbox;
+pub use parts::Parts;
 pub use socket::Layer;
 
 /// At most this many bytes read from one socket per turn, so one busy
@@ -155,61 +157,7 @@ pub struct Connection<'a> {
     pub(super) dropped_logged: Option<Instant>,
 }
 
-/// What a [`Connection`] is made of.
-#[derive(Debug)]
-pub struct Parts<'a> {
-    pub socket: &'a TcpStream,
-    pub layer: Layer,
-    pub router: &'a Router,
-    pub shared: &'a Shared,
-    pub limits: &'a Limits,
-    pub name: &'a str,
-    pub username: Option<&'a str>,
-    pub acl: Option<&'a Acl>,
-    pub session_expiry: u32,
-    pub version: u8,
-    pub max_packet_size: Option<u32>,
-    pub receive_maximum: u16,
-    pub topic_alias_maximum: u16,
-    pub keep_alive: u16,
-    pub session: Session,
-    pub pressure: Pressure,
-}
-
 impl<'a> Connection<'a> {
-    pub fn new(parts: Parts<'a>) -> Self {
-        Connection {
-            socket: parts.socket,
-            layer: parts.layer,
-            router: parts.router,
-            shared: parts.shared,
-            limits: parts.limits,
-            name: parts.name,
-            username: parts.username,
-            acl: parts.acl,
-            denial_logged: false,
-            clean_session: parts.session_expiry == 0,
-            session_expiry: parts.session_expiry,
-            version: parts.version,
-            max_packet_size: parts.max_packet_size,
-            aliases: HashMap::new(),
-            receive_maximum: parts.receive_maximum,
-            outgoing_aliases: OutgoingAliases::new(parts.topic_alias_maximum),
-            waiting: VecDeque::new(),
-            grace: (parts.keep_alive > 0)
-                .then(|| Duration::from_secs(u64::from(parts.keep_alive)).mul_f32(1.5)),
-            for_router: Vec::new(),
-            session: parts.session,
-            from_client: BytesMut::new(),
-            to_client: Outbox::default(),
-            deliveries: Vec::new(),
-            last_heard: Instant::now(),
-            pressure: parts.pressure,
-            dropped: 0,
-            dropped_logged: None,
-        }
-    }
-
     /// Whether the ACL lets this client have `want` on `topic` (always,
     /// without an ACL).
     pub(super) fn may(&self, topic: &str, want: Want) -> bool {

@@ -7,7 +7,8 @@
 //! the session's key; the session keeps its own list, to end them all with
 //! it. For a client with a persistent session (clean session 0) all of it
 //! outlives the connection, in [`Sessions`], and its mailbox keeps filling
-//! until the client comes back or connects with a clean session.
+//! until the client comes back or connects with a clean session; `sweep`
+//! ends it when its MQTT 5 expiry comes, and publishes delayed wills.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use rumqttd::protocol::Packet;
 use tokio::sync::Notify;
 
+use super::Door;
 use super::mailbox::Mailbox;
 use super::topics::ClientKey;
 
@@ -279,6 +281,33 @@ impl Sessions {
             .filter_map(|id| kept.remove(id))
             .map(|kept| kept.session)
             .collect()
+    }
+}
+
+/// Ends the sessions whose expiry has come and publishes the wills whose
+/// delay has run out, each at its moment, until the broker stops. An idle
+/// broker with nothing to expire never wakes for it.
+pub(super) async fn sweep(door: Arc<Door>) {
+    loop {
+        let next = door.sessions.next_deadline();
+        let wait = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = door.stop.cancelled() => return,
+            () = door.sessions.changed() => {}
+            () = wait => {}
+        }
+        let now = std::time::Instant::now();
+        for session in door.sessions.expired(now) {
+            door.end_session(session);
+        }
+        for will in door.sessions.due_wills(now) {
+            door.publish_will(will);
+        }
     }
 }
 
